@@ -1,0 +1,120 @@
+"""The `commbench` command line. Commands are thin: they parse options, call one harness
+module, and turn user-fixable errors into one line and exit code 2."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from harness.errors import UserError
+from targets.core.errors import OrderError
+from targets.core.seed import SeedSpec
+from targets.registry import TRANSPORTS, get_transport
+from targets.serving import DEFAULT_AMQP_URL, ServeConfig, ServeError
+
+app = typer.Typer(
+    help="Benchmark and compare microservice communication: REST, gRPC and a message queue.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+AmqpUrl = Annotated[str, typer.Option(help="RabbitMQ to use; when it does not answer, "
+                                            "commbench starts a private broker")]
+
+
+@app.command()
+def serve(
+    transport: Annotated[str, typer.Argument(help=f"one of: {', '.join(TRANSPORTS)}")],
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="0 lets the OS choose; the URL is printed")] = 0,
+    store: Annotated[str, typer.Option(help="'memory' or 'sqlite:PATH' (durable, WAL)")] = "memory",
+    amqp_url: Annotated[str, typer.Option(help="broker for the queue target")] = DEFAULT_AMQP_URL,
+    namespace: Annotated[str, typer.Option(help="prefix of queue and exchange names")] = "commbench",
+    users: Annotated[int, typer.Option(help="seed: users")] = 100,
+    orders_per_user: Annotated[int, typer.Option(help="seed: orders per user")] = 10,
+    seed: Annotated[int, typer.Option(help="seed of the deterministic data set")] = 1,
+) -> None:
+    """Run one target server in the foreground until Ctrl-C or SIGTERM."""
+    t = _transport(transport)
+    config = ServeConfig(host=host, port=port, store=store, amqp_url=amqp_url,
+                         namespace=namespace,
+                         seed=SeedSpec(users=users, orders_per_user=orders_per_user, seed=seed))
+    try:
+        t.serve()(config)
+    except ValueError as exc:  # a bad --store spec
+        raise UserError(str(exc)) from None
+
+
+@app.command()
+def verify(
+    targets: Annotated[str, typer.Option(help="comma-separated targets")] = ",".join(TRANSPORTS),
+    url: Annotated[list[str] | None, typer.Option(
+        help="use a running target instead of starting one: NAME=URL (repeatable)")] = None,
+    client: Annotated[list[str] | None, typer.Option(
+        help="client variant per target: NAME=VARIANT (repeatable); default: every variant")] = None,
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    logs: Annotated[Path, typer.Option(help="folder for the targets' logs")] = Path("results/.logs"),
+) -> None:
+    """Start the targets (or use --url), run the conformance checks, print check × target."""
+    from harness.verify import run_verify
+
+    names = [n.strip() for n in targets.split(",") if n.strip()]
+    for n in names:
+        _transport(n)
+    ok = run_verify(names, urls=_pairs(url, "--url"), clients=_pairs(client, "--client"),
+                    amqp_url=amqp_url, log_dir=logs)
+    raise typer.Exit(0 if ok else 1)
+
+
+def _transport(name: str):  # noqa: ANN202
+    try:
+        return get_transport(name)
+    except KeyError as exc:
+        raise UserError(exc.args[0]) from None
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values or []:
+        name, sep, rest = v.partition("=")
+        if not sep or not rest:
+            raise UserError(f"{option} takes NAME=VALUE, got {v!r}")
+        _transport(name)
+        out[name] = rest
+    return out
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    """Entry point: one-line errors, exit 2 for user errors, 130 for Ctrl-C."""
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        rv = app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.stderr.write("commbench: interrupted\n")
+        sys.exit(130)
+    except (UserError, ServeError) as exc:
+        sys.stderr.write(f"commbench: {exc}\n")
+        sys.exit(2)
+    except OrderError as exc:
+        sys.stderr.write(f"commbench: {exc.kind}: {exc}\n")
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Starts and stops the services under test.
+
+Each service is a `commbench serve` subprocess in its own session (process group), with a
+parent-death signal so that not even a SIGKILLed harness leaves an orphan. Start-up waits
+for the server's readiness line, not for a guessed delay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import UserError
+from targets.registry import get_transport
+from targets.serving import READY_PREFIX, ServeConfig
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Service:
+    """A running server process that the launcher owns and can signal (faults use this)."""
+
+    name: str
+    transport: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    cpus: tuple[int, ...] = ()
+    _drain: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Signal the whole process group (SIGSTOP/SIGCONT pause a service, SIGKILL kills)."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        if self.alive():
+            self.signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait()
+        # Kill stragglers the server may have forked into its group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self._drain is not None:
+            self._drain.join(timeout=1)
+        return self.process.returncode
+
+
+def serve_command(transport: str, config: ServeConfig) -> list[str]:
+    return [
+        sys.executable, "-m", "harness.cli", "serve", transport,
+        "--host", config.host, "--port", str(config.port), "--store", config.store,
+        "--amqp-url", config.amqp_url, "--namespace", config.namespace,
+        "--users", str(config.seed.users), "--orders-per-user", str(config.seed.orders_per_user),
+        "--seed", str(config.seed.seed),
+    ]
+
+
+def _child_setup(cpus: Sequence[int]) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if cpus:
+        os.sched_setaffinity(0, set(cpus))
+
+
+class Launcher:
+    """Owns every service it starts; `stop_all` runs on every exit path (use it as a context
+    manager, and the CLI turns SIGTERM into the same unwinding as Ctrl-C)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.services: list[Service] = []
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+    def start(
+        self,
+        transport: str,
+        config: ServeConfig,
+        *,
+        name: str | None = None,
+        cpus: Sequence[int] = (),
+        timeout: float = READY_TIMEOUT_S,
+    ) -> Service:
+        get_transport(transport)  # unknown names fail here, before a process starts
+        name = name or transport
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child and the drain thread
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        process = subprocess.Popen(
+            serve_command(transport, config),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=lambda: _child_setup(cpus),  # noqa: PLW1509 - prctl must run in the child
+            env=env,
+        )
+        try:
+            url = _await_ready(process, timeout, log)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            log.close()
+            raise
+        service = Service(name, transport, url, process, log_path, tuple(cpus))
+        service._drain = threading.Thread(
+            target=_drain, args=(process, log), name=f"drain-{name}", daemon=True
+        )
+        service._drain.start()
+        self.services.append(service)
+        return service
+
+    def stop_all(self) -> None:
+        while self.services:
+            self.services.pop().stop()
+
+
+def _await_ready(process: subprocess.Popen[bytes], timeout: float, log: object) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(process.stdout, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UserError(
+                    f"target did not become ready within {timeout:.0f} s; see {log.name}"  # type: ignore[attr-defined]
+                )
+            if not sel.select(remaining):
+                continue
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                process.wait()
+                raise UserError(_exit_message(process.returncode, log))
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode(errors="replace")
+                if text.startswith(READY_PREFIX):
+                    return str(json.loads(text[len(READY_PREFIX):])["url"])
+                log.write(line + b"\n")  # type: ignore[attr-defined]
+
+
+def _exit_message(code: int | None, log: object) -> str:
+    log.flush()  # type: ignore[attr-defined]
+    lines = Path(log.name).read_text(errors="replace").strip().splitlines()  # type: ignore[attr-defined]
+    last = lines[-1] if lines else "no output"
+    last = last.removeprefix("commbench: ")
+    return f"target exited before it was ready (exit code {code}): {last}"
+
+
+def _drain(process: subprocess.Popen[bytes], log: object) -> None:
+    assert process.stdout is not None
+    with contextlib.suppress(ValueError, OSError):
+        for line in iter(process.stdout.readline, b""):
+            log.write(line)  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):
+        log.close()  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def launched(
+    transports: Sequence[str], config: ServeConfig, log_dir: Path
+) -> Iterator[dict[str, Service]]:
+    """Start several targets, yield them by name, stop them all on exit."""
+    with Launcher(log_dir) as launcher:
+        yield {t: launcher.start(t, config) for t in transports}

@@ -1,0 +1,190 @@
+"""Order stores: one interface, an in-memory backend and a durable SQLite (WAL) backend.
+
+The backend is chosen per run with a spec string: `memory` or `sqlite:PATH`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from typing import Protocol
+
+from targets.core.model import Item, Order
+
+
+class Store(Protocol):
+    def get(self, order_id: int) -> Order | None: ...
+
+    def list_by_user(self, user_id: int, limit: int) -> list[Order]: ...
+
+    def insert(self, order: Order) -> tuple[Order, bool]:
+        """Store `order` unless one with its request id exists; return the stored one and
+        whether it is new. The store assigns the id (the id of `order` is ignored)."""
+        ...
+
+    def insert_many(self, orders: list[Order]) -> None: ...
+
+    def set_status(self, order_id: int, status: str) -> Order | None: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryStore:
+    """Dicts behind a lock; the lock matters only if a server uses threads."""
+
+    def __init__(self) -> None:
+        self._orders: dict[int, Order] = {}
+        self._by_user: dict[int, list[int]] = {}
+        self._by_request: dict[str, int] = {}
+        self._next_id = 1
+        self._lock = threading.Lock()
+
+    def get(self, order_id: int) -> Order | None:
+        return self._orders.get(order_id)
+
+    def list_by_user(self, user_id: int, limit: int) -> list[Order]:
+        ids = self._by_user.get(user_id, [])
+        return [self._orders[i] for i in reversed(ids[-limit:])]
+
+    def insert(self, order: Order) -> tuple[Order, bool]:
+        with self._lock:
+            existing = self._by_request.get(order.request_id)
+            if existing is not None:
+                return self._orders[existing], False
+            stored = _with_id(order, self._next_id)
+            self._next_id += 1
+            self._orders[stored.id] = stored
+            self._by_user.setdefault(stored.user_id, []).append(stored.id)
+            self._by_request[stored.request_id] = stored.id
+            return stored, True
+
+    def insert_many(self, orders: list[Order]) -> None:
+        for order in orders:
+            self.insert(order)
+
+    def set_status(self, order_id: int, status: str) -> Order | None:
+        with self._lock:
+            order = self._orders.get(order_id)
+            if order is None:
+                return None
+            updated = _replace_status(order, status)
+            self._orders[order_id] = updated
+            return updated
+
+    def count(self) -> int:
+        return len(self._orders)
+
+    def close(self) -> None:
+        pass
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL,
+    items TEXT NOT NULL,
+    total_cents INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, id);
+"""
+_COLUMNS = "id, request_id, user_id, items, total_cents, status, created_at_ms"
+
+
+class SQLiteStore:
+    """Durable store: WAL journal, synchronous=NORMAL (survives a process crash, which is
+    what the failure scenarios inflict; an OS crash may lose the last transactions)."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def get(self, order_id: int) -> Order | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM orders WHERE id = ?", (order_id,)).fetchone()
+        return _from_row(row) if row else None
+
+    def list_by_user(self, user_id: int, limit: int) -> list[Order]:
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM orders WHERE user_id = ? ORDER BY id DESC LIMIT ?",
+            (user_id, limit),
+        ).fetchall()
+        return [_from_row(r) for r in rows]
+
+    def insert(self, order: Order) -> tuple[Order, bool]:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO orders (request_id, user_id, items, total_cents, status, created_at_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(request_id) DO NOTHING",
+                _to_row(order),
+            )
+            new = cur.rowcount == 1
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM orders WHERE request_id = ?", (order.request_id,)
+            ).fetchone()
+        return _from_row(row), new
+
+    def insert_many(self, orders: list[Order]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO orders (request_id, user_id, items, total_cents, status, created_at_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [_to_row(o) for o in orders],
+            )
+            self._db.execute("COMMIT")
+
+    def set_status(self, order_id: int, status: str) -> Order | None:
+        with self._lock:
+            self._db.execute("UPDATE orders SET status = ? WHERE id = ?", (status, order_id))
+        return self.get(order_id)
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_store(spec: str) -> Store:
+    """`memory` or `sqlite:PATH`."""
+    if spec == "memory":
+        return MemoryStore()
+    if spec.startswith("sqlite:") and len(spec) > len("sqlite:"):
+        return SQLiteStore(spec[len("sqlite:"):])
+    raise ValueError(f"unknown store {spec!r}: use 'memory' or 'sqlite:PATH'")
+
+
+def _with_id(order: Order, order_id: int) -> Order:
+    return Order(order_id, order.user_id, order.items, order.total_cents, order.status,
+                 order.created_at_ms, order.request_id)
+
+
+def _replace_status(order: Order, status: str) -> Order:
+    return Order(order.id, order.user_id, order.items, order.total_cents, status,
+                 order.created_at_ms, order.request_id)
+
+
+def _to_row(o: Order) -> tuple[object, ...]:
+    items = json.dumps([[i.sku, i.quantity, i.unit_price_cents] for i in o.items])
+    return (o.request_id, o.user_id, items, o.total_cents, o.status, o.created_at_ms)
+
+
+def _from_row(row: tuple) -> Order:  # type: ignore[type-arg]
+    oid, request_id, user_id, items, total, status, created = row
+    return Order(
+        id=oid,
+        user_id=user_id,
+        items=tuple(Item(s, q, p) for s, q, p in json.loads(items)),
+        total_cents=total,
+        status=status,
+        created_at_ms=created,
+        request_id=request_id,
+    )
