@@ -72,7 +72,7 @@ def verify(
     raise typer.Exit(0 if ok else 1)
 
 
-def _transport(name: str):  # noqa: ANN202
+def _transport(name: str):
     try:
         return get_transport(name)
     except KeyError as exc:

@@ -116,7 +116,7 @@ class Launcher:
         name = name or transport
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child and the drain thread
+        log = open(log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         process = subprocess.Popen(
             serve_command(transport, config),
@@ -124,7 +124,7 @@ class Launcher:
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=lambda: _child_setup(cpus),  # noqa: PLW1509 - prctl must run in the child
+            preexec_fn=lambda: _child_setup(cpus),
             env=env,
         )
         try:

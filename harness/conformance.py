@@ -1,0 +1,221 @@
+"""The conformance suite: the same inputs must give the same outputs and the same error
+kinds on every transport. Expected answers come from the core applied to the seed data
+locally, so each transport is held to one reference, not merely to its peers.
+
+Used by `commbench verify`, by the run gate (a target that fails is not measured) and by
+the test suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from targets.api import OrderClient
+from targets.core.errors import InvalidRequest, NotFound, OrderError
+from targets.core.model import CATALOGUE, STATUS_CREATED, CreateOrder, ItemRequest, Order
+from targets.core.seed import SeedSpec, seed_orders
+from targets.core.validation import MAX_ITEMS, MAX_LIST_LIMIT, MAX_QUANTITY
+
+CLOCK_SLACK_MS = 5_000
+LONG_LIST = 120
+CONCURRENT_CREATES = 40
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+class CheckFailed(AssertionError):
+    pass
+
+
+@dataclass
+class _Ctx:
+    client: OrderClient
+    seed: SeedSpec
+    orders: list[Order]
+    tag: str  # makes request ids and fresh user ids unique to this verification
+
+    def request_id(self, label: str) -> str:
+        return f"verify-{self.tag}-{label}"
+
+    def fresh_user(self, n: int) -> int:
+        """A user id outside the seeded range, unique to this verification."""
+        return self.seed.users + 1_000_000 + int(self.tag[:6], 16) * 16 + n
+
+
+def _expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise CheckFailed(message)
+
+
+def _same(got: Order, want: Order, what: str) -> None:
+    if got.to_dict() != want.to_dict():
+        raise CheckFailed(f"{what}: got {got.to_dict()}, want {want.to_dict()}")
+
+
+async def _raises(kind: type[OrderError], call: Awaitable[object], what: str) -> None:
+    try:
+        result = await call
+    except kind:
+        return
+    except OrderError as exc:
+        raise CheckFailed(f"{what}: got error kind {exc.kind!r}, want {kind.kind!r}") from None
+    raise CheckFailed(f"{what}: got {result!r}, want error kind {kind.kind!r}")
+
+
+def _items(*pairs: tuple[str, int]) -> tuple[ItemRequest, ...]:
+    return tuple(ItemRequest(s, q) for s, q in pairs)
+
+
+def _expected_created(req: CreateOrder, got: Order) -> Order:
+    """What the core must produce for `req`; id and creation time come from the server."""
+    items = tuple((i.sku, i.quantity, CATALOGUE[i.sku]) for i in req.items)
+    return Order.from_dict({
+        "id": got.id, "user_id": req.user_id, "created_at_ms": got.created_at_ms,
+        "items": [{"sku": s, "quantity": q, "unit_price_cents": p} for s, q, p in items],
+        "total_cents": sum(q * p for _, q, p in items), "status": STATUS_CREATED,
+    })
+
+
+async def check_get_seeded(c: _Ctx) -> None:
+    for order in (c.orders[0], c.orders[len(c.orders) // 2], c.orders[-1]):
+        _same(await c.client.get_order(order.id), order, f"get_order({order.id})")
+
+
+async def check_list_user(c: _Ctx) -> None:
+    user = max(1, c.seed.users // 2)
+    want = [o for o in reversed(c.orders) if o.user_id == user]
+    got = await c.client.list_user_orders(user, limit=c.seed.orders_per_user)
+    _expect([o.to_dict() for o in got] == [o.to_dict() for o in want],
+            f"list_user_orders({user}) differs from the seed data (newest first)")
+    got = await c.client.list_user_orders(user, limit=2)
+    _expect([o.id for o in got] == [o.id for o in want[:2]], "limit=2 must give the 2 newest")
+
+
+async def check_list_unknown_user(c: _Ctx) -> None:
+    got = await c.client.list_user_orders(c.fresh_user(0), limit=5)
+    _expect(got == [], f"a user without orders must list [], got {len(got)} orders")
+
+
+async def check_not_found(c: _Ctx) -> None:
+    await _raises(NotFound, c.client.get_order(10**15), "get_order(10**15)")
+
+
+async def check_invalid_ids(c: _Ctx) -> None:
+    await _raises(InvalidRequest, c.client.get_order(0), "get_order(0)")
+    await _raises(InvalidRequest, c.client.get_order(-5), "get_order(-5)")
+    await _raises(InvalidRequest, c.client.list_user_orders(0), "list_user_orders(0)")
+    await _raises(InvalidRequest, c.client.list_user_orders(1, limit=MAX_LIST_LIMIT + 1),
+                  "list_user_orders(limit too large)")
+    await _raises(InvalidRequest, c.client.list_user_orders(1, limit=-1), "list_user_orders(limit=-1)")
+
+
+async def check_create(c: _Ctx) -> None:
+    req = CreateOrder(c.request_id("create"), 3, _items(("SKU-002", 2), ("SKU-010", 1)))
+    before = time.time_ns() // 1_000_000
+    got = await c.client.create_order(req)
+    after = time.time_ns() // 1_000_000
+    _same(got, _expected_created(req, got), "create_order")
+    _expect(got.id > len(c.orders), f"a new order must not reuse a seeded id, got {got.id}")
+    _expect(before - CLOCK_SLACK_MS <= got.created_at_ms <= after + CLOCK_SLACK_MS,
+            f"created_at_ms {got.created_at_ms} is not the time of creation")
+    _same(await c.client.get_order(got.id), got, "get_order(new id)")
+
+
+async def check_create_reports_accepted(c: _Ctx) -> None:
+    moments: list[int] = []
+    req = CreateOrder(c.request_id("accepted"), 4, _items(("SKU-001", 1)))
+    await c.client.create_order(req, on_accepted=lambda: moments.append(time.perf_counter_ns()))
+    done = time.perf_counter_ns()
+    _expect(len(moments) == 1, f"on_accepted must be called once, was called {len(moments)} times")
+    _expect(moments[0] <= done, "on_accepted must come before completion")
+
+
+async def check_idempotent_create(c: _Ctx) -> None:
+    rid = c.request_id("idem")
+    first = await c.client.create_order(CreateOrder(rid, 5, _items(("SKU-003", 3))))
+    again = await c.client.create_order(CreateOrder(rid, 5, _items(("SKU-003", 3))))
+    _same(again, first, "a retried create")
+    other = await c.client.create_order(CreateOrder(rid, 6, _items(("SKU-004", 9))))
+    _same(other, first, "a create reusing a request id with another payload")
+    listed = await c.client.list_user_orders(5, limit=MAX_LIST_LIMIT)
+    _expect(sum(o.id == first.id for o in listed) == 1, "a retried create stored a duplicate")
+
+
+async def check_invalid_create(c: _Ctx) -> None:
+    cases = {
+        "unknown sku": CreateOrder(c.request_id("bad1"), 1, _items(("NOPE", 1))),
+        "quantity 0": CreateOrder(c.request_id("bad2"), 1, _items(("SKU-001", 0))),
+        "quantity too large": CreateOrder(c.request_id("bad3"), 1,
+                                          _items(("SKU-001", MAX_QUANTITY + 1))),
+        "no items": CreateOrder(c.request_id("bad4"), 1, ()),
+        "too many items": CreateOrder(c.request_id("bad5"), 1,
+                                      _items(*[("SKU-001", 1)] * (MAX_ITEMS + 1))),
+        "empty request id": CreateOrder("", 1, _items(("SKU-001", 1))),
+        "user 0": CreateOrder(c.request_id("bad7"), 0, _items(("SKU-001", 1))),
+    }
+    for what, req in cases.items():
+        await _raises(InvalidRequest, c.client.create_order(req), f"create with {what}")
+
+
+async def check_long_list(c: _Ctx) -> None:
+    user = c.fresh_user(1)
+    made = [
+        await c.client.create_order(
+            CreateOrder(c.request_id(f"long{n}"), user, _items(("SKU-005", n % 7 + 1))))
+        for n in range(LONG_LIST)
+    ]
+    got = await c.client.list_user_orders(user, limit=MAX_LIST_LIMIT)
+    _expect([o.to_dict() for o in got] == [o.to_dict() for o in reversed(made)],
+            f"listing {LONG_LIST} orders must return them all, newest first")
+
+
+async def check_concurrent_creates(c: _Ctx) -> None:
+    user = c.fresh_user(2)
+    reqs = [CreateOrder(c.request_id(f"conc{n}"), user, _items(("SKU-007", n + 1), ("SKU-012", 2)))
+            for n in range(CONCURRENT_CREATES)]
+    got = await asyncio.gather(*(c.client.create_order(r) for r in reqs))
+    _expect(len({o.id for o in got}) == len(reqs), "concurrent creates must get unique ids")
+    for req, order in zip(reqs, got, strict=True):
+        _same(order, _expected_created(req, order), f"concurrent create {req.request_id}")
+
+
+CHECKS: dict[str, Callable[[_Ctx], Awaitable[None]]] = {
+    "get seeded orders": check_get_seeded,
+    "list a user's orders": check_list_user,
+    "list an unknown user": check_list_unknown_user,
+    "not found": check_not_found,
+    "invalid ids and limits": check_invalid_ids,
+    "create an order": check_create,
+    "accepted before completed": check_create_reports_accepted,
+    "idempotent create": check_idempotent_create,
+    "invalid creates": check_invalid_create,
+    "long user list": check_long_list,
+    "concurrent creates": check_concurrent_creates,
+}
+
+
+async def run_checks(client: OrderClient, seed: SeedSpec, timeout: float = 30.0) -> list[Check]:
+    """Every check, each bounded in time; a failure never stops the others."""
+    ctx = _Ctx(client, seed, seed_orders(seed), uuid.uuid4().hex[:12])
+    results: list[Check] = []
+    for name, check in CHECKS.items():
+        try:
+            await asyncio.wait_for(check(ctx), timeout)
+        except CheckFailed as exc:
+            results.append(Check(name, False, str(exc)))
+        except TimeoutError:
+            results.append(Check(name, False, f"no answer within {timeout:.0f} s"))
+        except OrderError as exc:
+            results.append(Check(name, False, f"unexpected error {exc.kind}: {exc}"))
+        else:
+            results.append(Check(name, True))
+    return results

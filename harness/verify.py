@@ -1,0 +1,110 @@
+"""`commbench verify`: start (or reach) the targets, run the conformance suite through every
+client variant, print one check × target table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.conformance import CHECKS, Check, run_checks
+from harness.errors import UserError
+from harness.launcher import Launcher
+from targets.core.errors import OrderError
+from targets.core.seed import SeedSpec
+from targets.registry import get_transport
+from targets.serving import ServeConfig
+
+
+def column_name(transport: str, variant: str) -> str:
+    """`rest` for the default client, `rest-httpx` for another variant (results use the same)."""
+    return transport if variant == get_transport(transport).default_client else f"{transport}-{variant}"
+
+
+async def verify_client(transport: str, variant: str, url: str, seed: SeedSpec) -> list[Check]:
+    factory = get_transport(transport).client_factory(variant)
+    try:
+        client = await factory(url)
+    except OrderError as exc:
+        return [Check(name, False, f"cannot connect to {url}: {exc}") for name in CHECKS]
+    try:
+        return await run_checks(client, seed)
+    finally:
+        await client.close()
+
+
+@contextlib.contextmanager
+def _broker_if_needed(names: list[str], urls: dict[str, str], amqp_url: str,
+                      console: Console) -> Iterator[str]:
+    if not any(get_transport(n).needs_broker and n not in urls for n in names):
+        yield amqp_url
+        return
+    from harness.broker import ensure_broker
+
+    with ensure_broker(amqp_url) as broker:
+        where = f"a private broker ({broker.startup_s:.1f} s to start)" if broker.private else amqp_url
+        console.print(f"broker: {where}")
+        yield broker.url
+
+
+def run_verify(
+    names: list[str],
+    *,
+    urls: dict[str, str],
+    clients: dict[str, str],
+    amqp_url: str,
+    log_dir: Path,
+    seed: SeedSpec | None = None,
+    console: Console | None = None,
+) -> bool:
+    console = console or Console()
+    seed = seed or SeedSpec()
+    columns: dict[str, list[Check]] = {}
+    with _broker_if_needed(names, urls, amqp_url, console) as broker_url, Launcher(log_dir) as launcher:
+        config = ServeConfig(amqp_url=broker_url, namespace=f"verify-{uuid.uuid4().hex[:8]}", seed=seed)
+        for name in names:
+            url = urls.get(name)
+            if url is None:
+                console.print(f"starting {name} …", end=" ")
+                url = launcher.start(name, config).url
+                console.print(f"ready at {url}")
+            transport = get_transport(name)
+            variants = [clients[name]] if name in clients else list(transport.clients)
+            for variant in variants:
+                try:
+                    transport.client_factory(variant)
+                except KeyError as exc:
+                    raise UserError(exc.args[0]) from None
+                columns[column_name(name, variant)] = asyncio.run(
+                    verify_client(name, variant, url, seed)
+                )
+    console.print(render_table(columns))
+    failures = [(col, c) for col, checks in columns.items() for c in checks if not c.passed]
+    for col, check in failures:
+        console.print(f"[red]FAIL[/red] {col} · {check.name}: {check.detail}", soft_wrap=True)
+    total = sum(len(c) for c in columns.values())
+    if failures:
+        console.print(f"conformance: {len(failures)} of {total} checks failed")
+    else:
+        console.print(f"conformance: all {total} checks passed")
+    return not failures
+
+
+def render_table(columns: dict[str, list[Check]]) -> Table:
+    table = Table(title="conformance", show_lines=False)
+    table.add_column("check")
+    for col in columns:
+        table.add_column(col, justify="center")
+    names = list(CHECKS) if columns else []
+    for name in names:
+        cells = []
+        for checks in columns.values():
+            check = next(c for c in checks if c.name == name)
+            cells.append("[green]pass[/green]" if check.passed else "[red]FAIL[/red]")
+        table.add_row(name, *cells)
+    return table

@@ -1,0 +1,135 @@
+"""Every queue, exchange and binding of the queue target, declared in one place.
+
+Server and client both declare the shared part (declaring is idempotent when the arguments
+agree), so whichever starts first creates it and a mismatch fails loudly at start-up instead
+of silently routing nowhere. Names carry the namespace, so runs on one broker never collide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+DEFAULT_NAMESPACE = "commbench"
+PREFETCH = 64  # unacked messages per server consumer: bounds in-flight work and memory
+CREATED = "order.created"  # event routing key prefix; the full key ends with the client id
+REJECTED = "order.rejected"  # an invalid create: same body shape with "error" instead of "order"
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Broker object names for one namespace."""
+
+    ns: str
+
+    @property
+    def rpc(self) -> str:
+        return f"{self.ns}.rpc"
+
+    @property
+    def commands(self) -> str:
+        return f"{self.ns}.commands"
+
+    @property
+    def events(self) -> str:
+        return f"{self.ns}.events"
+
+    @property
+    def dlx(self) -> str:
+        return f"{self.ns}.dlx"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.ns}.dead"
+
+    def reply_queue(self, client_id: str) -> str:
+        # Named, not server-generated, so a robust reconnect re-declares the same queue
+        # and reply_to stays valid.
+        return f"{self.ns}.reply.{client_id}"
+
+    def event_queue(self, client_id: str) -> str:
+        return f"{self.ns}.client.{client_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """The declared shared objects of one namespace."""
+
+    names: Names
+    rpc: AbstractQueue
+    commands: AbstractQueue
+    events: AbstractExchange
+    dead: AbstractQueue
+
+
+async def declare_shared(channel: AbstractChannel, ns: str) -> Shared:
+    """Request and command queues dead-letter into `<ns>.dlx` → `<ns>.dead`."""
+    names = Names(ns)
+    dlx = await channel.declare_exchange(names.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
+    dead = await channel.declare_queue(names.dead, durable=True)
+    await dead.bind(dlx, routing_key="")
+    dead_letter = {"x-dead-letter-exchange": names.dlx}
+    rpc = await channel.declare_queue(names.rpc, durable=True, arguments=dead_letter)
+    commands = await channel.declare_queue(names.commands, durable=True, arguments=dead_letter)
+    events = await channel.declare_exchange(
+        names.events, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    return Shared(names, rpc, commands, events, dead)
+
+
+async def declare_client(
+    channel: AbstractChannel, ns: str, client_id: str
+) -> tuple[AbstractQueue, AbstractQueue]:
+    """A client's private reply queue and event queue (exclusive: gone with its connection).
+
+    The event queue receives this client's outcomes only: `order.created.<id>` and
+    `order.rejected.<id>`; observers may bind `order.created.#` on their own queue.
+    """
+    names = Names(ns)
+    reply = await channel.declare_queue(
+        names.reply_queue(client_id), exclusive=True, auto_delete=True
+    )
+    events_queue = await channel.declare_queue(
+        names.event_queue(client_id), exclusive=True, auto_delete=True
+    )
+    for prefix in (CREATED, REJECTED):
+        await events_queue.bind(names.events, routing_key=f"{prefix}.{client_id}")
+    return reply, events_queue
+
+
+async def delete_shared(channel: AbstractChannel, ns: str) -> None:
+    """Remove a namespace's durable objects (test and benchmark clean-up)."""
+    names = Names(ns)
+    for queue in (names.rpc, names.commands, names.dead):
+        await channel.queue_delete(queue)
+    for exchange in (names.events, names.dlx):
+        await channel.exchange_delete(exchange)
+
+
+def target_url(amqp_url: str, ns: str) -> str:
+    """The URL a queue client is given: the broker URL plus `namespace=<ns>`."""
+    parts = urlsplit(amqp_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "namespace"]
+    query.append(("namespace", ns))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def split_target_url(url: str) -> tuple[str, str]:
+    """(broker URL without `namespace`, namespace); other query parameters are kept."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    ns = next((v for k, v in query if k == "namespace"), "") or DEFAULT_NAMESPACE
+    rest = urlencode([(k, v) for k, v in query if k != "namespace"])
+    return urlunsplit(parts._replace(query=rest)), ns
+
+
+def redact(amqp_url: str) -> str:
+    """The broker URL for logs and messages: a password other than `guest` is masked."""
+    parts = urlsplit(amqp_url)
+    if parts.password is None or parts.password == "guest":
+        return amqp_url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

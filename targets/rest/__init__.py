@@ -1,0 +1,1 @@
+"""REST target: FastAPI on uvicorn (uvloop, httptools), JSON; clients on aiohttp and httpx."""

@@ -1,0 +1,244 @@
+"""REST server: FastAPI on uvicorn (uvloop, httptools), one process, access log off.
+
+Routes only translate HTTP ⇄ OrderService calls. The pydantic body model checks JSON types
+and shape (strict: no "5" for 5); every business rule stays in the core. Responses are
+built with orjson and returned as Response objects, so FastAPI does its routing, parameter
+parsing and body validation but no second serialization pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import uvicorn
+import uvloop
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from targets.core.errors import InvalidRequest, NotFound
+from targets.core.model import CreateOrder, ItemRequest
+from targets.core.service import DEFAULT_LIST_LIMIT, OrderService, build_service
+from targets.rest import wire
+from targets.serving import ServeConfig, announce_ready, bind_socket
+
+GRACEFUL_SHUTDOWN_S = 3
+
+
+class OrjsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+# --- wire models: request parsing and the OpenAPI schema ---------------------------------
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+    sku: str
+    quantity: int
+
+
+class CreateOrderIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+    request_id: str
+    user_id: int
+    items: list[ItemIn]
+
+
+class ItemOut(BaseModel):
+    sku: str
+    quantity: int
+    unit_price_cents: int
+
+
+class OrderOut(BaseModel):
+    id: int
+    user_id: int
+    items: list[ItemOut]
+    total_cents: int
+    status: str
+    created_at_ms: int
+
+
+class OrderListOut(BaseModel):
+    orders: list[OrderOut]
+
+
+class ErrorDetail(BaseModel):
+    kind: str
+    message: str
+    field: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "no such order"},
+    422: {"model": ErrorOut, "description": "invalid request"},
+}
+
+
+# --- error mapping ------------------------------------------------------------------------
+
+def _error(status: int, kind: str, message: str, field: str = "") -> OrjsonResponse:
+    return OrjsonResponse(wire.error_body(kind, message, field), status_code=status)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    """("body", "items", 0, "sku") → "items[0].sku", the core's naming; ("path", "order_id")
+    → "order_id"; the whole body (not an object, not JSON at offset n) → "body"."""
+    parts = loc[1:] if loc and loc[0] in ("body", "path", "query", "header") else loc
+    if not parts or isinstance(parts[0], int):
+        return "body" if loc and loc[0] == "body" else ""
+    name = str(parts[0])
+    for p in parts[1:]:
+        name += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return name
+
+
+async def _on_not_found(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotFound)
+    return _error(404, NotFound.kind, exc.message)
+
+
+async def _on_invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidRequest)
+    return _error(422, InvalidRequest.kind, exc.message, exc.field)
+
+
+async def _on_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    field = _field_name(tuple(first.get("loc", ())))
+    msg = "the request body is not valid JSON" if first.get("type") == "json_invalid" \
+        else str(first.get("msg", "invalid input"))
+    return _error(422, InvalidRequest.kind, f"{field}: {msg}" if field else msg, field)
+
+
+async def _on_http(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown route, wrong method, unparsable body) in our shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return _error(404, NotFound.kind, f"no route for {request.method} {request.url.path}")
+    status = 422 if exc.status_code == 400 else exc.status_code  # 400: body not decodable
+    resp = _error(status, InvalidRequest.kind, str(exc.detail))
+    resp.headers.update(exc.headers or {})
+    return resp
+
+
+# --- the app --------------------------------------------------------------------------------
+
+def build_app(service: OrderService) -> FastAPI:
+    """The ASGI app over `service`; usable in-process (e.g. httpx.ASGITransport)."""
+    app = FastAPI(
+        title="commbench orders",
+        version="1",
+        default_response_class=OrjsonResponse,
+        exception_handlers={
+            NotFound: _on_not_found,
+            InvalidRequest: _on_invalid,
+            RequestValidationError: _on_validation,
+            StarletteHTTPException: _on_http,
+        },
+    )
+
+    @app.get(wire.ORDER_PATH, response_model=OrderOut, responses=_ERRORS)
+    async def get_order(order_id: int) -> Response:
+        return OrjsonResponse(service.get_order(order_id).to_dict())
+
+    @app.get(wire.USER_ORDERS_PATH, response_model=OrderListOut, responses=_ERRORS)
+    async def list_user_orders(user_id: int, limit: int = DEFAULT_LIST_LIMIT) -> Response:
+        orders = service.list_user_orders(user_id, limit)
+        return OrjsonResponse({"orders": [o.to_dict() for o in orders]})
+
+    @app.post(wire.ORDERS_PATH, response_model=OrderOut, status_code=201,
+              responses={200: {"model": OrderOut, "description": "a retried request id: "
+                               "the order its first attempt created"}, **_ERRORS})
+    async def create_order(body: CreateOrderIn) -> Response:
+        req = CreateOrder(
+            request_id=body.request_id,
+            user_id=body.user_id,
+            items=tuple(ItemRequest(i.sku, i.quantity) for i in body.items),
+        )
+        order, is_new = service.create_order(req)
+        return OrjsonResponse(order.to_dict(), status_code=201 if is_new else 200)
+
+    @app.get(wire.HEALTH_PATH, response_model=HealthOut)
+    async def healthz() -> Response:
+        return OrjsonResponse({"status": "ok"})
+
+    return app
+
+
+# --- serving ----------------------------------------------------------------------------------
+
+class _Server(uvicorn.Server):
+    """uvicorn's Server, announcing readiness once it listens and leaving signals to us."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn would use signal.signal and re-raise the signal after shutdown; we install
+        # loop handlers instead, so SIGTERM ends in a clean return (exit code 0).
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_started()
+
+
+def _url(host: str, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _run(server: _Server, sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.handle_exit, sig, None)
+    await server.serve(sockets=[sock])
+
+
+def serve(config: ServeConfig) -> None:
+    sock = bind_socket(config.host, config.port)  # ServeError: port in use
+    try:
+        service = build_service(config.store, config.seed)
+        try:
+            uv_config = uvicorn.Config(
+                build_app(service),
+                loop="uvloop",
+                http="httptools",
+                access_log=False,
+                workers=1,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            )
+            url = _url(config.host, sock)
+            server = _Server(uv_config, lambda: announce_ready("rest", url))
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(_run(server, sock))
+        finally:
+            service.store.close()
+    finally:
+        sock.close()
