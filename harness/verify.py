@@ -64,6 +64,11 @@ def run_verify(
 ) -> bool:
     console = console or Console()
     seed = seed or SeedSpec()
+    for name, variant in clients.items():
+        try:
+            get_transport(name).client_factory(variant)
+        except KeyError as exc:
+            raise UserError(exc.args[0]) from None
     columns: dict[str, list[Check]] = {}
     with _broker_if_needed(names, urls, amqp_url, console) as broker_url, Launcher(log_dir) as launcher:
         config = ServeConfig(amqp_url=broker_url, namespace=f"verify-{uuid.uuid4().hex[:8]}", seed=seed)
@@ -76,10 +81,6 @@ def run_verify(
             transport = get_transport(name)
             variants = [clients[name]] if name in clients else list(transport.clients)
             for variant in variants:
-                try:
-                    transport.client_factory(variant)
-                except KeyError as exc:
-                    raise UserError(exc.args[0]) from None
                 columns[column_name(name, variant)] = asyncio.run(
                     verify_client(name, variant, url, seed)
                 )
