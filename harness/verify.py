@@ -38,17 +38,21 @@ async def verify_client(transport: str, variant: str, url: str, seed: SeedSpec) 
         await client.close()
 
 
+def _needs_broker(names: list[str], urls: dict[str, str]) -> bool:
+    """A broker is ours to find (or start) only for broker targets we launch ourselves."""
+    return any(get_transport(n).needs_broker and n not in urls for n in names)
+
+
 @contextlib.contextmanager
 def _broker_if_needed(names: list[str], urls: dict[str, str], amqp_url: str,
                       console: Console) -> Iterator[str]:
-    if not any(get_transport(n).needs_broker and n not in urls for n in names):
+    if not _needs_broker(names, urls):
         yield amqp_url
         return
-    from harness.broker import ensure_broker
+    from harness.broker import describe, ensure_broker
 
     with ensure_broker(amqp_url) as broker:
-        where = f"a private broker ({broker.startup_s:.1f} s to start)" if broker.private else amqp_url
-        console.print(f"broker: {where}")
+        console.print(describe(broker))
         yield broker.url
 
 
@@ -70,20 +74,26 @@ def run_verify(
         except KeyError as exc:
             raise UserError(exc.args[0]) from None
     columns: dict[str, list[Check]] = {}
-    with _broker_if_needed(names, urls, amqp_url, console) as broker_url, Launcher(log_dir) as launcher:
-        config = ServeConfig(amqp_url=broker_url, namespace=f"verify-{uuid.uuid4().hex[:8]}", seed=seed)
-        for name in names:
-            url = urls.get(name)
-            if url is None:
-                console.print(f"starting {name} …", end=" ")
-                url = launcher.start(name, config).url
-                console.print(f"ready at {url}")
-            transport = get_transport(name)
-            variants = [clients[name]] if name in clients else list(transport.clients)
-            for variant in variants:
-                columns[column_name(name, variant)] = asyncio.run(
-                    verify_client(name, variant, url, seed)
-                )
+    namespace = f"verify-{uuid.uuid4().hex[:8]}"
+    with _broker_if_needed(names, urls, amqp_url, console) as broker_url:
+        with Launcher(log_dir) as launcher:
+            config = ServeConfig(amqp_url=broker_url, namespace=namespace, seed=seed)
+            for name in names:
+                url = urls.get(name)
+                if url is None:
+                    console.print(f"starting {name} …", end=" ")
+                    url = launcher.start(name, config).url
+                    console.print(f"ready at {url}")
+                transport = get_transport(name)
+                variants = [clients[name]] if name in clients else list(transport.clients)
+                for variant in variants:
+                    columns[column_name(name, variant)] = asyncio.run(
+                        verify_client(name, variant, url, seed)
+                    )
+        if _needs_broker(names, urls):
+            from harness.broker import delete_namespace
+
+            delete_namespace(broker_url, namespace)
     console.print(render_table(columns))
     failures = [(col, c) for col, checks in columns.items() for c in checks if not c.passed]
     for col, check in failures:

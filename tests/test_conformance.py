@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from harness.broker import delete_namespace
 from harness.conformance import CHECKS, run_checks
 from harness.launcher import Launcher
 from harness.verify import run_verify
@@ -32,6 +33,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator
     config = ServeConfig(seed=SEED, amqp_url=amqp_url, namespace=f"conf-{uuid.uuid4().hex[:8]}")
     with Launcher(tmp_path_factory.mktemp("logs")) as launcher:
         yield {name: launcher.start(name, config).url for name in TRANSPORTS}
+    delete_namespace(amqp_url, config.namespace)
 
 
 @pytest.mark.parametrize("transport, variant", VARIANTS, ids=[f"{t}-{v}" for t, v in VARIANTS])

@@ -50,14 +50,18 @@ def decode_object(body: bytes) -> dict[str, Any]:
     return value
 
 
-def command_keys(d: dict[str, Any]) -> tuple[str, str]:
-    """(request_id, client_id) of a create command: without both it cannot be answered."""
-    request_id, client_id = d.get("request_id"), d.get("client_id")
-    if not isinstance(request_id, str) or not request_id:
+def command_keys(d: dict[str, Any]) -> tuple[Any, str]:
+    """(request_id, client_id) of a create command: what routing its outcome back needs.
+
+    The request id only has to be echoable (any JSON scalar, even "" or a number): whether it
+    is a valid one is the core's rule, answered with an "invalid" event, not a dead letter.
+    """
+    if "request_id" not in d or isinstance(d["request_id"], (dict, list)):
         raise Malformed("command has no request_id")
+    client_id = d.get("client_id")
     if not isinstance(client_id, str) or not 1 <= len(client_id) <= MAX_CLIENT_ID:
         raise Malformed("command has no client_id")
-    return request_id, client_id
+    return d["request_id"], client_id
 
 
 def encode_command(req: CreateOrder, client_id: str) -> bytes:

@@ -136,8 +136,9 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         return _error(404, NotFound.kind, f"no route for {request.method} {request.url.path}")
-    status = 422 if exc.status_code == 400 else exc.status_code  # 400: body not decodable
-    resp = _error(status, InvalidRequest.kind, str(exc.detail))
+    if exc.status_code == 400:  # FastAPI could not decode the body (e.g. not UTF-8)
+        return _error(422, InvalidRequest.kind, "the request body is not valid JSON", "body")
+    resp = _error(exc.status_code, InvalidRequest.kind, str(exc.detail))
     resp.headers.update(exc.headers or {})
     return resp
 

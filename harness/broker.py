@@ -1,0 +1,303 @@
+"""The RabbitMQ a run uses: the one at --amqp-url when it answers, otherwise a private node.
+
+A private node is fully isolated from a system broker on the same machine: its own node name,
+AMQP, distribution and epmd ports, config, data and log folders, all in one temporary
+directory. It runs in its own process group with a parent-death signal (like every service
+the launcher starts), and is stopped and removed when the context exits, on every exit path.
+This module prints nothing; timings come back in BrokerInfo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from harness.errors import UserError
+from harness.launcher import _child_setup
+from targets.queue.topology import redact
+
+PROBE_TIMEOUT_S = 3.0
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+POLL_INTERVAL_S = 0.2  # pacing of readiness checks of external processes
+RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")  # the real scripts: they honour the environment
+NOT_INSTALLED = ("rabbitmq-server is not installed: run `sudo apt-get install -y rabbitmq-server` "
+                 "or pass --amqp-url of a running broker")
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    url: str
+    private: bool
+    startup_s: float  # private: start until AMQP accepted a connection; else: the probe
+    node: str = ""  # private node name, e.g. commbench-123-ab12cd@localhost
+    log_dir: Path | None = None
+
+
+def probe(amqp_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """A real AMQP connect (TCP, handshake, auth): an open port alone proves nothing.
+
+    A plain TCP connect goes first so a closed port fails fast and quietly (aiormq logs
+    every failed connection attempt)."""
+    import aio_pika
+
+    parts = urlsplit(amqp_url)
+    if not _port_open(parts.port or 5672, parts.hostname or "localhost", timeout):
+        return False
+
+    async def attempt() -> bool:
+        try:
+            connection = await aio_pika.connect(amqp_url, timeout=timeout)
+        except Exception:
+            return False
+        await connection.close()
+        return True
+
+    return _run_in_thread(attempt())
+
+
+@contextlib.contextmanager
+def ensure_broker(amqp_url: str, work_dir: Path | None = None) -> Iterator[BrokerInfo]:
+    """Yield a broker that answers: `amqp_url` if it does, else a private node (stopped on exit)."""
+    start = time.monotonic()
+    if probe(amqp_url):
+        yield BrokerInfo(amqp_url, private=False, startup_s=time.monotonic() - start)
+        return
+    with private_broker(work_dir) as info:
+        yield info
+
+
+@contextlib.contextmanager
+def private_broker(work_dir: Path | None = None) -> Iterator[BrokerInfo]:
+    server, ctl, epmd = RABBIT_BIN / "rabbitmq-server", RABBIT_BIN / "rabbitmqctl", _epmd()
+    if not (os.access(server, os.X_OK) and os.access(ctl, os.X_OK) and epmd):
+        raise UserError(NOT_INSTALLED)
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="commbench-rabbitmq-", dir=work_dir))
+    node = _Node(base, server, ctl, epmd)
+    ok = False
+    try:
+        startup_s = node.start()
+        yield BrokerInfo(node.url, private=True, startup_s=startup_s, node=node.name,
+                         log_dir=node.log_dir)
+        ok = True
+    finally:
+        node.stop()
+        if ok or node.ready:
+            shutil.rmtree(base, ignore_errors=True)
+        # else: keep the folder, the UserError names its log
+
+
+class _Node:
+    """One private rabbitmq-server plus the epmd it registers with (both owned by us)."""
+
+    def __init__(self, base: Path, server: Path, ctl: Path, epmd: str) -> None:
+        self.base, self.server, self.ctl, self.epmd_bin = base, server, ctl, epmd
+        short = f"commbench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.name = f"{short}@localhost"
+        self.port, self.dist_port, self.epmd_port = _free_ports(3)
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self.log_dir = base / "log"
+        self.output = base / "rabbitmq-server.out"
+        self.env = self._environment()
+        self.epmd: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready = False
+
+    def _environment(self) -> dict[str, str]:
+        home, mnesia = self.base / "home", self.base / "mnesia"
+        for d in (home, mnesia, self.log_dir):
+            d.mkdir()
+        (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "rabbitmq-env.conf").write_text("")  # not /etc/rabbitmq's
+        (self.base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"  # /etc's may name 5672
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        env.update({
+            "HOME": str(home),  # the Erlang cookie lives here; rabbitmqctl must see it too
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONF_ENV_FILE": str(self.base / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(mnesia),
+            "RABBITMQ_LOG_BASE": str(self.log_dir),
+            "RABBITMQ_PID_FILE": str(self.base / "rabbitmq.pid"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "ERL_EPMD_PORT": str(self.epmd_port),  # a private epmd: nothing outlives the node
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        })
+        return env
+
+    def _spawn(self, argv: list[str], out: Path) -> subprocess.Popen[bytes]:
+        with open(out, "ab") as log:
+            return subprocess.Popen(
+                argv, env=self.env, cwd=self.base, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=lambda: _child_setup(()),  # prctl must run in the child
+            )
+
+    def start(self) -> float:
+        start = time.monotonic()
+        deadline = start + READY_TIMEOUT_S
+        self.epmd = self._spawn([self.epmd_bin, "-port", str(self.epmd_port)],
+                                self.base / "epmd.out")
+        # erl would start a detached epmd of its own if ours were not listening yet.
+        self._wait(lambda: _port_wait(self.epmd_port), self.epmd, deadline, "epmd")
+        with _notify_socket(self.base / "notify.sock") as notify:
+            if notify is not None:
+                # sd_notify: the script then execs the VM (the parent-death signal holds for
+                # the broker itself, not just a wrapper shell) and tells us when it is ready.
+                self.env["NOTIFY_SOCKET"] = notify.getsockname()
+            self.process = self._spawn([str(self.server)], self.output)
+            self._wait(lambda: _notified_ready(notify) or probe(self.url, timeout=1.0),
+                       self.process, deadline, "rabbitmq-server")
+        if not probe(self.url):  # READY=1 said so; one real AMQP connect confirms it
+            raise UserError(f"private rabbitmq-server at {self.url} does not answer; "
+                            f"see {self.output} and {self.log_dir}")
+        self.ready = True
+        return time.monotonic() - start
+
+    def _wait(self, check: Callable[[], bool], process: subprocess.Popen[bytes],
+              deadline: float, what: str) -> None:
+        while not check():
+            if process.poll() is not None:
+                raise UserError(
+                    f"private {what} exited with code {process.returncode} before it was "
+                    f"ready; see {self.output} and {self.log_dir}"
+                )
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"private {what} was not ready within {READY_TIMEOUT_S:.0f} s; "
+                    f"see {self.output} and {self.log_dir}"
+                )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                subprocess.run(
+                    [str(self.ctl), "-n", self.name, "stop"], env=self.env, cwd=self.base,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, timeout=STOP_TIMEOUT_S,
+                )
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_TIMEOUT_S)
+        for process in (self.process, self.epmd):
+            if process is not None:
+                _kill_group(process)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group (stragglers such as erl_child_setup) and reap the leader."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@contextlib.contextmanager
+def _notify_socket(path: Path) -> Iterator[socket.socket | None]:
+    """A datagram socket for systemd-style readiness messages (None if it cannot be made)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(str(path))
+    except OSError:  # e.g. a path longer than sun_path allows
+        sock.close()
+        yield None
+        return
+    with sock:
+        yield sock
+
+
+def _notified_ready(sock: socket.socket | None) -> bool:
+    """Wait up to one poll interval for `READY=1`; without a socket, just pace the polling."""
+    if sock is None:
+        time.sleep(POLL_INTERVAL_S)
+        return False
+    readable, _, _ = select.select([sock], [], [], POLL_INTERVAL_S)
+    return bool(readable) and b"READY=1" in sock.recv(4096)
+
+
+def _port_wait(port: int) -> bool:
+    if _port_open(port):
+        return True
+    time.sleep(POLL_INTERVAL_S)
+    return False
+
+
+def _epmd() -> str | None:
+    return shutil.which("epmd") or next(
+        (str(p) for p in sorted(Path("/usr/lib/erlang").glob("erts-*/bin/epmd"))), None
+    )
+
+
+def _free_ports(n: int) -> list[int]:
+    """Ports the OS hands out for port 0, held together so the n are distinct."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _port_open(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def _run_in_thread(coro: object) -> bool:
+    """Run a coroutine on a fresh loop in a worker thread, so callers inside a running event
+    loop (async tests, the engine) can use this module too."""
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(coro)), daemon=True)  # type: ignore[arg-type]
+    thread.start()
+    thread.join()
+    return bool(result and result[0])
+
+
+def describe(info: BrokerInfo) -> str:
+    """One line for the CLI to print (this module prints nothing itself)."""
+    if info.private:
+        return f"started a private RabbitMQ {info.node} at {info.url} in {info.startup_s:.1f} s"
+    return f"using the RabbitMQ at {redact(info.url)}"
+
+
+def delete_namespace(amqp_url: str, namespace: str) -> bool:
+    """Remove a run's durable queues and exchanges so repeated runs leave no litter on a
+    shared broker. Best effort: clean-up never masks the run's own outcome."""
+    import aio_pika
+
+    from targets.queue.topology import delete_shared
+
+    async def _delete() -> bool:
+        try:
+            connection = await aio_pika.connect(amqp_url, timeout=5)
+            async with connection:
+                await delete_shared(await connection.channel(), namespace)
+        except Exception:
+            return False
+        return True
+
+    return _run_in_thread(_delete())

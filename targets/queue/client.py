@@ -1,0 +1,184 @@
+"""The queue target's client (aio-pika): RPC lookups and confirmed create commands.
+
+One robust connection. Lookups go out on a channel without confirms (the reply is the
+end-to-end acknowledgement, and the client timeout covers a lost request); creates go out on
+a channel with publisher confirms, whose ack is the *accepted* moment, and resolve when the
+order's event reaches this client's event queue (the *completed* moment). Replies and
+events are matched to waiting callers by correlation id and request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from targets.api import DEFAULT_TIMEOUT_S
+from targets.core.errors import OrderError, TransportError
+from targets.core.model import CreateOrder, Order
+from targets.core.service import DEFAULT_LIST_LIMIT
+from targets.queue import codec
+from targets.queue.topology import declare_client, declare_shared, redact, split_target_url
+
+BROKER_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
+                 ConnectionError)
+
+
+class QueueClient:
+    transport = "queue"
+    variant = "aio-pika"
+
+    def __init__(self, connection: AbstractRobustConnection, ns: str, timeout: float) -> None:
+        self._connection = connection
+        self._ns = ns
+        self._timeout = timeout
+        self.client_id = uuid.uuid4().hex[:16]
+        self._ids = itertools.count(1)
+        self._replies: dict[str, asyncio.Future[bytes]] = {}
+        self._outcomes: dict[Any, asyncio.Future[dict[str, Any]]] = {}  # by request id
+        self._closed = False
+
+    async def _open(self) -> None:
+        conn = self._connection
+        rpc_channel = await conn.channel(publisher_confirms=False)
+        command_channel = await conn.channel(on_return_raises=True)  # confirms: the default
+        consume_channel = await conn.channel(publisher_confirms=False)
+        shared = await declare_shared(command_channel, self._ns)
+        reply_queue, event_queue = await declare_client(consume_channel, self._ns, self.client_id)
+        self._rpc_exchange = rpc_channel.default_exchange
+        self._command_exchange = command_channel.default_exchange
+        self._rpc_key = shared.names.rpc
+        self._command_key = shared.names.commands
+        self._reply_to = reply_queue.name
+        await reply_queue.consume(self._on_reply, no_ack=True)
+        await event_queue.consume(self._on_event, no_ack=True)
+        conn.close_callbacks.add(self._on_connection_lost)
+
+    # -- the OrderClient interface -------------------------------------------------------
+
+    async def get_order(self, order_id: int) -> Order:
+        return Order.from_dict(await self._call({"op": "get", "order_id": order_id}))
+
+    async def list_user_orders(self, user_id: int, limit: int = DEFAULT_LIST_LIMIT) -> list[Order]:
+        found = await self._call({"op": "list", "user_id": user_id, "limit": limit})
+        return [Order.from_dict(d) for d in found]
+
+    async def create_order(
+        self, req: CreateOrder, on_accepted: Callable[[], None] | None = None
+    ) -> Order:
+        self._check_connected()
+        rid = req.request_id
+        outcome = self._outcomes.get(rid)
+        owner = outcome is None  # a concurrent create with the same request_id shares it
+        if owner:
+            outcome = self._outcomes[rid] = asyncio.get_running_loop().create_future()
+        assert outcome is not None
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._command_exchange.publish(
+                    aio_pika.Message(codec.encode_command(req, self.client_id),
+                                     content_type=codec.CONTENT_TYPE,
+                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=self._command_key,
+                )
+                if on_accepted is not None:
+                    on_accepted()  # the broker confirmed: it now owns the command
+                event = await asyncio.shield(outcome)
+        except TimeoutError:
+            raise TransportError("timeout", f"no outcome within {self._timeout:g} s") from None
+        except BROKER_ERRORS as exc:
+            raise TransportError("broker", f"broker error: {exc!r}") from None
+        finally:
+            if owner and self._outcomes.get(rid) is outcome:
+                del self._outcomes[rid]
+        if "order" in event:
+            return Order.from_dict(event["order"])
+        raise codec.error_from_body(event.get("error"))
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._fail_all(TransportError("broker", "client closed"))
+            await self._connection.close()
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _call(self, request: dict[str, Any]) -> Any:
+        self._check_connected()
+        corr = str(next(self._ids))
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._replies[corr] = fut
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._rpc_exchange.publish(
+                    aio_pika.Message(codec.dumps(request), content_type=codec.CONTENT_TYPE,
+                                     correlation_id=corr, reply_to=self._reply_to),
+                    routing_key=self._rpc_key,
+                    mandatory=False,
+                )
+                body = await fut
+        except TimeoutError:
+            raise TransportError("timeout", f"no reply within {self._timeout:g} s") from None
+        except BROKER_ERRORS as exc:
+            raise TransportError("broker", f"broker error: {exc!r}") from None
+        finally:
+            self._replies.pop(corr, None)
+        reply = codec.loads(body)
+        if "ok" in reply:
+            return reply["ok"]
+        raise codec.error_from_body(reply.get("error"))
+
+    def _check_connected(self) -> None:
+        # A robust connection would park the publish until it reconnects; fail fast instead.
+        if self._closed or not self._connection.connected.is_set():
+            raise TransportError("broker", "not connected to the broker")
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        fut = self._replies.get(message.correlation_id or "")
+        if fut is not None and not fut.done():
+            fut.set_result(message.body)
+
+    async def _on_event(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = codec.decode_object(message.body)
+        except codec.Malformed:
+            return
+        rid = event.get("request_id")
+        fut = None if isinstance(rid, (dict, list)) else self._outcomes.get(rid)
+        if fut is not None and not fut.done():  # duplicates (redeliveries) find no waiter
+            fut.set_result(event)
+
+    def _on_connection_lost(self, *_: object) -> None:
+        self._fail_all(TransportError("broker", "connection to the broker lost"))
+
+    def _fail_all(self, exc: OrderError) -> None:
+        for pending in (self._replies, self._outcomes):
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+
+
+async def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> QueueClient:
+    """`url` is the broker URL plus `?namespace=<ns>` (as the server announces it)."""
+    amqp_url, ns = split_target_url(url)
+    try:
+        connection = await aio_pika.connect_robust(
+            amqp_url, timeout=timeout,
+            client_properties={"connection_name": f"commbench queue client {ns}"},
+        )
+    except Exception as exc:  # refused, auth, DNS, timeout
+        reason = str(exc) or type(exc).__name__
+        raise TransportError("broker", f"cannot connect to {redact(amqp_url)}: {reason}") from None
+    client = QueueClient(connection, ns, timeout)
+    try:
+        await client._open()
+    except BaseException:
+        await connection.close()
+        raise
+    return client
