@@ -8,7 +8,7 @@ SYSDEPS := scripts/system-deps.sh
 .PHONY: demo test lint venv broker-deps browser-deps clean proto
 
 demo: venv broker-deps
-	$(VENV)/bin/commbench verify
+	$(VENV)/bin/commbench run scenarios/quick.toml --report
 
 test: venv broker-deps browser-deps
 	$(VENV)/bin/ruff check .

@@ -72,6 +72,92 @@ def verify(
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="one or more run folders (results/<run-id>)")],
+    out: Annotated[Path | None, typer.Option(
+        help="HTML file to write; default: <first run>/report.html")] = None,
+) -> None:
+    """Write one self-contained HTML report (tables, plots, findings, claims); print its path."""
+    from reports.html import write_report
+
+    typer.echo(write_report(runs, out))
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="the baseline run folder")],
+    run_b: Annotated[Path, typer.Argument(help="the run to judge against it")],
+    fail_on: Annotated[list[str] | None, typer.Option(
+        help="exit 1 when a figure moves past this, e.g. p99:+10% or throughput:-5% "
+             "(repeatable; metrics p50 p90 p99 p999 max throughput error_rate cpu)")] = None,
+    noise: Annotated[float, typer.Option(
+        help="noise band used when a run has one repetition (0.1 = ±10 %)")] = 0.10,
+) -> None:
+    """Print the change of every figure from RUN_A to RUN_B, marking changes beyond noise."""
+    from reports.compare import compare as compare_runs
+
+    text, code = compare_runs(run_a, run_b, fail_on or [], noise)
+    typer.echo(text, nl=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    scenario: Annotated[str, typer.Argument(help="scenario file, or a name in --scenarios-dir")],
+    targets: Annotated[str | None, typer.Option(
+        help='comma-separated targets, e.g. "rest,grpc" or "rest:httpx" (default: the scenario\'s)')] = None,
+    rate: Annotated[float | None, typer.Option(help="override the open-loop rate (requests/s)")] = None,
+    duration: Annotated[str | None, typer.Option(help='override the measured duration ("30s")')] = None,
+    repetitions: Annotated[int | None, typer.Option(help="override the repetitions")] = None,
+    processes: Annotated[int, typer.Option(help="generator processes (the schedule is split)")] = 1,
+    target_cpus: Annotated[str | None, typer.Option(help='pin targets to CPUs, e.g. "1"')] = None,
+    load_cpus: Annotated[str | None, typer.Option(help='pin the load generator, e.g. "0"')] = None,
+    concurrent: Annotated[bool, typer.Option(help="measure the targets together")] = False,
+    results_dir: Annotated[Path, typer.Option(help="where result folders go")] = Path("results"),
+    scenarios_dir: Annotated[Path, typer.Option(help="where names are looked up")] = Path("scenarios"),
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    report: Annotated[bool, typer.Option(help="write report.html into the result folder")] = False,
+) -> None:
+    """Measure the targets under a scenario and write results/<run-id>/."""
+    from harness.runner import RunOptions, parse_cpus, run_command
+
+    opts = RunOptions(scenario=scenario, targets=targets, rate=rate,
+                      duration_s=_duration_option(duration), repetitions=repetitions,
+                      processes=processes, target_cpus=parse_cpus(target_cpus, "--target-cpus"),
+                      load_cpus=parse_cpus(load_cpus, "--load-cpus"), concurrent=concurrent,
+                      results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir)
+    raise typer.Exit(run_command(opts, report=report))
+
+
+def _duration_option(text: str | None) -> float | None:
+    from harness.scenario import parse_duration
+
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(float(text))
+    except ValueError:
+        seconds = parse_duration(text)
+    if seconds is None or seconds <= 0:
+        raise UserError(f'--duration takes a duration such as "30s", "500ms" or "2m"; got {text!r}')
+    return seconds
+
+
+@app.command()
+def scenarios(
+    folder: Annotated[Path, typer.Option("--dir", help="folder of scenario files")] = Path("scenarios"),
+) -> None:
+    """List the scenarios with their descriptions (and any that do not load)."""
+    from harness.scenario import list_scenarios
+
+    for path, sc in list_scenarios(folder):
+        if isinstance(sc, Exception):
+            typer.echo(f"{path.stem:<16} INVALID: {str(sc).splitlines()[0]}")
+        else:
+            typer.echo(f"{sc.name:<16} {sc.description}")
+
+
 def _transport(name: str):
     try:
         return get_transport(name)

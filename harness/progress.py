@@ -1,0 +1,112 @@
+"""What the user sees during a run: a rich live table of the targets under load (elapsed and
+remaining time, achieved vs intended rate, p99, errors), plain lines when the output is not
+a terminal, and a summary table at the end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+
+@dataclass
+class _Row:
+    label: str
+    warmup_s: float
+    duration_s: float
+    started: float
+    second: int | None = None
+    achieved: int = 0
+    intended: int = 0
+    p99_ms: float | None = None
+    errors: int = 0
+    status: str = "warm-up"
+
+
+class ProgressView:
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self._rows: dict[str, _Row] = {}
+        self._live: Live | None = None
+        if self.console.is_terminal:
+            self._live = Live(self._table(), console=self.console, refresh_per_second=4,
+                              transient=True)
+            self._live.start()
+
+    def note(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def begin(self, label: str, warmup_s: float, duration_s: float) -> None:
+        self._rows[label] = _Row(label, warmup_s, duration_s, time.monotonic())
+        self.note(f"load on {label}: {warmup_s:g} s warm-up, then measuring for {duration_s:g} s")
+        self._refresh()
+
+    def second(self, label: str, second: int, achieved: int, intended: int,
+               p99_ms: float | None, errors: int) -> None:
+        row = self._rows.get(label)
+        if row is None:
+            return
+        row.second, row.achieved, row.intended, row.p99_ms = second, achieved, intended, p99_ms
+        row.errors += errors if second >= 0 else 0
+        row.status = "warm-up" if second < 0 else "measuring"
+        self._refresh()
+
+    def end(self, label: str, status: str) -> None:
+        row = self._rows.pop(label, None)
+        self._refresh()
+        if row is not None:
+            self.note(f"{label}: {status}")
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._table())
+
+    def _table(self) -> Table:
+        t = Table(title="commbench run", expand=False)
+        for col in ("target", "phase", "elapsed", "remaining", "rate/s (achieved/intended)",
+                    "p99 ms", "errors"):
+            t.add_column(col, justify="left" if col in ("target", "phase") else "right")
+        now = time.monotonic()
+        for r in self._rows.values():
+            total = r.warmup_s + r.duration_s
+            elapsed = now - r.started
+            sat = r.intended and r.achieved < 0.99 * r.intended
+            rate = f"{r.achieved}/{r.intended}" if r.second is not None else "–"
+            t.add_row(r.label, r.status, f"{elapsed:.0f} s", f"{max(0.0, total - elapsed):.0f} s",
+                      f"[red]{rate}[/red]" if sat else rate,
+                      f"{r.p99_ms:.1f}" if r.p99_ms is not None else "–",
+                      f"[red]{r.errors}[/red]" if r.errors else "0")
+        return t
+
+
+def summary_table(rows: Iterable[dict[str, Any]]) -> Table:
+    t = Table(title="summary (latency from intended start; percentiles of successful requests)")
+    cols = ("target", "rep", "operation", "count", "errors", "req/s", "p50 ms", "p99 ms",
+            "p99.9 ms", "max ms", "service p99 ms", "CPU µs/req", "")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("target", "operation", "") else "right")
+
+    def ms(v: object) -> str:
+        return f"{v:.2f}" if isinstance(v, float) else "–"
+
+    for r in rows:
+        cpu = r.get("cpu_us_per_request")
+        t.add_row(
+            str(r["target"]), str(r["repetition"]), str(r["operation"]), str(r["count"]),
+            str(r["errors"]), f"{r['throughput_rps']:.1f}", ms(r["latency_p50_ms"]),
+            ms(r["latency_p99_ms"]), ms(r["latency_p999_ms"]), ms(r["latency_max_ms"]),
+            ms(r["service_p99_ms"]), f"{cpu:.0f}" if isinstance(cpu, float) else "",
+            "[red]saturated[/red]" if r.get("saturated") and r["operation"] == "all" else "",
+            style="bold" if r["operation"] == "all" else None,
+        )
+    return t

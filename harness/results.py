@@ -1,0 +1,274 @@
+"""Writes a result folder in the format of results/README.md (`commbench-run/1`).
+
+The folder is `results/.partial-<run-id>/` while the run goes; timeline rows and histogram
+intervals are written as each second closes, so an interrupted run keeps what it measured.
+`finish` writes run.json and renames the folder to `results/<run-id>/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from hdrh.histogram import HdrHistogram
+
+from harness.recorder import ACCEPTED, MergedSecond, Totals, max_ms, percentile_ms
+
+FORMAT = "commbench-run/1"
+OPERATION_ORDER = ("get", "list", "create", ACCEPTED)
+
+SUMMARY_COLUMNS = (
+    "target", "transport", "client", "repetition", "operation", "count", "errors",
+    "error_rate", "throughput_rps", "intended_rps", "achieved_rps",
+    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_max_ms",
+    "service_p50_ms", "service_p90_ms", "service_p99_ms", "service_p999_ms", "service_max_ms",
+    "cpu_us_per_request", "rss_mb_max", "saturated",
+)
+TIMELINE_COLUMNS = (
+    "target", "repetition", "second", "operation", "count", "errors", "latency_p50_ms",
+    "latency_p99_ms", "service_p99_ms", "intended", "achieved", "schedule_lag_p99_ms",
+    "cpu_percent", "rss_mb",
+)
+ERROR_COLUMNS = ("target", "repetition", "operation", "kind", "count")
+
+
+def run_id_for(scenario_name: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%d-%H%M%S}-{scenario_name}"
+
+
+def utc_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fmt(v: object) -> object:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return v
+
+
+class HlogWriter:
+    """One HdrHistogram interval log (`#[Histogram log format version 1.2]`): tagged
+    intervals, values in µs, max column in ms (max_value_unit_ratio 1000)."""
+
+    def __init__(self, path: Path, start_epoch_s: float, comment: str) -> None:
+        self._f: TextIO = open(path, "w", encoding="utf-8")
+        stamp = datetime.fromtimestamp(start_epoch_s, UTC).strftime("%a %b %d %H:%M:%S UTC %Y")
+        self._f.write(f"#{comment}\n")
+        self._f.write("#[Histogram log format version 1.2]\n")
+        self._f.write(f"#[StartTime: {start_epoch_s:.3f} (seconds since epoch), {stamp}]\n")
+        self._f.write(f"#[BaseTime: {start_epoch_s:.3f} (seconds since epoch)]\n")
+        self._f.write('"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"\n')
+
+    def interval(self, tag: str, start_s: float, hist: HdrHistogram) -> None:
+        payload = hist.encode().decode("ascii")
+        self._f.write(f"Tag={tag},{start_s:.3f},1.000,{hist.get_max_value() / 1000:.3f},"
+                      f"{payload}\n")
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+@dataclass
+class ResourceSample:
+    cpu_percent: float | None
+    rss_mb: float | None
+
+
+class TargetResults:
+    """The files of one (target, repetition): histograms as they come, rows of timeline.csv
+    per merged second, summary and error rows at the end."""
+
+    def __init__(self, writer: ResultWriter, name: str, transport: str, client: str,
+                 repetition: int, start_epoch_s: float) -> None:
+        self.w = writer
+        self.name, self.transport, self.client, self.repetition = name, transport, client, repetition
+        comment = f"commbench {writer.run_id} target={name} repetition={repetition}"
+        self.hlogs = {
+            metric: HlogWriter(writer.dir / "histograms" / f"{name}-r{repetition}-{metric}.hlog",
+                               start_epoch_s, f"{comment} metric={metric} unit=us")
+            for metric in ("latency", "service")
+        }
+        self.resources: dict[int, ResourceSample] = {}
+        self._waiting: list[MergedSecond] = []  # seconds whose resource sample is not in yet
+        self.last_second: MergedSecond | None = None
+
+    def on_second(self, m: MergedSecond) -> None:
+        """A merged second: histogram intervals now (measured seconds only), timeline rows
+        once the probe sample of that second is in."""
+        if m.second >= 0:
+            for (op, outcome, metric), h in sorted(m.hists.items()):
+                self.hlogs[metric].interval(f"{op}.{outcome}", float(m.second), h)
+            for hl in self.hlogs.values():
+                hl.flush()
+        self.last_second = m
+        self._waiting.append(m)
+        self._write_ready(final=False)
+
+    def resource(self, second: int, sample: ResourceSample) -> None:
+        self.resources[second] = sample
+        self._write_ready(final=False)
+
+    def _write_ready(self, *, final: bool) -> None:
+        last = max(self.resources, default=None)
+        while self._waiting and (final or (last is not None and self._waiting[0].second <= last)):
+            self._timeline(self._waiting.pop(0))
+
+    def _timeline(self, m: MergedSecond) -> None:
+        ops = sorted({k[0] for k in m.hists}, key=_op_key)
+        for op in ops:
+            ok_lat = m.hists.get((op, "ok", "latency"))
+            ok_svc = m.hists.get((op, "ok", "service"))
+            errors = _count(m.hists.get((op, "error", "latency")))
+            self.w.timeline_row({
+                "target": self.name, "repetition": self.repetition, "second": m.second,
+                "operation": op, "count": _count(ok_lat) + errors, "errors": errors,
+                "latency_p50_ms": percentile_ms(ok_lat, 50),
+                "latency_p99_ms": percentile_ms(ok_lat, 99),
+                "service_p99_ms": percentile_ms(ok_svc, 99),
+            })
+        req_ops = [op for op in ops if op != ACCEPTED]
+        ok = _merge(m.hists.get((op, "ok", "latency")) for op in req_ops)
+        svc = _merge(m.hists.get((op, "ok", "service")) for op in req_ops)
+        errors = sum(_count(m.hists.get((op, "error", "latency"))) for op in req_ops)
+        res = self.resources.get(m.second)
+        self.w.timeline_row({
+            "target": self.name, "repetition": self.repetition, "second": m.second,
+            "operation": "all", "count": _count(ok) + errors, "errors": errors,
+            "latency_p50_ms": percentile_ms(ok, 50), "latency_p99_ms": percentile_ms(ok, 99),
+            "service_p99_ms": percentile_ms(svc, 99),
+            "intended": m.intended, "achieved": m.started,
+            "schedule_lag_p99_ms": percentile_ms(m.lag, 99),
+            "cpu_percent": res.cpu_percent if res else None,
+            "rss_mb": res.rss_mb if res else None,
+        })
+
+    def finish(self, totals: Totals, *, duration_s: float, cpu_s: float | None,
+               rss_mb_max: float | None, saturated: bool) -> list[dict[str, Any]]:
+        """Summary and error rows from the merged totals; returns the summary rows."""
+        self._write_ready(final=True)
+        for hl in self.hlogs.values():
+            hl.close()
+        ops = sorted({k[0] for k in totals.hists}, key=_op_key)
+        rows: list[dict[str, Any]] = []
+        base = {"target": self.name, "transport": self.transport, "client": self.client,
+                "repetition": self.repetition}
+        for op in [*ops, "all"]:
+            sel = [o for o in ops if o != ACCEPTED] if op == "all" else [op]
+            ok_lat = totals.histogram(sel, "ok", "latency")
+            ok_svc = totals.histogram(sel, "ok", "service")
+            errors = totals.histogram(sel, "error", "latency").get_total_count()
+            count = ok_lat.get_total_count() + errors
+            row: dict[str, Any] = dict(base, operation=op, count=count, errors=errors,
+                                       error_rate=errors / count if count else None,
+                                       throughput_rps=ok_lat.get_total_count() / duration_s)
+            for metric, h in (("latency", ok_lat), ("service", ok_svc)):
+                row[f"{metric}_p50_ms"] = percentile_ms(h, 50)
+                row[f"{metric}_p90_ms"] = percentile_ms(h, 90)
+                row[f"{metric}_p99_ms"] = percentile_ms(h, 99)
+                row[f"{metric}_p999_ms"] = percentile_ms(h, 99.9)
+                row[f"{metric}_max_ms"] = max_ms(h)
+            if op == "all":
+                row["intended_rps"] = totals.intended / duration_s
+                row["achieved_rps"] = totals.started / duration_s
+                row["cpu_us_per_request"] = cpu_s * 1e6 / count if cpu_s is not None and count \
+                    else None
+                row["rss_mb_max"] = rss_mb_max
+            row["saturated"] = saturated
+            rows.append(row)
+            self.w.summary_row(row)
+        for (op, kind), n in sorted(totals.errors.items()):
+            self.w.error_row({"target": self.name, "repetition": self.repetition,
+                              "operation": op, "kind": kind, "count": n})
+        return rows
+
+
+class ResultWriter:
+    def __init__(self, results_dir: Path, run_id: str) -> None:
+        self.results_dir = results_dir
+        self.run_id = run_id
+        self.dir = results_dir / f".partial-{run_id}"
+        (self.dir / "histograms").mkdir(parents=True, exist_ok=False)
+        (self.dir / "logs").mkdir()
+        self._files: dict[str, tuple[TextIO, csv.DictWriter[str]]] = {}
+        for name, cols in (("summary.csv", SUMMARY_COLUMNS), ("timeline.csv", TIMELINE_COLUMNS),
+                           ("errors.csv", ERROR_COLUMNS)):
+            f = open(self.dir / name, "w", newline="", encoding="utf-8")
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            self._files[name] = (f, w)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.dir / "logs"
+
+    def target(self, name: str, transport: str, client: str, repetition: int,
+               start_epoch_s: float) -> TargetResults:
+        return TargetResults(self, name, transport, client, repetition, start_epoch_s)
+
+    def _row(self, name: str, row: dict[str, Any]) -> None:
+        f, w = self._files[name]
+        w.writerow({k: _fmt(v) for k, v in row.items()})
+        f.flush()
+
+    def summary_row(self, row: dict[str, Any]) -> None:
+        self._row("summary.csv", row)
+
+    def timeline_row(self, row: dict[str, Any]) -> None:
+        self._row("timeline.csv", row)
+
+    def error_row(self, row: dict[str, Any]) -> None:
+        self._row("errors.csv", row)
+
+    def write_run_json(self, meta: dict[str, Any]) -> None:
+        tmp = self.dir / "run.json.tmp"
+        tmp.write_text(json.dumps({"format": FORMAT, "run_id": self.run_id, **meta}, indent=2)
+                       + "\n", encoding="utf-8")
+        os.replace(tmp, self.dir / "run.json")
+
+    def finish(self, meta: dict[str, Any]) -> Path:
+        """Write run.json, close the CSVs and move the folder to its final name."""
+        self.write_run_json(meta)
+        for f, _ in self._files.values():
+            f.close()
+        final = self.results_dir / self.run_id
+        n = 2
+        while final.exists():
+            final = self.results_dir / f"{self.run_id}-{n}"
+            n += 1
+        os.replace(self.dir, final)
+        self.dir = final
+        return final
+
+
+def _op_key(op: str) -> int:
+    return OPERATION_ORDER.index(op) if op in OPERATION_ORDER else len(OPERATION_ORDER)
+
+
+def _count(h: HdrHistogram | None) -> int:
+    return 0 if h is None else h.get_total_count()
+
+
+def _merge(hists: Iterable[HdrHistogram | None]) -> HdrHistogram | None:
+    out: HdrHistogram | None = None
+    for h in hists:
+        if h is None:
+            continue
+        if out is None:
+            from harness.recorder import new_histogram
+            out = new_histogram()
+        out.add(h)
+    return out

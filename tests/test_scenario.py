@@ -1,0 +1,256 @@
+"""Scenario files: every shipped scenario loads; every bad key and value is reported with the
+file, the key and what would be valid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserError
+from harness.scenario import (
+    ScenarioError,
+    Stage,
+    TargetRef,
+    find_scenario,
+    load_scenario,
+    parse_duration,
+    parse_scenario,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+W = "x.toml"
+
+
+def base() -> dict:
+    return {
+        "name": "t", "description": "d", "targets": ["rest"], "duration": "2s",
+        "warmup": "500ms", "repetitions": 1,
+        "data": {"users": 10, "orders_per_user": 2, "store": "memory", "seed": 3},
+        "load": {"model": "open", "rate": 50, "arrival": "uniform", "in_flight": 8,
+                 "timeout": "5s"},
+        "operations": {"get": 1},
+    }
+
+
+def with_(path: str, value: object) -> dict:
+    raw = base()
+    *parents, key = path.split(".")
+    node = raw
+    for p in parents:
+        node = node[p]
+    if value is DELETE:
+        del node[key]
+    else:
+        node[key] = value
+    return raw
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize("name", ["order-lookup", "order-creation", "mixed", "quick"])
+def test_shipped_scenarios_load(name):
+    sc = load_scenario(ROOT / "scenarios" / f"{name}.toml")
+    assert sc.name == name and sc.description
+    assert {t.transport for t in sc.targets} == {"rest", "grpc", "queue"}
+    assert sc.operations.weights()
+
+
+def test_weights_of_the_issue():
+    ops = {n: load_scenario(ROOT / "scenarios" / f"{n}.toml").operations.weights()
+           for n in ("order-lookup", "order-creation", "mixed")}
+    assert ops["order-lookup"] == {"get": 80, "list": 20}
+    assert ops["order-creation"] == {"create": 100}
+    assert ops["mixed"] == {"get": 70, "list": 10, "create": 20}
+
+
+def test_quick_is_short():
+    sc = load_scenario(ROOT / "scenarios" / "quick.toml")
+    assert len(sc.targets) * (sc.duration_s + sc.warmup_s) * sc.repetitions <= 30
+
+
+def test_valid_scenario_values():
+    sc = parse_scenario(base(), W)
+    assert sc.duration_s == 2.0 and sc.warmup_s == 0.5
+    assert sc.load.stages == (Stage(50.0, 2.0),) and sc.load.rate == 50
+    assert sc.targets == (TargetRef("rest", "aiohttp"),)
+    assert sc.to_dict()["targets"] == ["rest:aiohttp"]
+
+
+def test_variant_and_default_targets():
+    raw = with_("targets", ["rest:httpx", "grpc"])
+    sc = parse_scenario(raw, W)
+    assert [t.name for t in sc.targets] == ["rest-httpx", "grpc"]
+    assert len(parse_scenario(with_("targets", DELETE), W).targets) == 3
+
+
+def test_stages_give_the_duration():
+    raw = with_("load.stages", [{"rate": 10, "duration": "1s"}, {"rate": 20, "duration": 2}])
+    del raw["load"]["rate"]
+    del raw["duration"]
+    sc = parse_scenario(raw, W)
+    assert sc.duration_s == 3.0 and [s.rate for s in sc.load.stages] == [10, 20]
+
+
+def test_closed_model():
+    raw = base()
+    raw["load"] = {"model": "closed", "users": 4, "think_time": "20ms"}
+    sc = parse_scenario(raw, W)
+    assert sc.load.users == 4 and sc.load.think_time_s == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("10s", 10.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), (3, 3.0), (0.25, 0.25),
+    ("1.5s", 1.5), ("fast", None), ("10", None), (True, None), ("-1s", None),
+])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+BAD = [
+    ("nmae", "x", 'x.toml: nmae: unknown key; valid keys here: name, description, targets, '
+                  'data, load, duration, warmup, repetitions, operations'),
+    ("name", DELETE, "x.toml: name: is required (a short name for result folders)"),
+    ("name", "a b", "x.toml: name: may hold only letters, digits, '.', '_' and '-', got \"a b\""),
+    ("name", 3, "x.toml: name: must be a non-empty string, got 3"),
+    ("description", 1, "x.toml: description: must be a string, got 1"),
+    ("targets", [], 'x.toml: targets: must be a non-empty list of targets (rest, grpc, queue, '
+                    'optionally with a client such as "rest:httpx"), got []'),
+    ("targets", ["soap"], "x.toml: targets[0]: unknown target 'soap'; known: rest, grpc, queue"),
+    ("targets", ["rest:curl"], "x.toml: targets[0]: rest has no client 'curl'; choose one of: "
+                               "aiohttp, httpx"),
+    ("targets", ["rest", "rest"], 'x.toml: targets[1]: is listed twice, got "rest"'),
+    ("targets", [1], "x.toml: targets[0]: must be a string, got 1"),
+    ("duration", "fast", 'x.toml: duration: must be a duration such as "10s", "500ms", "2m" or '
+                         'a number of seconds, greater than zero, got "fast"'),
+    ("duration", 0, 'x.toml: duration: must be a duration such as "10s", "500ms", "2m" or a '
+                    'number of seconds, greater than zero, got 0'),
+    ("duration", DELETE, 'x.toml: duration: is required: a duration such as "10s", "500ms", '
+                         '"2m" or a number of seconds'),
+    ("warmup", "-1s", 'x.toml: warmup: must be a duration such as "10s", "500ms", "2m" or a '
+                      'number of seconds, zero or more, got "-1s"'),
+    ("repetitions", 0, "x.toml: repetitions: must be an integer of at least 1, got 0"),
+    ("data", 3, "x.toml: data: must be a table ([data]), got 3"),
+    ("data.users", 0, "x.toml: data.users: must be a positive integer, got 0"),
+    ("data.users", 1.5, "x.toml: data.users: must be a positive integer, got 1.5"),
+    ("data.orders_per_user", "10", 'x.toml: data.orders_per_user: must be a positive integer, '
+                                   'got "10"'),
+    ("data.store", "redis", 'x.toml: data.store: must be "memory" or "sqlite", got "redis"'),
+    ("data.seed", -1, "x.toml: data.seed: must be a non-negative integer, got -1"),
+    ("data.user", 3, "x.toml: data.user: unknown key; valid keys here: users, orders_per_user, "
+                     "store, seed"),
+    ("load.model", "burst", 'x.toml: load.model: must be "open" or "closed", got "burst"'),
+    ("load.rate", "fast", 'x.toml: load.rate: must be a positive number (requests/s), '
+                          'got "fast"'),
+    ("load.rate", 0, "x.toml: load.rate: must be a positive number (requests/s), got 0"),
+    ("load.rate", DELETE, 'x.toml: load.rate: is required for model = "open": a positive number '
+                          '(requests/s), or give load.stages'),
+    ("load.arrival", "gaussian", 'x.toml: load.arrival: must be "uniform" or "poisson", '
+                                 'got "gaussian"'),
+    ("load.in_flight", 0, "x.toml: load.in_flight: must be a positive integer (requests in "
+                          "flight per process), got 0"),
+    ("load.timeout", "0s", 'x.toml: load.timeout: must be a duration such as "10s", "500ms", '
+                           '"2m" or a number of seconds, greater than zero, got "0s"'),
+    ("load.users", 5, 'x.toml: load.users: applies only to model = "closed"'),
+    ("load.think_time", "1s", 'x.toml: load.think_time: applies only to model = "closed"'),
+    ("load.rates", 5, "x.toml: load.rates: unknown key; valid keys here: model, rate, stages, "
+                      "arrival, users, think_time, in_flight, timeout"),
+    ("load.stages", [{"rate": 1, "duration": "1s"}],
+     "x.toml: load.rate: give either load.rate or load.stages, not both"),
+    ("operations", DELETE, "x.toml: operations: is required: weights for get, list, create"),
+    ("operations.get", -1, "x.toml: operations.get: must be a weight: a number of zero or more, "
+                           "got -1"),
+    ("operations.get", 0, "x.toml: operations: at least one of get, list, create needs a weight "
+                          "above zero"),
+    ("operations.delete", 1, "x.toml: operations.delete: unknown key; valid keys here: get, "
+                             "list, create, list_limit"),
+    ("operations.list_limit", 0, "x.toml: operations.list_limit: must be an integer from 1 to "
+                                 "1000, got 0"),
+    ("operations.list_limit", 5000, "x.toml: operations.list_limit: must be an integer from 1 "
+                                    "to 1000, got 5000"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
+def test_bad_key_or_value(key, value, message):
+    raw = with_(key, value) if key in base() or "." in key or value is not DELETE else base()
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(raw, W)
+    assert message in err.value.problems, err.value.problems
+
+
+@pytest.mark.parametrize(("stages", "message"), [
+    ([], "x.toml: load.stages: must be a non-empty list of {rate, duration} tables, got []"),
+    ([3], "x.toml: load.stages[0]: must be a table {rate = ..., duration = ...}, got 3"),
+    ([{"rate": 1}], "x.toml: load.stages[0].duration: is required"),
+    ([{"rate": 0, "duration": "1s"}],
+     "x.toml: load.stages[0].rate: must be a positive number (requests/s), got 0"),
+    ([{"rate": 1, "duration": "1s", "ramp": True}],
+     "x.toml: load.stages[0].ramp: unknown key; valid keys here: rate, duration"),
+    ([{"rate": 1, "duration": "1s"}],
+     'x.toml: duration: must equal the sum of load.stages durations (1 s) or be left out, '
+     'got 2.0'),
+])
+def test_bad_stages(stages, message):
+    raw = base()
+    del raw["load"]["rate"]
+    raw["load"]["stages"] = stages
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(raw, W)
+    assert message in err.value.problems, err.value.problems
+
+
+def test_closed_needs_users():
+    raw = base()
+    raw["load"] = {"model": "closed", "rate": 3}
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(raw, W)
+    assert err.value.problems == [
+        'x.toml: load.rate: applies only to model = "open"',
+        'x.toml: load.users: is required for model = "closed" (virtual users)',
+    ]
+
+
+def test_all_problems_at_once():
+    raw = with_("load.rate", "fast")
+    raw["data"]["store"] = "redis"
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(raw, W)
+    assert len(err.value.problems) == 2
+
+
+def test_file_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    with pytest.raises(ScenarioError, match=r"bad\.toml: not valid TOML"):
+        load_scenario(bad)
+    with pytest.raises(UserError, match="no such scenario file"):
+        load_scenario(tmp_path / "missing.toml")
+    with pytest.raises(UserError, match=r"known: mixed, order-creation, order-lookup, quick"):
+        find_scenario("nope", ROOT / "scenarios")
+    assert find_scenario("quick", ROOT / "scenarios") == ROOT / "scenarios" / "quick.toml"
+
+
+def test_overrides():
+    sc = parse_scenario(base(), W)
+    o = sc.with_overrides(rate=200, duration_s=4)
+    assert o.load.stages == (Stage(200, 4),) and o.duration_s == 4
+    closed = base()
+    closed["load"] = {"model": "closed", "users": 2}
+    with pytest.raises(UserError, match="--rate applies to open-loop"):
+        parse_scenario(closed, W).with_overrides(rate=10)
+
+
+def test_scenarios_command_lists_names_and_descriptions(tmp_path):
+    for n in ("quick", "mixed"):
+        (tmp_path / f"{n}.toml").write_text((ROOT / "scenarios" / f"{n}.toml").read_text())
+    (tmp_path / "broken.toml").write_text('name = "broken"\n')
+    out = subprocess.run([str(Path(sys.executable).parent / "commbench"), "scenarios", "--dir",
+                          str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("broken") and "INVALID" in lines[0]
+    assert lines[1].startswith("mixed") and "A shop's day" in lines[1]
+    assert lines[2].startswith("quick") and "Demo" in lines[2]
