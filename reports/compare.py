@@ -1,0 +1,159 @@
+"""`commbench compare RUN_A RUN_B`: the change of every figure from A to B, marked where it
+is larger than the runs' own noise, and thresholds (`--fail-on p99:+10%`) for CI gates.
+
+Exit codes: 0 no threshold crossed, 1 a threshold crossed, 2 bad input (UserError).
+Noise: with repetitions in both runs, a change counts when the two min–max ranges do not
+overlap; otherwise the stated default band (reports.stats.DEFAULT_NOISE) applies.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import UserError
+from reports.loader import Run, load_runs
+from reports.stats import DEFAULT_NOISE, MIN_EFFECT, Figure, differs, enough_tail, pct_change
+from reports.tables import METRIC, METRICS, figure, figures, fmt
+
+FAIL_METRICS = ("p50", "p90", "p99", "p999", "max", "throughput", "error_rate", "cpu",
+                "service_p99", "memory")
+_THRESHOLD = re.compile(r"^(?P<metric>[a-z_0-9]+):(?P<sign>[+-]?)(?P<amount>\d+(?:\.\d+)?)"
+                        r"(?P<pct>%?)$")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Fail when a metric moves past `amount` in direction `sign` (+1 up, -1 down),
+    relative (percent) or absolute (the metric's unit)."""
+
+    metric: str
+    sign: int
+    amount: float
+    relative: bool
+    text: str
+
+    def crossed(self, c: Change) -> bool:
+        if c.metric != self.metric:
+            return False
+        move = c.change_pct if self.relative else c.b.value - c.a.value
+        if math.isnan(move):
+            return False
+        return move * self.sign > self.amount
+
+
+def parse_threshold(text: str) -> Threshold:
+    m = _THRESHOLD.match(text.strip().replace(" ", ""))
+    if not m:
+        raise UserError(f"--fail-on {text!r}: expected METRIC:[+|-]AMOUNT[%], e.g. p99:+10% "
+                        f"or throughput:-5%; metrics: {', '.join(FAIL_METRICS)}")
+    metric = m["metric"]
+    if metric not in FAIL_METRICS:
+        raise UserError(f"--fail-on {text!r}: unknown metric {metric!r}; "
+                        f"choose one of: {', '.join(FAIL_METRICS)}")
+    worse = -1 if METRIC[metric].higher_is_better else 1
+    sign = {"+": 1, "-": -1}.get(m["sign"], worse)
+    return Threshold(metric, sign, float(m["amount"]), bool(m["pct"]), text)
+
+
+@dataclass(frozen=True)
+class Change:
+    target: str
+    operation: str
+    metric: str
+    a: Figure
+    b: Figure
+    change_pct: float
+    beyond_noise: bool
+    few_samples: bool
+
+
+def changes(a: Run, b: Run, band: float = DEFAULT_NOISE) -> tuple[list[Change], list[str]]:
+    """Every figure present in both runs, and a note per target/operation present in one only."""
+    fa, fb = figures(a), figures(b)
+    out: list[Change] = []
+    notes: list[str] = []
+    keys_a = _keys(fa)
+    keys_b = _keys(fb)
+    for key in keys_a:
+        if key not in keys_b:
+            notes.append(f"{key[0]} {key[1]}: only in A")
+    for key in keys_b:
+        if key not in keys_a:
+            notes.append(f"{key[0]} {key[1]}: only in B")
+    for target, op in (k for k in keys_a if k in keys_b):
+        for m in METRICS:
+            x, y = figure(fa, target, op, m.key), figure(fb, target, op, m.key)
+            if not (x.known or y.known):
+                continue
+            few = not (enough_tail(m.key, x) and enough_tail(m.key, y))
+            beyond = bool(differs(y, x, band)) and not few
+            out.append(Change(target, op, m.key, x, y, pct_change(y.value, x.value), beyond, few))
+    return out, notes
+
+
+def _keys(df: pd.DataFrame) -> list[tuple[str, str]]:
+    if df.empty:
+        return []
+    return list(dict.fromkeys(zip(df["target"], df["operation"], strict=True)))
+
+
+def noise_statement(a: Run, b: Run, band: float) -> str:
+    ra, rb = len(a.repetitions), len(b.repetitions)
+    if ra >= 2 and rb >= 2:
+        return (f"noise: A has {ra} repetitions, B has {rb}; a change is marked * when the two "
+                "min–max ranges across repetitions do not overlap and the change exceeds "
+                f"{MIN_EFFECT * 100:.0f} %")
+    return (f"noise: {'A' if ra < 2 else 'B'} has one repetition, so no measured noise; a change "
+            f"is marked * beyond a default band of ±{band * 100:.0f} % (--noise to change it)")
+
+
+def render(a: Run, b: Run, rows: Sequence[Change], notes: Sequence[str], band: float,
+           crossed: Sequence[tuple[Change, Threshold]]) -> str:
+    """Plain text for a terminal or a CI log (no colour, fixed columns)."""
+    hit = {id(c) for c, _ in crossed}
+    lines = [f"commbench compare  A: {a.run_id}  B: {b.run_id}  (scenario {a.scenario_name})",
+             noise_statement(a, b, band),
+             "marks: * beyond noise, ? too few requests beyond this percentile to judge, "
+             "! --fail-on threshold crossed", ""]
+    head = f"{'target':<12} {'operation':<16} {'metric':<22} {'A':>12} {'B':>12} {'change':>9}"
+    lines += [head, "-" * len(head)]
+    for c in rows:
+        m = METRIC[c.metric]
+        change = "–" if math.isnan(c.change_pct) else (
+            "new" if math.isinf(c.change_pct) else f"{c.change_pct:+.1f} %")
+        mark = ("*" if c.beyond_noise else "?" if c.few_samples else " ") + (
+            "!" if id(c) in hit else "")
+        lines.append(f"{c.target:<12} {c.operation:<16} {m.label + ' (' + m.unit + ')':<22} "
+                     f"{fmt(c.a.value, c.metric):>12} {fmt(c.b.value, c.metric):>12} "
+                     f"{change:>9} {mark}".rstrip())
+    lines += ["", *notes]
+    for c, t in crossed:
+        lines.append(f"FAIL {t.text}: {c.target} {c.operation} {c.metric} "
+                     f"{fmt(c.a.value, c.metric)} → {fmt(c.b.value, c.metric)} "
+                     f"({c.change_pct:+.1f} %)" + ("" if c.beyond_noise else ", within noise"))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def compare(path_a: Path, path_b: Path, fail_on: Sequence[str] = (),
+            band: float = DEFAULT_NOISE) -> tuple[str, int]:
+    """The text to print and the exit code (0, or 1 when a threshold is crossed)."""
+    thresholds = [parse_threshold(t) for t in fail_on]
+    if not 0 <= band < 10:
+        raise UserError(f"--noise must be a fraction such as 0.1, got {band}")
+    a, b = load_runs([path_a, path_b])
+    if a.scenario_name != b.scenario_name:
+        raise UserError(f"A ran scenario {a.scenario_name!r}, B ran {b.scenario_name!r}: their "
+                        "figures are not comparable; compare two runs of one scenario")
+    rows, notes = changes(a, b, band)
+    if not rows:
+        raise UserError("the runs share no target and operation with figures; nothing to compare")
+    crossed = [(c, t) for t in thresholds for c in rows if t.crossed(c)]
+    warnings = [f"A: {w}" for w in a.warnings] + [f"B: {w}" for w in b.warnings]
+    text = render(a, b, rows, [*notes, *(f"warning: {w}" for w in warnings)], band, crossed)
+    return text, 1 if crossed else 0

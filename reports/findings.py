@@ -1,0 +1,216 @@
+"""Headline findings: plain sentences computed from a run's figures, said only where the data
+decides them (differences beyond the noise rule of reports.stats, tails with enough samples,
+throughput only when it measured capacity rather than the offered rate)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from reports.loader import Run
+from reports.stats import (
+    DEFAULT_NOISE,
+    MIN_EFFECT,
+    MIN_TAIL_SAMPLES,
+    Figure,
+    differs,
+    enough_tail,
+    noise_rule,
+)
+from reports.tables import figure, fmt
+
+_TRANSPORT_LABEL = {"rest": "REST", "grpc": "gRPC", "queue": "the queue"}
+_OP_NOUN = {"get": "order lookups", "list": "order listings", "create": "order creations",
+            "create_accepted": "accepted order creations", "all": "requests"}
+COMPARED_OPS = ("get", "list", "create")
+
+
+def label(target: str) -> str:
+    """rest → REST, rest-httpx → REST (httpx), unknown names unchanged."""
+    base, _, variant = target.partition("-")
+    name = _TRANSPORT_LABEL.get(base, target if not variant else base)
+    return f"{name} ({variant})" if variant and base in _TRANSPORT_LABEL else name
+
+
+def possessive(target: str) -> str:
+    return f"{label(target)}'s"
+
+
+def op_noun(op: str) -> str:
+    return _OP_NOUN.get(op, f"{op} requests")
+
+
+def saturated_targets(run: Run) -> list[str]:
+    """Targets where the generator fell behind its schedule (run.json or summary.csv)."""
+    names = {t["name"] for t in run.context.get("targets", []) if t.get("saturated")}
+    s = run.summary
+    if not s.empty and "saturated" in s:
+        names |= set(s.loc[s["saturated"].astype(bool), "target"])
+    return [t for t in run.targets if t in names]
+
+
+def is_open_loop(run: Run) -> bool:
+    load = run.scenario.get("load") or {}
+    model = str(load.get("model", "")).lower()
+    if model:
+        return model == "open"
+    s = run.summary
+    return not s.empty and s["intended_rps"].notna().any()
+
+
+def throughput_comparable(run: Run, targets: list[str]) -> tuple[bool, str]:
+    """Whether throughput measured the targets' capacity here, and if not, why in words."""
+    failed = [t for t in targets if any(k.startswith(f"{t} (") for k in _failed_labels(run))]
+    if failed:
+        return False, f"{', '.join(map(label, failed))} failed during the run"
+    sat = [t for t in saturated_targets(run) if t in targets]
+    if sat:
+        return False, (f"the generator fell behind on {', '.join(map(label, sat))}, so "
+                       "throughput there measures the generator, not the target")
+    if is_open_loop(run):
+        return False, ("open loop: every target was offered the same rate and kept up, so "
+                       "throughput equals the offered rate and does not separate them")
+    return True, ""
+
+
+def _failed_labels(run: Run) -> list[str]:
+    out = []
+    for t in run.context.get("targets", []):
+        if t.get("status", "ok") != "ok":
+            out.append(f"{t.get('name')} (repetition {t.get('repetition', 1)})")
+    return out
+
+
+def change_words(a: float, b: float, noun: str) -> str:
+    """'a 40 % lower p99' / 'a 2.1× higher p99' for a against b."""
+    if b == 0 or math.isnan(a) or math.isnan(b):
+        return f"a different {noun}"
+    r = a / b
+    if r < 1:
+        n = f"{(1 - r) * 100:.0f}"
+        return f"{_article(n)} {n} % lower {noun}"
+    if r < 2:
+        n = f"{(r - 1) * 100:.0f}"
+        return f"{_article(n)} {n} % higher {noun}"
+    return f"{_article(f'{r:.1f}')} {r:.1f}× higher {noun}"
+
+
+def _article(number: str) -> str:
+    """'an 18 %', 'an 8 %', 'a 40 %'."""
+    return "an" if number.startswith("8") or number in ("11", "18") else "a"
+
+
+def pair_sentence(run: Run, df: pd.DataFrame, op: str, a: str, b: str,
+                  comparable: bool) -> str | None:
+    """One sentence comparing target a (the faster at p50) with b on one operation."""
+    fa, fb = figure(df, a, op, "p50"), figure(df, b, op, "p50")
+    if not (fa.known and fb.known):
+        return None
+    parts: list[str] = []
+    d50 = differs(fa, fb)
+    if d50:
+        parts.append(f"{change_words(fa.value, fb.value, 'median latency')} "
+                     f"({fmt(fa.value, 'p50')} vs {fmt(fb.value, 'p50')} ms)")
+    pa, pb = figure(df, a, op, "p99"), figure(df, b, op, "p99")
+    if enough_tail("p99", pa) and enough_tail("p99", pb) and differs(pa, pb):
+        parts.append(f"{change_words(pa.value, pb.value, 'p99')} "
+                     f"({fmt(pa.value, 'p99')} vs {fmt(pb.value, 'p99')} ms)")
+    ta, tb = figure(df, a, op, "throughput"), figure(df, b, op, "throughput")
+    lead = f"{label(a)} answered {op_noun(op)}"
+    if comparable and differs(ta, tb) and tb.value > 0:
+        lead = (f"{label(a)} served {op_noun(op)} at {ta.value / tb.value:.1f}× "
+                f"{possessive(b)} throughput")
+    if not parts:
+        if lead.startswith(f"{label(a)} served"):
+            return f"{lead}, with latency within noise."
+        return (f"{label(a)} and {label(b)} answered {op_noun(op)} alike: median "
+                f"{fmt(fa.value, 'p50')} vs {fmt(fb.value, 'p50')} ms, a difference within "
+                f"noise (decided only when {noise_rule(fa, fb)}).")
+    joined = parts[0] if len(parts) == 1 else f"{parts[0]} and {parts[1]}"
+    if b in saturated_targets(run) and a not in saturated_targets(run):
+        return (f"{label(a)} answered {op_noun(op)} with {joined} than {label(b)}, but the "
+                f"generator fell behind on {label(b)}, so part of that gap may be the "
+                "generator's: not decided.")
+    if lead.startswith(f"{label(a)} served"):
+        return f"{lead}, at {joined} than {label(b)}."
+    return f"{lead} with {joined} than {label(b)}."
+
+
+def findings(run: Run, df: pd.DataFrame) -> list[str]:
+    """Headline sentences for one run."""
+    out: list[str] = []
+    if df.empty:
+        return ["No figures: the run recorded no measurements."]
+    targets = [t for t in run.targets if (df["target"] == t).any()]
+    comparable, why = throughput_comparable(run, targets)
+    if is_open_loop(run) and not saturated_targets(run) and run.rate and comparable is False \
+            and not run.failed_targets():
+        out.append(f"The generator kept to the offered {run.rate:,.0f} requests/s on every target "
+                   "(open loop), so latency, not throughput, separates them.")
+    elif not comparable and len(targets) > 1:
+        out.append(f"Throughput is not compared: {why}.")
+    ops = [op for op in COMPARED_OPS if (df["operation"] == op).any()] or ["all"]
+    for op in ops:
+        ranked = _ranked(df, op, targets)
+        for other in ranked[1:]:
+            s = pair_sentence(run, df, op, ranked[0], other, comparable)
+            if s:
+                out.append(s)
+    out += _cpu_sentences(df, targets)
+    out += _error_sentences(run, df, targets)
+    return out
+
+
+def _ranked(df: pd.DataFrame, op: str, targets: list[str]) -> list[str]:
+    known = [(figure(df, t, op, "p50").value, t) for t in targets]
+    return [t for v, t in sorted(known) if not math.isnan(v)]
+
+
+def _cpu_sentences(df: pd.DataFrame, targets: list[str]) -> list[str]:
+    figs = {t: figure(df, t, "all", "cpu") for t in targets}
+    figs = {t: f for t, f in figs.items() if f.known}
+    if len(figs) < 2:
+        return []
+    best = min(figs, key=lambda t: figs[t].value)
+    out = []
+    for t, f in figs.items():
+        if t == best or differs(figs[best], f) >= 0:
+            continue
+        b = figs[best]
+        out.append(f"{label(best)} used {(1 - b.value / f.value) * 100:.0f} % less CPU per request "
+                   f"than {label(t)} ({b.value:,.0f} vs {f.value:,.0f} µs).")
+    return out
+
+
+def _error_sentences(run: Run, df: pd.DataFrame, targets: list[str]) -> list[str]:
+    out = []
+    for t in targets:
+        f = figure(df, t, "all", "error_rate")
+        if not f.known or f.value <= 0:
+            continue
+        kinds = ""
+        e = run.errors
+        if not e.empty:
+            by_kind = e[e["target"] == t].groupby("kind")["count"].sum().sort_values(
+                ascending=False)
+            kinds = ", ".join(f"{k} ×{int(n):,}" for k, n in by_kind.head(4).items())
+        out.append(f"{fmt(f.value, 'error_rate')} of {possessive(t)} requests failed"
+                   + (f" ({kinds})." if kinds else "."))
+    return out
+
+
+def noise_note(df: pd.DataFrame) -> str:
+    """How differences were judged, for the report's reader."""
+    reps = int(df["reps"].max()) if not df.empty else 1
+    if reps >= 2:
+        return (f"{reps} repetitions: a difference counts when the two targets' min–max ranges "
+                f"across repetitions do not overlap and they differ by more than "
+                f"{MIN_EFFECT * 100:.0f} %; tail percentiles count only with at least "
+                f"{MIN_TAIL_SAMPLES} requests beyond them.")
+    return (f"One repetition: a difference counts when it exceeds a ±{DEFAULT_NOISE * 100:.0f} % "
+            f"noise band (a default, not measured); tail percentiles count only with at least "
+            f"{MIN_TAIL_SAMPLES} requests beyond them.")
+
+
+__all__ = ["Figure", "findings", "label", "noise_note", "op_noun", "throughput_comparable"]

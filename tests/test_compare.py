@@ -1,0 +1,135 @@
+"""`commbench compare` on real short runs: every figure's change, noise marks, CI thresholds
+and exit codes (0 fine, 1 threshold crossed, 2 bad input)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserError
+from reports.compare import changes, compare, parse_threshold
+from reports.loader import load_run
+from reports.stats import DEFAULT_NOISE, Figure
+from reports.tables import METRICS
+from tests.report_runs import commbench, copy_run, real_run
+from tests.resultfolder import RunSpec, TargetSpec, write_run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def run_a(tmp_path_factory) -> Path:
+    return real_run(tmp_path_factory.getbasetemp() / "report-runs", "one-rep")
+
+
+@pytest.fixture(scope="session")
+def run_b(tmp_path_factory) -> Path:
+    return real_run(tmp_path_factory.getbasetemp() / "report-runs", "two-reps")
+
+
+def _rows(stdout: str) -> list[str]:
+    return [ln for ln in stdout.splitlines() if re.match(r"^(rest|grpc) ", ln)]
+
+
+def test_prints_every_figure_with_its_change(run_a: Path, run_b: Path) -> None:
+    p = commbench("compare", str(run_a), str(run_b))
+    assert p.returncode == 0, p.stderr
+    rows = _rows(p.stdout)
+    assert len(rows) == 2 * 4 * len(METRICS)  # targets × (get, list, create, all) × metrics
+    assert f"A: {run_a.name}" in p.stdout and f"B: {run_b.name}" in p.stdout
+    assert "A has one repetition" in p.stdout and "±10 %" in p.stdout
+    a, b = load_run(run_a), load_run(run_b)
+    rest_get = a.summary[(a.summary.target == "rest") & (a.summary.operation == "get")].iloc[0]
+    new_get = b.summary[(b.summary.target == "rest") & (b.summary.operation == "get")]
+    # the throughput row shows A's figure, B's median and the change between them
+    (line,) = [r for r in rows if re.match(r"^rest\s+get\s+throughput", r)]
+    a_thr, b_thr = rest_get.throughput_rps, new_get.throughput_rps.median()
+    assert f"{(b_thr - a_thr) / a_thr * 100:+.1f} %" in line
+    # rate 100 → 150: throughput grew by far more than the noise band
+    assert line.rstrip().endswith("*")
+
+
+def test_same_run_shows_no_change(run_a: Path, tmp_path: Path) -> None:
+    copy = copy_run(run_a, tmp_path)
+    rows, notes = changes(load_run(run_a), load_run(copy))
+    assert notes == []
+    assert all(c.change_pct == 0 and not c.beyond_noise for c in rows if c.a.known)
+    p = commbench("compare", str(run_a), str(copy), "--fail-on", "p99:+10%",
+                  "--fail-on", "throughput:-5%")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "FAIL" not in p.stdout and "*" not in "".join(_rows(p.stdout))
+
+
+def test_threshold_crossed_exits_1(run_a: Path, run_b: Path) -> None:
+    # Against a run at 1.5× the rate throughput rises ~50 %: "throughput:+20%" must trip.
+    p = commbench("compare", str(run_a), str(run_b), "--fail-on", "throughput:+20%")
+    assert p.returncode == 1, p.stdout + p.stderr
+    fails = [ln for ln in p.stdout.splitlines() if ln.startswith("FAIL throughput:+20%")]
+    assert len(fails) == 2 * 4  # every target × operation
+    assert "!" in "".join(r for r in _rows(p.stdout) if " throughput " in r)
+
+
+def test_bad_threshold_and_bad_runs_exit_2(run_a: Path, tmp_path: Path) -> None:
+    p = commbench("compare", str(run_a), str(run_a), "--fail-on", "p42:+1%")
+    assert p.returncode == 2 and "unknown metric 'p42'" in p.stderr
+    assert p.stderr.count("\n") == 1
+    other = copy_run(run_a, tmp_path)
+    ctx = json.loads((other / "run.json").read_text())
+    ctx["scenario"]["name"] = "order-lookup"
+    (other / "run.json").write_text(json.dumps(ctx))
+    p = commbench("compare", str(run_a), str(other))
+    assert p.returncode == 2
+    assert "A ran scenario 'quick', B ran 'order-lookup'" in p.stderr
+    (tmp_path / "empty").mkdir()
+    p = commbench("compare", str(run_a), str(tmp_path / "empty"))
+    assert p.returncode == 2 and "empty folder" in p.stderr
+
+
+@pytest.mark.parametrize(("text", "metric", "sign", "amount", "relative"), [
+    ("p99:+10%", "p99", 1, 10.0, True),
+    ("throughput:-5%", "throughput", -1, 5.0, True),
+    ("throughput:5%", "throughput", -1, 5.0, True),  # no sign: the worse direction
+    ("cpu:20%", "cpu", 1, 20.0, True),
+    ("error_rate:+0.5", "error_rate", 1, 0.5, False),  # absolute, percentage points
+])
+def test_parse_threshold(text: str, metric: str, sign: int, amount: float,
+                         relative: bool) -> None:
+    t = parse_threshold(text)
+    assert (t.metric, t.sign, t.amount, t.relative) == (metric, sign, amount, relative)
+
+
+@pytest.mark.parametrize("text", ["p99", "p99:+ten%", ":10%", "latency:+10%"])
+def test_parse_threshold_rejects(text: str) -> None:
+    with pytest.raises(UserError, match="--fail-on"):
+        parse_threshold(text)
+
+
+def test_repetitions_judge_noise_by_their_ranges(tmp_path: Path) -> None:
+    # Pure logic on written runs: same scenario, grpc 30 % slower in B, rest unchanged.
+    a = write_run(tmp_path / "a", RunSpec(targets=[TargetSpec("rest", 4.0),
+                                                   TargetSpec("grpc", 2.0)],
+                                          repetitions=3, seconds=4, seed=1))
+    b = write_run(tmp_path / "b", RunSpec(targets=[TargetSpec("rest", 4.0),
+                                                   TargetSpec("grpc", 2.6)],
+                                          repetitions=3, seconds=4, seed=2))
+    rows, _ = changes(load_run(a), load_run(b))
+    by = {(c.target, c.operation, c.metric): c for c in rows}
+    assert by["grpc", "get", "p50"].beyond_noise
+    assert by["grpc", "get", "p50"].change_pct == pytest.approx(30, abs=8)
+    assert not by["rest", "get", "p50"].beyond_noise
+    text, code = compare(a, b, ["p50:+20%"])
+    assert code == 1
+    assert "A has 3 repetitions, B has 3" in text
+    assert [ln.split(":")[0] for ln in text.splitlines() if ln.startswith("FAIL")] == \
+        ["FAIL p50"] * len([c for c in rows if c.metric == "p50" and c.change_pct > 20])
+
+
+def test_default_band_applies_with_one_repetition() -> None:
+    from reports.stats import differs
+
+    one = Figure(100.0, 100.0, 100.0, 1)
+    assert differs(Figure(100 * (1 + DEFAULT_NOISE) + 0.1, 0, 0, 1), one) == 1
+    assert differs(Figure(100 * (1 + DEFAULT_NOISE) - 0.1, 0, 0, 1), one) == 0

@@ -1,0 +1,183 @@
+"""Open report.html in headless Chromium (Debian's `chromium`) over the DevTools protocol.
+
+No Node: a few DevTools calls over aiohttp's websocket client. Checks what a reader would
+hit: console errors, images that do not decode, missing tables, any network request other
+than the file itself, content wider than the window. Saves a screenshot under
+test-artifacts/ (git-ignored) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from reports.html import write_report
+from tests.report_runs import partial_copy, real_run
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-extensions", "--remote-debugging-port=0", "--window-size=1280,900"]
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium "
+                                 "(apt-get install -y chromium)")]
+
+_INSPECT = """(() => {
+  const imgs = [...document.images].map(i => ({alt: i.alt, complete: i.complete,
+      w: i.naturalWidth, h: i.naturalHeight, data: i.src.startsWith('data:')}));
+  const tables = [...document.querySelectorAll('table.figures')].map(t => ({
+      op: t.dataset.operation, rows: t.tBodies[0].rows.length,
+      cols: t.tHead.rows[0].cells.length}));
+  const overflow = [...document.querySelectorAll('main > *, section > *')]
+      .filter(e => !e.classList.contains('scroll') && e.scrollWidth > e.clientWidth + 1)
+      .map(e => e.tagName + '.' + e.className);
+  return {title: document.title, imgs, tables, overflow,
+          claims: document.querySelectorAll('table.claims tbody tr').length,
+          findings: document.querySelectorAll('ul.findings li').length,
+          inlineSvg: document.querySelectorAll('svg').length,
+          warnings: [...document.querySelectorAll('#warnings li')].map(l => l.textContent),
+          pageWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+          height: document.documentElement.scrollHeight};
+})()"""
+
+
+class Chromium:
+    """A headless Chromium with its own profile, stopped (and its profile removed) on exit."""
+
+    def __enter__(self) -> Chromium:
+        self.profile = tempfile.mkdtemp(prefix="commbench-chromium-")
+        self.proc = subprocess.Popen(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("chromium did not open its DevTools port")
+            time.sleep(0.05)  # polling a file chromium writes; not a stand-in for sync
+        self.port = int(port_file.read_text().split()[0])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+    def inspect(self, page: Path, screenshot: Path) -> dict[str, Any]:
+        return asyncio.run(self._inspect(page, screenshot))
+
+    async def _inspect(self, page: Path, screenshot: Path) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{self.port}/json/list") as r:
+                targets = await r.json()
+            ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+            async with http.ws_connect(ws_url, max_msg_size=0) as ws:
+                return await _drive(ws, page, screenshot)
+
+
+async def _drive(ws: aiohttp.ClientWebSocketResponse, page: Path,
+                 screenshot: Path) -> dict[str, Any]:
+    ids = iter(range(1, 10_000))
+    events: list[dict[str, Any]] = []
+    results: dict[int, dict[str, Any]] = {}
+
+    async def call(method: str, **params: Any) -> dict[str, Any]:
+        i = next(ids)
+        await ws.send_str(json.dumps({"id": i, "method": method, "params": params}))
+        while i not in results:
+            msg = json.loads((await asyncio.wait_for(ws.receive(), 30)).data)
+            if "id" in msg:
+                results[msg["id"]] = msg
+            else:
+                events.append(msg)
+        msg = results.pop(i)
+        if "error" in msg:
+            raise RuntimeError(f"{method}: {msg['error']}")
+        return msg["result"]
+
+    async def until(event: str) -> None:
+        while not any(e["method"] == event for e in events):
+            msg = json.loads((await asyncio.wait_for(ws.receive(), 30)).data)
+            (results.__setitem__(msg["id"], msg) if "id" in msg else events.append(msg))
+
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        await call(f"{domain}.enable")
+    await call("Page.navigate", url=page.resolve().as_uri())
+    await until("Page.loadEventFired")
+    info = (await call("Runtime.evaluate", expression=_INSPECT, returnByValue=True,
+                       awaitPromise=True))["result"]["value"]
+    shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                      clip={"x": 0, "y": 0, "width": 1280,
+                            "height": min(int(info["height"]), 6000), "scale": 1})
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    screenshot.write_bytes(base64.b64decode(shot["data"]))
+    info["console_errors"] = [
+        e["params"] for e in events
+        if e["method"] == "Runtime.exceptionThrown"
+        or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+        or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    info["requests"] = [e["params"]["request"]["url"] for e in events
+                        if e["method"] == "Network.requestWillBeSent"]
+    return info
+
+
+def _check(info: dict[str, Any], page: Path, operations: set[str]) -> None:
+    assert info["console_errors"] == []
+    assert info["imgs"], "the report has no images"
+    for img in info["imgs"]:
+        assert img["complete"] and img["w"] > 0 and img["h"] > 0, f"image not decoded: {img}"
+        assert img["data"], f"image not inline: {img}"
+    assert {t["op"] for t in info["tables"]} == operations
+    for t in info["tables"]:
+        assert t["rows"] >= 1 and t["cols"] == 11, t
+    assert info["claims"] == 5
+    assert info["findings"] >= 1
+    # The page fetched nothing but itself: no fonts, scripts or styles from anywhere.
+    assert [u for u in info["requests"] if not u.startswith("data:")] == [page.resolve().as_uri()]
+    assert info["overflow"] == [], "content wider than its box"
+    assert info["pageWidth"] <= info["innerWidth"], "the page scrolls sideways"
+
+
+@pytest.fixture(scope="session")
+def real_report(tmp_path_factory) -> Path:
+    run = real_run(tmp_path_factory.getbasetemp() / "report-runs", "one-rep")
+    return write_report(run)
+
+
+@pytest.fixture
+def partial_report(tmp_path_factory, tmp_path: Path) -> Path:
+    run = real_run(tmp_path_factory.getbasetemp() / "report-runs", "one-rep")
+    return write_report(partial_copy(run, tmp_path))
+
+
+def test_report_opens_clean_in_chromium(real_report: Path) -> None:
+    shot = ARTIFACTS / "report-real-run.png"
+    with Chromium() as chromium:
+        info = chromium.inspect(real_report, shot)
+    _check(info, real_report, {"get", "list", "create", "all"})
+    assert shot.stat().st_size > 10_000
+
+
+def test_report_of_partial_run_shows_its_warning(partial_report: Path) -> None:
+    shot = ARTIFACTS / "report-partial-run.png"
+    with Chromium() as chromium:
+        info = chromium.inspect(partial_report, shot)
+    assert any("partial run" in w for w in info["warnings"])
+    assert info["console_errors"] == []
+    assert all(img["w"] > 0 for img in info["imgs"])

@@ -1,0 +1,388 @@
+"""Reports built from real short runs: tables checked against the .hlog histograms they came
+from, plots, findings, claims, the HTML file, and every kind of bad input.
+
+Runs come from `commbench run` (tests/report_runs.py, once per session). A few pure-logic
+tests use tests/resultfolder.py, which writes the same format from real HdrHistograms, for
+shapes a short run cannot produce on demand (a saturated generator, identical targets)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogReader
+
+from harness.errors import UserError
+from reports import plots
+from reports.claims import NOT_MEASURED, REFUTED, SUPPORTED, UNDECIDED, check_claims
+from reports.findings import findings, throughput_comparable
+from reports.html import write_report
+from reports.loader import FORMAT, load_run, load_runs
+from reports.tables import METRICS, figure, figures, fmt, tables, write_tables
+from tests.report_runs import commbench, copy_run, partial_copy, real_run
+from tests.resultfolder import RunSpec, TargetSpec, write_run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    return real_run(tmp_path_factory.getbasetemp() / "report-runs", "one-rep")
+
+
+@pytest.fixture(scope="session")
+def reps_dir(tmp_path_factory) -> Path:
+    return real_run(tmp_path_factory.getbasetemp() / "report-runs", "two-reps")
+
+
+def _hlog_merge(path: Path, operations: set[str]) -> HdrHistogram:
+    """Decode an interval log with HdrHistogram's own reader, independently of reports/."""
+    total = HdrHistogram(1, 3_600_000_000, 3)
+    reader = HistogramLogReader(str(path), total)
+    while (h := reader.get_next_interval_histogram()) is not None:
+        if h.get_tag().rpartition(".")[0] in operations and h.get_tag().endswith(".ok"):
+            total.add(h)
+    return total
+
+
+# ---- tables against the histograms -------------------------------------------------------
+
+def test_table_percentiles_equal_the_merged_hlog_histograms(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    df = figures(run)
+    checked = 0
+    for target in ("rest", "grpc"):
+        for op in ("get", "list", "create", "all"):
+            ops = {"get", "list", "create"} if op == "all" else {op}
+            for metric, path in (("latency", f"{target}-r1-latency.hlog"),
+                                 ("service", f"{target}-r1-service.hlog")):
+                h = _hlog_merge(run_dir / "histograms" / path, ops)
+                assert h.get_total_count() > 0
+                wanted = {"p50": 50, "p90": 90, "p99": 99, "p999": 99.9} if metric == "latency" \
+                    else {"service_p99": 99}
+                for key, p in wanted.items():
+                    expected = h.get_value_at_percentile(p) / 1000
+                    got = figure(df, target, op, key).value
+                    # equal within HdrHistogram's precision (3 significant digits)
+                    assert got == pytest.approx(expected, rel=1e-3), (target, op, key)
+                    checked += 1
+                if metric == "latency":
+                    assert figure(df, target, op, "max").value == pytest.approx(
+                        h.get_max_value() / 1000, rel=1e-3)
+                    assert figure(df, target, op, "p50").samples == h.get_total_count()
+    assert checked == 2 * 4 * 5
+
+
+def test_tables_agree_with_the_engines_summary(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    df = figures(run)
+    s = run.summary
+    for row in s.itertuples():
+        for key, col in (("p50", "latency_p50_ms"), ("p99", "latency_p99_ms"),
+                         ("service_p99", "service_p99_ms"), ("throughput", "throughput_rps")):
+            assert figure(df, row.target, row.operation, key).value == pytest.approx(
+                getattr(row, col), abs=1e-3), (row.target, row.operation, key)
+    all_rows = s[s["operation"] == "all"].set_index("target")
+    for target in ("rest", "grpc"):
+        assert figure(df, target, "get", "cpu").value == pytest.approx(
+            all_rows.loc[target, "cpu_us_per_request"])
+
+
+def test_ratios_are_against_the_best_target(run_dir: Path) -> None:
+    df = figures(load_run(run_dir))
+    for (_op, metric), g in df.groupby(["operation", "metric"]):
+        values = g["value"].dropna()
+        if values.empty or metric == "error_rate":
+            continue
+        higher = metric == "throughput"
+        best = values.max() if higher else values.min()
+        assert g.loc[g["value"] == best, "ratio"].eq(1.0).all()
+        for r in g.itertuples():
+            assert r.ratio == pytest.approx(r.value / best)
+            assert (r.ratio >= 1.0) != higher or r.ratio == 1.0
+
+
+def test_repetitions_give_a_spread_around_the_figure(reps_dir: Path) -> None:
+    run = load_run(reps_dir)
+    assert run.repetitions == [1, 2]
+    df = figures(run)
+    for target in ("rest", "grpc"):
+        f = figure(df, target, "get", "p50")
+        assert f.reps == 2 and f.lo <= f.hi
+        per_rep = [_hlog_merge(reps_dir / "histograms" / f"{target}-r{r}-latency.hlog", {"get"})
+                   .get_value_at_percentile(50) / 1000 for r in (1, 2)]
+        assert (f.lo, f.hi) == pytest.approx((min(per_rep), max(per_rep)), rel=1e-3)
+        t = figure(df, target, "all", "throughput")
+        thr = run.summary[(run.summary["target"] == target) & (run.summary["operation"] == "all")]
+        assert (t.lo, t.hi) == pytest.approx((thr["throughput_rps"].min(),
+                                              thr["throughput_rps"].max()))
+    md = "\n".join(f"{t.rows}" for t in tables(df))
+    assert "–" in md  # the spread is shown beside figures
+
+
+def test_tables_written_as_csv_and_markdown(run_dir: Path, tmp_path: Path) -> None:
+    df = figures(load_run(run_dir))
+    written = write_tables(df, tmp_path / "tables")
+    assert {p.name for p in written} == {"figures.csv", "get.csv", "get.md", "list.csv",
+                                         "list.md", "create.csv", "create.md", "all.csv",
+                                         "all.md"}
+    wide = pd.read_csv(tmp_path / "tables" / "get.csv", index_col="target")
+    assert list(wide.index) == ["rest", "grpc"]
+    assert wide.loc["grpc", "p99"] == pytest.approx(figure(df, "grpc", "get", "p99").value)
+    md = (tmp_path / "tables" / "get.md").read_text()
+    assert md.count("\n| ") == 3  # header + two targets
+    assert fmt(figure(df, "rest", "get", "p50").value, "p50") in md
+    long = pd.read_csv(tmp_path / "tables" / "figures.csv")
+    assert set(long["metric"]) == {m.key for m in METRICS}
+
+
+# ---- plots --------------------------------------------------------------------------------
+
+def test_plots_are_valid_svg(run_dir: Path, tmp_path: Path) -> None:
+    run = load_run(run_dir)
+    df = figures(run)
+    made = {
+        "spectrum": plots.percentile_spectrum(run, "get"),
+        "latency": plots.latency_over_time(run),
+        "throughput": plots.throughput_over_time(run),
+        "cpu": plots.cpu_per_request(df, run.targets),
+    }
+    for name, fig in made.items():
+        assert fig is not None, name
+        svg = plots.save(fig, tmp_path / f"{name}.svg")
+        root = ET.fromstring(svg)
+        assert root.tag.endswith("svg")
+        assert len(root.findall(".//{http://www.w3.org/2000/svg}path")) > 5
+        assert "http://" not in re.sub(r'xmlns(:\w+)?="[^"]+"|<!DOCTYPE[^>]+>|<metadata>.*?'
+                                       r"</metadata>", "", svg, flags=re.S)
+    legend = [t.get_text() for t in made["spectrum"].axes[0].get_legend().get_texts()]
+    assert legend == [f"rest (n={figure(df, 'rest', 'get', 'p50').samples:,.0f})",
+                      f"grpc (n={figure(df, 'grpc', 'get', 'p50').samples:,.0f})"]
+
+
+def test_spectrum_reaches_p9999_on_a_log_axis(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    h = run.histogram("rest", "all")
+    x, y = plots.spectrum_points(h)
+    assert x[0] == 1 and x[-1] == pytest.approx(10_000)
+    assert list(y) == sorted(y)  # a percentile spectrum never falls
+    assert y[-1] == pytest.approx(h.get_max_value() / 1000)
+    ax = plots.percentile_spectrum(run, "all").axes[0]
+    assert ax.get_xscale() == "log"
+
+
+def test_time_plots_shade_fault_windows(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    for fn in (plots.latency_over_time, plots.throughput_over_time):
+        plain = fn(run).axes[0]
+        shaded = fn(run, spans=[(1.0, 2.0, "kill inventory")]).axes[0]
+        assert len(shaded.patches) == len(plain.patches) + 1
+        assert "kill inventory" in [t.get_text() for t in shaded.texts]
+
+
+def test_throughput_against_latency_needs_two_rates(run_dir: Path, reps_dir: Path) -> None:
+    one = load_runs([run_dir])
+    assert plots.throughput_vs_latency(plots.rate_points(one), ["rest", "grpc"]) is None
+    points = plots.rate_points(load_runs([run_dir, reps_dir]))
+    assert {(p.target, p.intended) for p in points} == {
+        ("rest", 100.0), ("grpc", 100.0), ("rest", 150.0), ("grpc", 150.0)}
+    fig = plots.throughput_vs_latency(points, ["rest", "grpc"])
+    assert fig is not None and len(fig.axes[0].lines) == 2
+
+
+# ---- findings and claims ------------------------------------------------------------------
+
+def test_findings_quote_the_tables(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    df = figures(run)
+    sentences = findings(run, df)
+    assert sentences[0].startswith("The generator kept to the offered 100 requests/s")
+    shown = {fmt(v, m) for v, m in zip(df["value"], df["metric"], strict=True)}
+    pairs = [m for s in sentences for m in re.findall(r"\(([\d.,]+) vs ([\d.,]+) (?:ms|µs)\)", s)]
+    assert pairs, sentences
+    for a, b in pairs:
+        assert {a, b} <= shown | {f"{v:,.0f}" for v in df["value"].dropna()}
+    # open loop at a rate every target kept: throughput is never compared
+    assert not any("throughput" in s and "×" in s for s in sentences)
+
+
+def test_claims_judge_only_what_the_run_can_decide(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    claims = {c.key: c for c in check_claims(run, figures(run))}
+    assert set(claims) == {"grpc-fast", "rest-blocking", "queue-spikes", "queue-isolation",
+                           "sync-cascade"}
+    assert claims["grpc-fast"].verdict in {SUPPORTED, REFUTED, UNDECIDED}
+    assert any("p50" in e and "ms" in e for e in claims["grpc-fast"].evidence)
+    assert any("too few requests" in e for e in claims["grpc-fast"].evidence)  # p99, 300 req
+    assert any("throughput not compared" in e for e in claims["grpc-fast"].evidence)
+    for key in ("rest-blocking", "queue-spikes"):  # no queue target in this run
+        assert claims[key].verdict == NOT_MEASURED
+    for key in ("queue-isolation", "sync-cascade"):
+        assert claims[key].verdict == NOT_MEASURED
+        assert claims[key].reason == "no fault was injected in this run"
+
+
+def test_grpc_claim_within_noise_is_not_decided(tmp_path: Path) -> None:
+    # Pure logic: two identical targets measured twice; their ranges overlap.
+    spec = RunSpec(targets=[TargetSpec("rest", 3.0), TargetSpec("grpc", 3.0)], repetitions=2,
+                   seed=11)
+    run = load_run(write_run(tmp_path, spec))
+    (claim,) = [c for c in check_claims(run, figures(run)) if c.key == "grpc-fast"]
+    assert claim.verdict == UNDECIDED, claim.evidence
+
+
+def test_clear_differences_decide_the_grpc_claim(tmp_path: Path) -> None:
+    spec = RunSpec(targets=[TargetSpec("rest", 6.0), TargetSpec("grpc", 2.0)], repetitions=2,
+                   seconds=10)
+    run = load_run(write_run(tmp_path, spec))
+    df = figures(run)
+    (claim,) = [c for c in check_claims(run, df) if c.key == "grpc-fast"]
+    assert claim.verdict == SUPPORTED
+    s = findings(run, df)
+    assert any(x.startswith("gRPC answered order lookups with a ") for x in s), s
+
+
+def test_saturated_generator_makes_throughput_undecidable(tmp_path: Path) -> None:
+    spec = RunSpec(targets=[TargetSpec("rest", 4.0), TargetSpec("grpc", 2.0)],
+                   saturated={"rest"}, seed=3)
+    run = load_run(write_run(tmp_path, spec))
+    ok, why = throughput_comparable(run, ["rest", "grpc"])
+    assert not ok and "fell behind on REST" in why
+    sentences = findings(run, figures(run))
+    assert sentences[0].startswith("Throughput is not compared: the generator fell behind")
+    assert not any("throughput at" in s or "'s throughput" in s for s in sentences)
+
+
+# ---- the HTML report ----------------------------------------------------------------------
+
+def test_report_is_self_contained(run_dir: Path, tmp_path: Path) -> None:
+    out = write_report(run_dir, tmp_path / "r.html")
+    html = out.read_text()
+    assert re.findall(r'(?:src|href)="(?!data:)[^"#]', html) == []  # nothing fetched
+    assert "<script" not in html and "@import" not in html and "url(http" not in html
+    assert html.count("<table class=\"figures\"") == 4
+    assert html.count('<img src="data:image/svg+xml;base64,') == 6  # 3 spectra + 3 plots
+    assert "quick" in html and "cores" in html
+    assert (tmp_path / "r" / "tables" / "get.md").exists()
+    assert len(list((tmp_path / "r" / "plots").glob("*.svg"))) == 6
+
+
+def test_report_command_prints_the_path(run_dir: Path, tmp_path: Path) -> None:
+    copy = copy_run(run_dir, tmp_path)
+    p = commbench("report", str(copy))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(copy / "report.html")
+    assert (copy / "report" / "tables" / "all.csv").exists()
+    assert (copy / "report" / "plots" / "spectrum-get.svg").exists()
+
+
+def test_write_report_default_path_is_the_run_folder(run_dir: Path, tmp_path: Path) -> None:
+    copy = copy_run(run_dir, tmp_path)
+    assert write_report(copy) == copy / "report.html"
+    assert write_report([copy]) == copy / "report.html"
+
+
+def test_runs_at_two_rates_are_reported_together(run_dir: Path, reps_dir: Path,
+                                                 tmp_path: Path) -> None:
+    out = write_report([run_dir, reps_dir], tmp_path / "both.html")
+    html = out.read_text()
+    assert "Across offered rates" in html
+    assert (tmp_path / "both" / "plots" / "throughput-latency.svg").exists()
+    for d in (run_dir, reps_dir):
+        assert (tmp_path / "both" / d.name / "tables" / "all.csv").exists()
+
+
+# ---- bad input ----------------------------------------------------------------------------
+
+def test_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="empty folder, not a commbench run"):
+        load_run(tmp_path / "empty")
+    p = commbench("report", str(tmp_path / "empty"))
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "empty folder" in p.stderr
+
+
+def test_results_folder_instead_of_a_run(run_dir: Path) -> None:
+    with pytest.raises(UserError, match=rf"holds 1 run folder\(s\).*{run_dir.name}"):
+        load_run(run_dir.parent)
+
+
+def test_missing_folder_and_damaged_run_json(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such folder"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_run(tmp_path / "bad")
+
+
+def test_other_format_version(run_dir: Path, tmp_path: Path) -> None:
+    copy = copy_run(run_dir, tmp_path)
+    ctx = json.loads((copy / "run.json").read_text())
+    ctx["format"] = "commbench-run/2"
+    (copy / "run.json").write_text(json.dumps(ctx))
+    with pytest.raises(UserError) as err:
+        load_run(copy)
+    assert "'commbench-run/2'" in str(err.value) and f"'{FORMAT}'" in str(err.value)
+    p = commbench("report", str(copy))
+    assert p.returncode == 2 and "commbench-run/2" in p.stderr
+
+
+def test_partial_run_reports_what_exists(run_dir: Path, tmp_path: Path) -> None:
+    copy = partial_copy(run_dir, tmp_path)
+    run = load_run(copy)
+    assert run.partial
+    assert any(w.startswith("partial run") for w in run.warnings)
+    assert any("summary.csv is missing" in w for w in run.warnings)
+    df = figures(run)
+    assert set(df["target"]) == {"rest"}
+    # throughput and latency come from the histograms alone
+    full = figures(load_run(run_dir))
+    for key in ("throughput", "p50", "p99"):
+        assert figure(df, "rest", "get", key).value == pytest.approx(
+            figure(full, "rest", "get", key).value, rel=1e-3)
+    html = write_report(copy).read_text()
+    assert "partial run" in html and "Read with care" in html
+
+
+def test_runs_of_different_scenarios_are_not_compared(run_dir: Path, tmp_path: Path) -> None:
+    other = write_run(tmp_path, RunSpec(scenario="order-lookup"))
+    runs = load_runs([run_dir, other])
+    out = write_report([run_dir, other], tmp_path / "two.html")
+    html = out.read_text()
+    assert "measured different scenarios" in html
+    assert f"{runs[0].run_id} (quick)" in html and f"{runs[1].run_id} (order-lookup)" in html
+    assert "Across offered rates" not in html
+    assert html.count('class="run"') == 2
+
+
+def test_same_folder_twice_is_refused(run_dir: Path) -> None:
+    with pytest.raises(UserError, match="given twice"):
+        load_runs([run_dir, run_dir])
+
+
+def test_failed_target_is_a_warning(tmp_path: Path) -> None:
+    spec = RunSpec(targets=[TargetSpec("rest", 4.0), TargetSpec("grpc", 2.0, status="failed")])
+    run = load_run(write_run(tmp_path, spec))
+    assert "target grpc (repetition 1) failed: exited with code 1" in run.warnings
+    assert set(figures(run)["target"]) == {"rest"}
+    assert not math.isnan(figure(figures(run), "rest", "get", "p50").value)
+
+
+def test_latency_of_a_saturated_target_does_not_decide_the_claim(tmp_path: Path) -> None:
+    # REST is slower here but its generator fell behind: its latency may be the generator's.
+    spec = RunSpec(targets=[TargetSpec("rest", 6.0), TargetSpec("grpc", 2.0)],
+                   saturated={"rest"}, seconds=10, seed=5)
+    run = load_run(write_run(tmp_path, spec))
+    df = figures(run)
+    (claim,) = [c for c in check_claims(run, df) if c.key == "grpc-fast"]
+    assert claim.verdict == UNDECIDED
+    assert any("not counted: the generator fell behind on REST" in e for e in claim.evidence)
+    assert any("so part of that gap may be the generator's" in s for s in findings(run, df))
