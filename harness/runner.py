@@ -31,6 +31,7 @@ from typing import Any
 
 from rich.console import Console
 
+from harness.broker import delete_namespace
 from harness.engine import EngineConfig, EngineStats
 from harness.errors import UserError
 from harness.launcher import Launcher, Service
@@ -261,8 +262,7 @@ class Runner:
             data = self.writer.dir / "data"
             data.mkdir(exist_ok=True)
             store = f"sqlite:{(data / f'{r.ref.name}-r{r.repetition}.sqlite').resolve()}"
-        config = ServeConfig(store=store, amqp_url=self.amqp_url,
-                             namespace=f"cb-{self.run_id}-{r.ref.name}-r{r.repetition}",
+        config = ServeConfig(store=store, amqp_url=self.amqp_url, namespace=self._namespace(r),
                              seed=sc.data.seed_spec())
         self.progress.note(f"starting {r.label} …")
         try:
@@ -443,11 +443,17 @@ class Runner:
         self.progress.end(r.label, r.status + (f": {r.error}" if r.error else "")
                           + (" (saturated)" if r.saturated else ""))
 
+    def _namespace(self, r: TargetRun) -> str:
+        """Queue and exchange names of one target run on the broker."""
+        return f"cb-{self.run_id}-{r.ref.name}-r{r.repetition}"
+
     def _release(self, r: TargetRun) -> None:
         if r.pool is not None:
             r.pool.close()
         if r.service is not None:
             r.service.stop()
+            if get_transport(r.ref.transport).needs_broker:
+                delete_namespace(self.amqp_url, self._namespace(r))
 
     def _abort(self, runs: list[TargetRun], status: str) -> None:
         """Stop the generators of unfinished runs, keep what they measured."""
