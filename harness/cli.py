@@ -144,6 +144,49 @@ def _duration_option(text: str | None) -> float | None:
     return seconds
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def locust(
+    ctx: typer.Context,
+    scenario: Annotated[str, typer.Argument(help="scenario file, or a name in --scenarios-dir")],
+    target: Annotated[str, typer.Option(help='one target, e.g. "rest", "grpc", "rest:httpx"')],
+    url: Annotated[str | None, typer.Option(help="drive a running target instead of starting one")] = None,
+    web: Annotated[bool, typer.Option("--web/--headless", help="locust's web UI, or run headless")] = True,
+    users: Annotated[int | None, typer.Option(
+        "--users", "-u", help="users (default: the scenario's closed-loop users, else 10)")] = None,
+    spawn_rate: Annotated[float | None, typer.Option(
+        "--spawn-rate", "-r", help="users started per second (default: all in 1 s)")] = None,
+    run_time: Annotated[str | None, typer.Option(
+        "--run-time", "-t", help='e.g. "30s" (headless default: warm-up + duration)')] = None,
+    warmup: Annotated[str | None, typer.Option(help='override the scenario\'s warm-up, e.g. "0s"')] = None,
+    master: Annotated[bool, typer.Option(help="run a locust master (workers connect to it)")] = False,
+    worker: Annotated[bool, typer.Option(help="run a locust worker of a master")] = False,
+    master_host: Annotated[str, typer.Option(help="the master a worker connects to")] = "127.0.0.1",
+    master_port: Annotated[int, typer.Option(help="master's port (bind or connect)")] = 5557,
+    expect_workers: Annotated[int, typer.Option(help="headless master: workers to wait for")] = 1,
+    web_host: Annotated[str, typer.Option(help="web UI interface")] = "127.0.0.1",
+    web_port: Annotated[int, typer.Option(help="web UI port")] = 8089,
+    target_cpus: Annotated[str | None, typer.Option(help='pin the target to CPUs, e.g. "1"')] = None,
+    load_cpus: Annotated[str | None, typer.Option(help='pin locust to CPUs, e.g. "0"')] = None,
+    results_dir: Annotated[Path, typer.Option(help="where result folders go")] = Path("results"),
+    scenarios_dir: Annotated[Path, typer.Option(help="where names are looked up")] = Path("scenarios"),
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+) -> None:
+    """Drive one target with locust (web UI, headless, master/worker) through the project's
+    clients; every locust test writes results/<run-id>/. Arguments after -- go to locust."""
+    from harness.locust_command import LocustOptions, parse_warmup, run_locust
+    from harness.runner import parse_cpus
+
+    opts = LocustOptions(
+        scenario=scenario, target=target, url=url, web=web, users=users, spawn_rate=spawn_rate,
+        run_time=run_time, warmup_s=parse_warmup(warmup), master=master, worker=worker,
+        master_host=master_host,
+        master_port=master_port, expect_workers=expect_workers, web_host=web_host,
+        web_port=web_port, results_dir=results_dir, scenarios_dir=scenarios_dir,
+        amqp_url=amqp_url, target_cpus=parse_cpus(target_cpus, "--target-cpus"),
+        load_cpus=parse_cpus(load_cpus, "--load-cpus"), extra=list(ctx.args))
+    raise typer.Exit(run_locust(opts))
+
+
 @app.command()
 def scenarios(
     folder: Annotated[Path, typer.Option("--dir", help="folder of scenario files")] = Path("scenarios"),

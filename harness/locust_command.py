@@ -1,0 +1,305 @@
+"""`commbench locust`: the same targets, driven by locust (web UI, headless, master/worker).
+
+Starts the target (and, for the queue, the broker) unless --url names a running one, holds
+it to the conformance gate as `commbench run` does, then runs locust as a *subprocess* on
+harness/locustfile.py: locust monkey-patches the standard library with gevent when it is
+imported, and that must never reach the rest of commbench. Locust runs in its own session
+with a parent-death signal; Ctrl-C (or SIGTERM) here sends it SIGTERM, which locust turns
+into a clean shutdown that writes the result folder of a running test, and then the target
+is stopped. Nothing outlives the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.locust_results import CONFIG_ENV, LocustConfig
+from harness.scenario import Scenario, TargetRef, find_scenario, load_scenario, parse_target
+from targets.registry import get_transport
+from targets.serving import DEFAULT_AMQP_URL, ServeConfig
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+STOP_TIMEOUT_S = 20.0  # locust's own shutdown: final seconds from workers, the result folder
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class LocustOptions:
+    scenario: str
+    target: str
+    url: str | None = None
+    web: bool = True
+    users: int | None = None
+    spawn_rate: float | None = None
+    run_time: str | None = None
+    warmup_s: float | None = None
+    master: bool = False
+    worker: bool = False
+    master_host: str = "127.0.0.1"
+    master_port: int = 5557
+    expect_workers: int = 1
+    web_host: str = "127.0.0.1"
+    web_port: int = 8089
+    results_dir: Path = Path("results")
+    scenarios_dir: Path = Path("scenarios")
+    amqp_url: str = DEFAULT_AMQP_URL
+    target_cpus: tuple[int, ...] = ()
+    load_cpus: tuple[int, ...] = ()
+    extra: list[str] = field(default_factory=list)
+
+    def arguments(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["results_dir"], d["scenarios_dir"] = str(self.results_dir), str(self.scenarios_dir)
+        d["target_cpus"], d["load_cpus"] = list(self.target_cpus), list(self.load_cpus)
+        return d
+
+
+def parse_warmup(text: str | None) -> float | None:
+    """--warmup: a duration of zero or more ("0s", "2s", "500ms"); None keeps the scenario's."""
+    from harness.scenario import parse_duration
+
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(float(text))
+    except ValueError:
+        seconds = parse_duration(text)
+    if seconds is None or seconds < 0:
+        raise UserError(f'--warmup takes a duration such as "0s", "2s" or "500ms"; got {text!r}')
+    return seconds
+
+
+def default_users(sc: Scenario) -> int:
+    """A closed-loop scenario's users; 10 for an open-loop one (locust has no open loop)."""
+    return sc.load.users if sc.load.model == "closed" and sc.load.users else 10
+
+
+def default_run_time(sc: Scenario, warmup_s: float) -> str:
+    """Warm-up plus the scenario's measured duration, in whole seconds (locust's format)."""
+    return f"{math.ceil(warmup_s + sc.duration_s)}s"
+
+
+def locust_command(opts: LocustOptions, sc: Scenario, url: str | None) -> list[str]:
+    """The `python -m locust` command line for these options."""
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+    if opts.worker:
+        return [*cmd, "--worker", "--master-host", opts.master_host,
+                "--master-port", str(opts.master_port), *opts.extra]
+    users = opts.users if opts.users is not None else default_users(sc)
+    rate = opts.spawn_rate if opts.spawn_rate is not None else float(users)
+    warmup = sc.warmup_s if opts.warmup_s is None else opts.warmup_s
+    cmd += ["--host", url or "", "--users", str(users), "--spawn-rate", f"{rate:g}"]
+    if opts.master:
+        cmd += ["--master", "--master-bind-port", str(opts.master_port)]
+    if opts.web:
+        cmd += ["--web-host", opts.web_host, "--web-port", str(opts.web_port)]
+        if opts.run_time:
+            cmd += ["--run-time", opts.run_time]
+    else:
+        cmd += ["--headless", "--run-time", opts.run_time or default_run_time(sc, warmup)]
+        if opts.master:
+            cmd += ["--expect-workers", str(opts.expect_workers)]
+    return [*cmd, *opts.extra]
+
+
+def run_locust(opts: LocustOptions) -> int:
+    """Run the command; returns locust's exit code (KeyboardInterrupt after a clean stop)."""
+    if opts.master and opts.worker:
+        raise UserError("--master and --worker exclude each other")
+    path = find_scenario(opts.scenario, opts.scenarios_dir)
+    sc = load_scenario(path)
+    try:
+        ref = parse_target(opts.target)
+    except KeyError as exc:
+        raise UserError(f"--target: {exc.args[0]}") from None
+    if opts.users is not None and opts.users < 0:
+        raise UserError(f"--users must be zero or more, got {opts.users}")
+    if opts.spawn_rate is not None and not opts.spawn_rate > 0:
+        raise UserError(f"--spawn-rate must be positive, got {opts.spawn_rate}")
+    if opts.web and not opts.worker:
+        _check_port_free(opts.web_host, opts.web_port, "--web-port")
+    if opts.master:
+        _check_port_free("", opts.master_port, "--master-port")
+
+    stack = contextlib.ExitStack()
+    try:
+        url: str | None = opts.url
+        pids: list[int] = []
+        conformance = None
+        if not opts.worker:
+            if url is None:
+                url, pids = _start_target(stack, opts, sc, ref)
+            conformance = _gate(ref, url, sc)
+            _say(f"{ref.name} at {url}: conformance {conformance}")
+        config = LocustConfig(
+            scenario_file=str(path.resolve()), transport=ref.transport, variant=ref.variant,
+            results_dir=str(opts.results_dir.resolve()), warmup_s=opts.warmup_s,
+            target_pids=tuple(pids), target_started=bool(pids), target_cpus=opts.target_cpus,
+            load_cpus=opts.load_cpus,
+            arguments={**opts.arguments(), "url": url, "conformance": conformance},
+            environment={} if opts.worker else _environment(opts))
+        cmd = locust_command(opts, sc, url)
+        if opts.web and not opts.worker:
+            _say(f"locust web UI: http://{opts.web_host}:{opts.web_port}/ (Ctrl-C to stop)")
+        return _run(cmd, config, opts.load_cpus)
+    finally:
+        with _signals_ignored():
+            stack.close()
+
+
+def _start_target(stack: contextlib.ExitStack, opts: LocustOptions, sc: Scenario,
+                  ref: TargetRef) -> tuple[str, list[int]]:
+    from harness.launcher import Launcher
+    from harness.probes import broker_pids
+
+    amqp_url = opts.amqp_url
+    if get_transport(ref.transport).needs_broker:
+        from harness.broker import ensure_broker
+
+        broker = stack.enter_context(ensure_broker(opts.amqp_url))
+        amqp_url = broker.url
+        _say(f"broker: {'a private broker at ' if broker.private else ''}{broker.url}")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    store = "memory"
+    if sc.data.store == "sqlite":
+        data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="commbench-locust-")))
+        store = f"sqlite:{data / 'orders.sqlite'}"
+    log_dir = opts.results_dir / ".logs"
+    launcher = stack.enter_context(Launcher(log_dir))
+    config = ServeConfig(store=store, amqp_url=amqp_url, namespace=f"cb-locust-{stamp}",
+                         seed=sc.data.seed_spec())
+    _say(f"starting {ref.name} (log: {log_dir / f'{ref.name}-locust.log'}) …")
+    service = launcher.start(ref.transport, config, name=f"{ref.name}-locust",
+                             cpus=opts.target_cpus)
+    pids = [service.pid]
+    if get_transport(ref.transport).needs_broker:
+        pids += broker_pids(amqp_url) or []
+    return service.url, pids
+
+
+def _environment(opts: LocustOptions) -> dict[str, Any]:
+    """run.json's environment, taken here: the locust process should not fork `git`."""
+    from harness.runner import RunOptions, environment
+
+    return environment(RunOptions(scenario=opts.scenario, target_cpus=opts.target_cpus,
+                                  load_cpus=opts.load_cpus))
+
+
+def _gate(ref: TargetRef, url: str, sc: Scenario) -> str:
+    """The conformance gate of `commbench run`: a target that fails it is not measured."""
+    import uvloop
+
+    from harness.conformance import run_checks
+
+    async def check() -> list[Any]:
+        client = await get_transport(ref.transport).client_factory(ref.variant)(
+            url, timeout=sc.load.timeout_s)
+        try:
+            return await run_checks(client, sc.data.seed_spec())
+        finally:
+            await client.close()
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            checks = runner.run(check())
+    except Exception as exc:
+        raise UserError(f"{ref.name} at {url}: conformance gate: {type(exc).__name__}: {exc}") \
+            from None
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        names = ", ".join(f"{c.name} ({c.detail})" for c in failed[:3])
+        raise UserError(f"{ref.name} at {url}: conformance gate: {len(failed)} of {len(checks)} "
+                        f"checks failed: {names}")
+    return f"{len(checks)}/{len(checks)} checks passed"
+
+
+def _run(cmd: Sequence[str], config: LocustConfig, load_cpus: Sequence[int]) -> int:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env[CONFIG_ENV] = config.to_env()
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(list(cmd), env=env, stdin=subprocess.DEVNULL,
+                            start_new_session=True,
+                            preexec_fn=lambda: _child_setup(load_cpus))
+    try:
+        with _sigint_to_interrupt():
+            return proc.wait()
+    finally:
+        with _signals_ignored():
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: locust shuts down cleanly (writes a running test's result); then the group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait()
+
+
+def _child_setup(cpus: Sequence[int]) -> None:
+    # SIGTERM, not SIGKILL: if commbench dies, locust still writes what it measured.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if cpus:
+        os.sched_setaffinity(0, set(cpus))
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """While stopping: a second Ctrl-C must not leave locust or the target behind."""
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _sigint_to_interrupt() -> Iterator[None]:
+    """Ctrl-C while waiting for locust is a KeyboardInterrupt (also when SIGINT was ignored)."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _check_port_free(host: str, port: int, option: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"{option} {port}: cannot listen on {host or '*'}:{port} "
+                            f"({exc.strerror}); choose another port") from None
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"commbench: {text}\n")
+    sys.stderr.flush()

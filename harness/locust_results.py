@@ -1,0 +1,426 @@
+"""Locust runs → the result folder of results/README.md (`commbench-run/1`).
+
+No gevent here: this is plain bookkeeping, so it is testable on its own and the CLI may
+import it (for LocustConfig) without gevent's monkey-patching reaching commbench.
+
+- A process that runs users (locust's local runner or a worker) has a `NodeRecorder`: the
+  project's Recorder, fed from locust's `events.request`, closing one-second HdrHistograms
+  and handing them on (to the collector in the same process, or to the master as a locust
+  message: `to_wire`/`from_wire`).
+- The process that owns the test (local runner or master) has a `ResultCollector`: the
+  project's Merger and ResultWriter, one result folder per locust test (test_start →
+  test_stop), with the target's CPU and memory sampled once a second when commbench
+  started the target.
+
+Seconds are bucketed on the wall clock (CLOCK_REALTIME), so workers on other machines land
+in the same seconds as the master; service time itself is measured on CLOCK_MONOTONIC
+inside the coroutine. Locust is a closed loop: latency equals service time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from harness.recorder import ACCEPTED, NS, Merger, Recorder, SecondRecord
+from harness.results import ResourceSample, ResultWriter, TargetResults, run_id_for, utc_iso
+from harness.scenario import LoadSpec, Scenario, TargetRef, load_scenario
+from targets.core.errors import OrderError
+
+CONFIG_ENV = "COMMBENCH_LOCUST"
+CLOSE_SLACK_NS = NS  # a second is closed one second after it ends: events reach the
+#                      recorder from greenlets, a little after the coroutine finished
+MESSAGE_START = "commbench_start"  # master → workers: the test's time base and id token
+MESSAGE_SECOND = "commbench_second"  # worker → master: one closed second
+MESSAGE_DONE = "commbench_done"  # worker → master: nothing more for this test
+CLOSED_LOOP_WARNING = ("locust drives a closed loop: each user waits for its answer before "
+                       "the next request, so latency = service time and a stalled target "
+                       "is not charged for the requests it kept from being sent "
+                       "(no coordinated-omission correction)")
+LOCUST_PACKAGES = ("locust", "gevent", "greenlet")
+
+
+@dataclass(frozen=True)
+class LocustConfig:
+    """What the CLI tells the locust process (JSON in the COMMBENCH_LOCUST variable)."""
+
+    scenario_file: str
+    transport: str
+    variant: str
+    results_dir: str = "results"
+    warmup_s: float | None = None  # None: the scenario's warm-up
+    target_pids: tuple[int, ...] = ()  # processes whose CPU and memory are charged
+    target_started: bool = False  # commbench started the target (else --url)
+    target_cpus: tuple[int, ...] = ()
+    load_cpus: tuple[int, ...] = ()
+    arguments: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)  # run.json's, taken by the CLI
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> LocustConfig:
+        environ = dict(os.environ) if environ is None else environ
+        raw = environ.get(CONFIG_ENV)
+        if not raw:
+            raise RuntimeError(f"{CONFIG_ENV} is not set: start locust through "
+                               "`commbench locust SCENARIO --target NAME`")
+        d = json.loads(raw)
+        for key in ("target_pids", "target_cpus", "load_cpus"):
+            d[key] = tuple(d.get(key) or ())
+        return cls(**d)
+
+    @property
+    def ref(self) -> TargetRef:
+        return TargetRef(self.transport, self.variant)
+
+    def scenario(self) -> Scenario:
+        return load_scenario(self.scenario_file)
+
+    def warmup(self, sc: Scenario) -> float:
+        return sc.warmup_s if self.warmup_s is None else self.warmup_s
+
+
+def error_kind(exc: BaseException | None) -> str | None:
+    """The error kind recorded in errors.csv: the shared kinds for domain and transport
+    errors, the exception's type name for anything else (a client bug)."""
+    if exc is None:
+        return None
+    if isinstance(exc, OrderError):
+        return exc.kind
+    return type(exc).__name__
+
+
+# -- the wire form of a closed second (locust messages are msgpack: no tuples as keys) ----
+
+def to_wire(rec: SecondRecord) -> dict[str, Any]:
+    return {"second": rec.second,
+            "hists": [[op, outcome, metric, enc] for (op, outcome, metric), enc
+                      in rec.hists.items()],
+            "errors": [[op, kind, n] for (op, kind), n in rec.errors.items()],
+            "intended": rec.intended, "started": rec.started, "clamped": rec.clamped,
+            "warmup_spill": rec.warmup_spill}
+
+
+def from_wire(d: dict[str, Any]) -> SecondRecord:
+    return SecondRecord(
+        second=int(d["second"]),
+        hists={(op, outcome, metric): bytes(enc) for op, outcome, metric, enc in d["hists"]},
+        errors={(op, kind): int(n) for op, kind, n in d["errors"]},
+        intended=int(d["intended"]), started=int(d["started"]), clamped=int(d["clamped"]),
+        warmup_spill=int(d["warmup_spill"]))
+
+
+# -- a process that runs users -------------------------------------------------------------
+
+class NodeRecorder:
+    """Records the requests of one locust process into one-second histograms.
+
+    `request` is called from locust's events.request listener (the gevent thread), with the
+    service time measured inside the coroutine and the wall-clock moment it completed.
+    A result that reaches the recorder after its second was closed (a greenlet starved for
+    over a second) is counted in the oldest open second and reported as `late`.
+    """
+
+    def __init__(self, sink: Callable[[SecondRecord], None]) -> None:
+        self._sink = sink
+        self._rec: Recorder | None = None
+        self.measure_start_ns = 0
+        self._open_from_ns = 0  # results completing before this go to the oldest open second
+        self.requests = 0
+        self.late = 0
+
+    @property
+    def active(self) -> bool:
+        return self._rec is not None
+
+    def begin(self, start_epoch_ns: int, warmup_s: float) -> None:
+        warm_ns = round(warmup_s * NS)
+        self.measure_start_ns = start_epoch_ns + warm_ns
+        first = -((warm_ns + NS - 1) // NS)
+        self._open_from_ns = self.measure_start_ns + first * NS
+        self._rec = Recorder(self.measure_start_ns, first, self._sink)
+        self.requests = self.late = 0
+
+    def request(self, op: str, kind: str | None, service_ns: int, done_epoch_ns: int,
+                accepted_ns: int | None = None) -> None:
+        rec = self._rec
+        if rec is None:
+            return
+        if done_epoch_ns < self._open_from_ns:
+            self.late += 1
+            done_epoch_ns = self._open_from_ns
+        sent = done_epoch_ns - service_ns
+        # A send in a second already closed is counted where the request completed.
+        rec.started(max(sent, self._open_from_ns), 0)
+        rec.record(op, kind, sent, sent, done_epoch_ns)
+        if accepted_ns is not None and kind is None:
+            rec.record(ACCEPTED, None, sent, sent, sent + accepted_ns)
+        self.requests += 1
+
+    def tick(self, now_epoch_ns: int) -> None:
+        """Close every second that ended more than CLOSE_SLACK_NS ago."""
+        rec = self._rec
+        if rec is None:
+            return
+        limit = now_epoch_ns - CLOSE_SLACK_NS
+        current = (limit - self.measure_start_ns) // NS  # seconds before this one close
+        boundary = self.measure_start_ns + current * NS
+        if boundary > self._open_from_ns:
+            rec.close_until(limit)
+            self._open_from_ns = boundary
+
+    def end(self) -> dict[str, int]:
+        """Close everything (the test stopped); what to tell the collector."""
+        rec, self._rec = self._rec, None
+        if rec is not None:
+            rec.close_all()
+        return {"requests": self.requests, "late": self.late}
+
+
+# -- the process that owns the test ----------------------------------------------------------
+
+@dataclass
+class _Test:
+    run_id: str
+    writer: ResultWriter
+    results: TargetResults
+    merger: Merger
+    nodes: dict[str, int]  # node id → merger process index
+    start_epoch_ns: int
+    measure_start_ns: int
+    warmup_s: float
+    started_at: float
+    done: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)
+    unknown_nodes: set[str] = field(default_factory=set)
+    node_info: dict[str, dict[str, int]] = field(default_factory=dict)
+    max_users: int = 0
+    next_probe_second: int = 0
+    last_probe: tuple[int, float | None] | None = None
+    cpu_at_start: float | None = None
+    cpu_at_end: float | None = None
+    rss_max: float | None = None
+
+
+class ResultCollector:
+    """One result folder per locust test, in the local runner or the master."""
+
+    def __init__(self, config: LocustConfig, url: str, mode: str) -> None:
+        self.config = config
+        self.scenario = config.scenario()
+        self.url = url
+        self.mode = mode  # "local" | "master"
+        self.test: _Test | None = None
+        self.finished: list[Path] = []
+        self._probe: Any = None
+        if config.target_pids:
+            from harness.probes import ProcessProbe
+
+            self._probe = ProcessProbe(config.target_pids)
+
+    @property
+    def warmup_s(self) -> float:
+        return self.config.warmup(self.scenario)
+
+    def begin(self, start_epoch_ns: int, nodes: list[str]) -> _Test:
+        """A locust test started; `nodes` are the processes that will send seconds."""
+        if self.test is not None:
+            self.finish(time.time_ns(), status="partial")
+        ref = self.config.ref
+        run_id = run_id_for(f"{self.scenario.name}-locust")
+        results_dir = Path(self.config.results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        writer = ResultWriter(results_dir, _unique(results_dir, run_id))
+        warm_ns = round(self.warmup_s * NS)
+        measure_start = start_epoch_ns + warm_ns
+        results = writer.target(ref.name, ref.transport, ref.variant, 1, measure_start / NS)
+        merger = Merger(max(1, len(nodes)), results.on_second)
+        t = _Test(run_id=writer.run_id, writer=writer, results=results, merger=merger,
+                  nodes={n: i for i, n in enumerate(nodes)}, start_epoch_ns=start_epoch_ns,
+                  measure_start_ns=measure_start, warmup_s=self.warmup_s,
+                  started_at=start_epoch_ns / NS,
+                  next_probe_second=-((warm_ns + NS - 1) // NS))
+        t.last_probe = (time.time_ns(), self._sample(t)[0])
+        if t.next_probe_second == 0:
+            t.cpu_at_start = t.last_probe[1]
+        self.test = t
+        return t
+
+    # -- seconds from the nodes --------------------------------------------------------
+
+    def add(self, node: str, rec: SecondRecord) -> None:
+        t = self.test
+        if t is None:
+            return
+        index = t.nodes.get(node)
+        if index is None or node in t.done:
+            t.unknown_nodes.add(node)  # joined after the test started: not merged
+            return
+        t.merger.add(index, rec)
+
+    def node_done(self, node: str, info: dict[str, int] | None = None) -> None:
+        t = self.test
+        if t is None or node not in t.nodes or node in t.done:
+            return
+        t.done.add(node)
+        t.node_info[node] = dict(info or {})
+        t.merger.finish(t.nodes[node])
+
+    def node_gone(self, node: str) -> None:
+        """A worker stopped answering: stop waiting for its seconds."""
+        t = self.test
+        if t is not None and node in t.nodes and node not in t.done:
+            t.gone.add(node)
+            self.node_done(node)
+
+    @property
+    def waiting_for(self) -> set[str]:
+        t = self.test
+        return set() if t is None else set(t.nodes) - t.done
+
+    def users(self, count: int) -> None:
+        if self.test is not None:
+            self.test.max_users = max(self.test.max_users, count)
+
+    # -- resources -----------------------------------------------------------------------
+
+    def _sample(self, t: _Test) -> tuple[float | None, float | None]:
+        if self._probe is None:
+            return None, None
+        cpu, rss = self._probe.sample()
+        t.rss_max = max(t.rss_max or 0.0, rss / 2**20)
+        return cpu, rss / 2**20
+
+    def probe(self, now_epoch_ns: int, final: bool = False) -> None:
+        """Sample the target once for every second that ended (and once more at the end):
+        timeline rows are written as their second's sample comes in."""
+        if self.test is not None:
+            self._probe_test(self.test, now_epoch_ns, final)
+
+    def _probe_test(self, t: _Test, now_epoch_ns: int, final: bool) -> None:
+        while final or now_epoch_ns >= t.measure_start_ns + (t.next_probe_second + 1) * NS:
+            cpu, rss = self._sample(t)
+            now = time.time_ns()
+            pct = None
+            if cpu is not None and t.last_probe is not None and t.last_probe[1] is not None \
+                    and now > t.last_probe[0]:
+                pct = (cpu - t.last_probe[1]) / ((now - t.last_probe[0]) / NS) * 100
+            t.results.resource(t.next_probe_second, ResourceSample(pct, rss))
+            if t.next_probe_second == -1:
+                t.cpu_at_start = cpu
+            t.last_probe = (now, cpu)
+            t.next_probe_second += 1
+            if final:
+                t.cpu_at_end = cpu
+                break
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def finish(self, stop_epoch_ns: int, *, status: str = "complete",
+               extra_warnings: list[str] | None = None,
+               locust_stats: dict[str, Any] | None = None) -> Path | None:
+        """Merge what came in, write summary, errors and run.json, rename the folder."""
+        t, self.test = self.test, None
+        if t is None:
+            return None
+        warnings = [CLOSED_LOOP_WARNING, *(extra_warnings or [])]
+        missing = sorted(set(t.nodes) - t.done)
+        if missing:
+            warnings.append(f"{len(missing)} locust worker(s) did not send their last seconds "
+                            f"({', '.join(missing)}): the result misses their tail")
+            status = "partial"
+        if t.gone:
+            warnings.append(f"worker(s) {', '.join(sorted(t.gone))} stopped answering during "
+                            "the test")
+        if t.unknown_nodes:
+            warnings.append(f"worker(s) {', '.join(sorted(t.unknown_nodes))} joined after the "
+                            "test started: their requests are in locust's statistics but not "
+                            "in this result")
+        late = sum(i.get("late", 0) for i in t.node_info.values())
+        if late:
+            warnings.append(f"{late} results reached the recorder after their second was "
+                            "closed (a starved locust process) and were counted one or more "
+                            "seconds late")
+        if not self.config.target_started:
+            warnings.append("the target was not started by commbench (--url): no CPU or "
+                            "memory figures")
+        t.merger.flush_all()
+        self._probe_test(t, stop_epoch_ns, final=True)
+        duration = (stop_epoch_ns - t.measure_start_ns) / NS
+        if duration <= 0:
+            warnings.append(f"the test stopped {-duration:.1f} s before its {t.warmup_s:g} s "
+                            "warm-up ended: nothing was measured")
+            status = "partial"
+        totals = t.merger.totals
+        if totals.clamped:
+            warnings.append(f"{totals.clamped} values above one hour clamped")
+        cpu_s = (t.cpu_at_end - t.cpu_at_start) if t.cpu_at_end is not None \
+            and t.cpu_at_start is not None else None
+        t.results.finish(totals, duration_s=max(duration, 1e-9), cpu_s=cpu_s,
+                         rss_mb_max=t.rss_max, saturated=False)
+        path = t.writer.finish(self._meta(t, status, duration, warnings, locust_stats))
+        self.finished.append(path)
+        return path
+
+    def _meta(self, t: _Test, status: str, duration: float, warnings: list[str],
+              locust_stats: dict[str, Any] | None) -> dict[str, Any]:
+        cfg, sc, ref = self.config, self.scenario, self.config.ref
+        as_run = replace(sc, targets=(ref,), duration_s=max(duration, 0.0),
+                         warmup_s=t.warmup_s,
+                         load=LoadSpec(model="closed", users=t.max_users,
+                                       think_time_s=sc.load.think_time_s,
+                                       timeout_s=sc.load.timeout_s))
+        env = dict(cfg.environment)
+        env["packages"] = dict(env.get("packages") or {})
+        for name in LOCUST_PACKAGES:
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                env["packages"][name] = importlib.metadata.version(name)
+        return {
+            "status": status,
+            "started_at": utc_iso(t.started_at), "ended_at": utc_iso(time.time()),
+            "scenario_file": cfg.scenario_file,
+            "scenario": as_run.to_dict(),
+            "arguments": cfg.arguments,
+            "environment": env,
+            "generator": {
+                "kind": "locust", "mode": self.mode, "processes": max(1, len(t.nodes)),
+                "workers": sorted(t.nodes) if self.mode == "master" else [],
+                "users": t.max_users, "in_flight_limit": None,
+                "loop": "asyncio loop in a native thread per locust process "
+                        f"({os.environ.get('COMMBENCH_LOCUST_LOOP', 'uvloop')}), "
+                        "one client per process",
+                "clock": "seconds on CLOCK_REALTIME; service time on CLOCK_MONOTONIC inside "
+                         "the coroutine",
+                "latency": "closed loop: latency = service time",
+            },
+            "targets": [{
+                "name": ref.name, "transport": ref.transport, "client": ref.variant,
+                "url": self.url, "repetition": 1, "status": "ok" if status == "complete"
+                else "interrupted", "error": None if status == "complete"
+                else "stopped before the end of the test",
+                "warmup_s": t.warmup_s, "duration_s": max(duration, 0.0), "saturated": False,
+                "conformance": cfg.arguments.get("conformance"),
+                "users": t.max_users, "log": None,
+            }],
+            "locust": locust_stats or {},
+            "warnings": warnings,
+        }
+
+
+def _unique(results_dir: Path, run_id: str) -> str:
+    """Two tests started within one second (web UI) get distinct folders."""
+    candidate, n = run_id, 2
+    while (results_dir / candidate).exists() or (results_dir / f".partial-{candidate}").exists():
+        candidate = f"{run_id}-{n}"
+        n += 1
+    return candidate
+
