@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from harness.errors import UserError
 from harness.launcher import _child_setup
-from targets.queue.topology import redact
+from targets.queue.topology import redact, url_problem
 
 PROBE_TIMEOUT_S = 3.0
 READY_TIMEOUT_S = 60.0
@@ -54,25 +54,39 @@ def probe(amqp_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     A plain TCP connect goes first so a closed port fails fast and quietly (aiormq logs
     every failed connection attempt)."""
     import aio_pika
+    from aiormq.exceptions import ProbableAuthenticationError
 
     parts = urlsplit(amqp_url)
     if not _port_open(parts.port or 5672, parts.hostname or "localhost", timeout):
         return False
 
+    refused: list[str] = []
+
     async def attempt() -> bool:
         try:
             connection = await aio_pika.connect(amqp_url, timeout=timeout)
+        except ProbableAuthenticationError as exc:
+            refused.append(str(exc).split(" - ")[0] or "ACCESS_REFUSED")
+            return False
         except Exception:
             return False
         await connection.close()
         return True
 
-    return _run_in_thread(attempt())
+    if _run_in_thread(attempt()):
+        return True
+    if refused:  # a broker answered but said no: starting another one would hide that
+        raise UserError(f"the broker at {redact(amqp_url)} refused the login ({refused[0]}): "
+                        "check the user and password in --amqp-url")
+    return False
 
 
 @contextlib.contextmanager
 def ensure_broker(amqp_url: str, work_dir: Path | None = None) -> Iterator[BrokerInfo]:
     """Yield a broker that answers: `amqp_url` if it does, else a private node (stopped on exit)."""
+    problem = url_problem(amqp_url)
+    if problem:
+        raise UserError(f"--amqp-url: {problem}")
     start = time.monotonic()
     if probe(amqp_url):
         yield BrokerInfo(amqp_url, private=False, startup_s=time.monotonic() - start)

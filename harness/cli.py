@@ -32,7 +32,8 @@ AmqpUrl = Annotated[str, typer.Option(help="RabbitMQ to use; when it does not an
 def serve(
     transport: Annotated[str, typer.Argument(help=f"one of: {', '.join(TRANSPORTS)}")],
     host: str = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="0 lets the OS choose; the URL is printed")] = 0,
+    port: Annotated[int, typer.Option(min=0, max=65535,
+                                      help="0 lets the OS choose; the URL is printed")] = 0,
     store: Annotated[str, typer.Option(help="'memory' or 'sqlite:PATH' (durable, WAL)")] = "memory",
     amqp_url: Annotated[str, typer.Option(help="broker for the queue target")] = DEFAULT_AMQP_URL,
     namespace: Annotated[str, typer.Option(help="prefix of queue and exchange names")] = "commbench",
@@ -223,17 +224,29 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# typer ships its own copy of click; catch both so a usage error is never a traceback.
+_EXITS: tuple[type[BaseException], ...] = (typer.Exit, click.exceptions.Exit)
+_USAGE_ERRORS: tuple[type[BaseException], ...] = (click.ClickException,)
+_ABORTS: tuple[type[BaseException], ...] = (typer.Abort, click.exceptions.Abort)
+try:
+    from typer._click import exceptions as _typer_click
+
+    _USAGE_ERRORS += (_typer_click.ClickException,)
+except ImportError:  # an older typer that uses click itself
+    pass
+
+
 def main() -> None:
     """Entry point: one-line errors, exit 2 for user errors, 130 for Ctrl-C."""
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         rv = app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _USAGE_ERRORS as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (*_ABORTS, KeyboardInterrupt):
         sys.stderr.write("commbench: interrupted\n")
         sys.exit(130)
     except (UserError, ServeError) as exc:

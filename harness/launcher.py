@@ -114,9 +114,12 @@ class Launcher:
     ) -> Service:
         get_transport(transport)  # unknown names fail here, before a process starts
         name = name or transport
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        log = open(log_path, "ab")
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "ab")
+        except OSError as exc:
+            raise UserError(f"cannot write the log {log_path}: {exc.strerror}") from None
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         process = subprocess.Popen(
             serve_command(transport, config),

@@ -15,10 +15,12 @@ from rich.table import Table
 from harness.conformance import CHECKS, Check, run_checks
 from harness.errors import UserError
 from harness.launcher import Launcher
-from targets.core.errors import OrderError
+from targets.core.errors import InvalidRequest, NotFound, OrderError
 from targets.core.seed import SeedSpec
 from targets.registry import get_transport
 from targets.serving import ServeConfig
+
+REACH = "reach the target"
 
 
 def column_name(transport: str, variant: str) -> str:
@@ -26,14 +28,29 @@ def column_name(transport: str, variant: str) -> str:
     return transport if variant == get_transport(transport).default_client else f"{transport}-{variant}"
 
 
+PREFLIGHT_TIMEOUT_S = 5.0
+
+
 async def verify_client(transport: str, variant: str, url: str, seed: SeedSpec) -> list[Check]:
+    """The checks, after one preflight call: a target that does not answer at all gets one
+    failed `reach the target` row, not every check timing out in turn."""
     factory = get_transport(transport).client_factory(variant)
     try:
-        client = await factory(url)
+        client = await factory(url, timeout=PREFLIGHT_TIMEOUT_S)
     except OrderError as exc:
-        return [Check(name, False, f"cannot connect to {url}: {exc}") for name in CHECKS]
+        return [Check(REACH, False, str(exc))]
     try:
-        return await run_checks(client, seed)
+        try:
+            await client.get_order(1)
+        except (NotFound, InvalidRequest):
+            pass  # an answer is all the preflight asks for
+        except OrderError as exc:
+            return [Check(REACH, False, f"{url} does not answer: {exc.kind}: {exc}")]
+    finally:
+        await client.close()
+    client = await factory(url)
+    try:
+        return [Check(REACH, True), *await run_checks(client, seed)]
     finally:
         await client.close()
 
@@ -68,6 +85,10 @@ def run_verify(
 ) -> bool:
     console = console or Console()
     seed = seed or SeedSpec()
+    for option, given in (("--url", urls), ("--client", clients)):
+        for name in given:
+            if name not in names:
+                raise UserError(f"{option} names {name!r}, which is not in --targets ({','.join(names)})")
     for name, variant in clients.items():
         try:
             get_transport(name).client_factory(variant)
@@ -81,9 +102,8 @@ def run_verify(
             for name in names:
                 url = urls.get(name)
                 if url is None:
-                    console.print(f"starting {name} …", end=" ")
                     url = launcher.start(name, config).url
-                    console.print(f"ready at {url}")
+                    console.print(f"{name}: ready at {url}")
                 transport = get_transport(name)
                 variants = [clients[name]] if name in clients else list(transport.clients)
                 for variant in variants:
@@ -111,11 +131,12 @@ def render_table(columns: dict[str, list[Check]]) -> Table:
     table.add_column("check")
     for col in columns:
         table.add_column(col, justify="center")
-    names = list(CHECKS) if columns else []
+    names = [REACH, *CHECKS] if columns else []
     for name in names:
         cells = []
         for checks in columns.values():
-            check = next(c for c in checks if c.name == name)
-            cells.append("[green]pass[/green]" if check.passed else "[red]FAIL[/red]")
+            check = next((c for c in checks if c.name == name), None)
+            cells.append("not run" if check is None
+                         else "[green]pass[/green]" if check.passed else "[red]FAIL[/red]")
         table.add_row(name, *cells)
     return table

@@ -158,7 +158,12 @@ def open_store(spec: str) -> Store:
     if spec == "memory":
         return MemoryStore()
     if spec.startswith("sqlite:") and len(spec) > len("sqlite:"):
-        return SQLiteStore(spec[len("sqlite:"):])
+        path = spec[len("sqlite:"):]
+        try:
+            return SQLiteStore(path)
+        except sqlite3.Error as exc:
+            raise ValueError(f"cannot open the SQLite store {path!r}: {exc} "
+                             "(does its folder exist, and is it writable?)") from None
     raise ValueError(f"unknown store {spec!r}: use 'memory' or 'sqlite:PATH'")
 
 

@@ -24,7 +24,13 @@ from targets.core.errors import OrderError, TransportError
 from targets.core.model import CreateOrder, Order
 from targets.core.service import DEFAULT_LIST_LIMIT
 from targets.queue import codec
-from targets.queue.topology import declare_client, declare_shared, redact, split_target_url
+from targets.queue.topology import (
+    declare_client,
+    declare_shared,
+    redact,
+    split_target_url,
+    url_problem,
+)
 
 BROKER_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
                  ConnectionError)
@@ -167,6 +173,9 @@ class QueueClient:
 async def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> QueueClient:
     """`url` is the broker URL plus `?namespace=<ns>` (as the server announces it)."""
     amqp_url, ns = split_target_url(url)
+    problem = url_problem(amqp_url)
+    if problem:
+        raise TransportError("broker", problem)
     try:
         connection = await aio_pika.connect_robust(
             amqp_url, timeout=timeout,

@@ -35,6 +35,7 @@ from targets.queue.topology import (
     declare_shared,
     redact,
     target_url,
+    url_problem,
 )
 from targets.serving import ServeConfig, ServeError, announce_ready
 
@@ -153,6 +154,9 @@ class Worker:
 
 
 async def _connect(amqp_url: str, ns: str) -> AbstractRobustConnection:
+    problem = url_problem(amqp_url)
+    if problem:
+        raise ServeError(problem)
     try:
         return await aio_pika.connect_robust(
             amqp_url, timeout=CONNECT_TIMEOUT_S,

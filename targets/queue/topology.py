@@ -126,6 +126,20 @@ def split_target_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), ns
 
 
+def url_problem(amqp_url: str) -> str | None:
+    """Why `amqp_url` cannot name a broker, or None. Checked before connecting, because a
+    robust connection retries a hopeless URL forever instead of failing."""
+    parts = urlsplit(amqp_url)
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        return (f"{redact(amqp_url)!r} is not a broker URL: use amqp://USER:PASSWORD@HOST:PORT/VHOST, "
+                "e.g. amqp://guest:guest@127.0.0.1:5672/")
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        return f"{redact(amqp_url)!r} has an invalid port"
+    return None
+
+
 def redact(amqp_url: str) -> str:
     """The broker URL for logs and messages: a password other than `guest` is masked."""
     parts = urlsplit(amqp_url)

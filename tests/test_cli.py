@@ -1,0 +1,71 @@
+"""Bad input on the command line: one clear line (or click's usage block), exit 2, never a
+traceback; and a target that cannot be reached fails fast with one reason."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def commbench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["verify", "--targets", "rest,soap"], "unknown target 'soap'; known targets: rest, grpc, queue"),
+        (["verify", "--url", "rest"], "--url takes NAME=VALUE"),
+        (["verify", "--targets", "rest", "--client", "rest=curl"], "has no client 'curl'"),
+        (["verify", "--targets", "rest", "--url", "grpc=127.0.0.1:1"], "--url names 'grpc', which is not in"),
+        (["verify", "--targets", "queue", "--amqp-url", "notaurl"], "'notaurl' is not a broker URL"),
+        (["verify", "--targets", "queue", "--amqp-url", "amqp://guest:wrong@127.0.0.1:5672/"],
+         "refused the login (ACCESS_REFUSED)"),
+        (["verify", "--targets", "rest", "--logs", "/proc/commbench/x"], "cannot write the log"),
+        (["serve", "smtp"], "unknown target 'smtp'"),
+        (["serve", "rest", "--store", "postgres"], "unknown store 'postgres'"),
+        (["serve", "rest", "--store", "sqlite:/nonexistent/dir/x.db"], "cannot open the SQLite store"),
+        (["serve", "queue", "--amqp-url", "http://example/"], "is not a broker URL"),
+    ],
+)
+def test_bad_input_is_one_line(args: list[str], message: str) -> None:
+    proc = commbench(*args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "COMMAND [ARGS]..."),
+        (["bogus"], "No such command 'bogus'"),
+        (["run"], "Missing argument"),
+        (["run", "quick", "--rate", "abc"], "Invalid value for '--rate'"),
+        (["--foo"], "No such option: --foo"),
+        (["serve", "rest", "--port", "70000"], "Invalid value for '--port'"),
+        (["compare", "a"], "Missing argument"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(args: list[str], message: str) -> None:
+    proc = commbench(*args)
+    assert proc.returncode == 2
+    assert message in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreachable_target_fails_fast_with_one_reason(tmp_path: Path) -> None:
+    with socket.socket() as held:  # bound, not listening: connections are refused
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        proc = commbench("verify", "--targets", "rest", "--client", "rest=aiohttp",
+                         "--url", f"rest=http://127.0.0.1:{port}", "--logs", str(tmp_path))
+    assert proc.returncode == 1
+    assert "reach the target" in proc.stdout and "not run" in proc.stdout
+    failures = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failures) == 1 and "refused" in failures[0]
