@@ -8,6 +8,7 @@ intervals are written as each second closes, so an interrupted run keeps what it
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 from collections.abc import Iterable
@@ -28,7 +29,7 @@ SUMMARY_COLUMNS = (
     "error_rate", "throughput_rps", "intended_rps", "achieved_rps",
     "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_max_ms",
     "service_p50_ms", "service_p90_ms", "service_p99_ms", "service_p999_ms", "service_max_ms",
-    "cpu_us_per_request", "rss_mb_max", "saturated",
+    "cpu_us_per_request", "rss_mb_max", "saturated", "client_cpu_us_per_request",
 )
 TIMELINE_COLUMNS = (
     "target", "repetition", "second", "operation", "count", "errors", "latency_p50_ms",
@@ -156,9 +157,21 @@ class TargetResults:
             "rss_mb": res.rss_mb if res else None,
         })
 
-    def finish(self, totals: Totals, *, duration_s: float, cpu_s: float | None,
-               rss_mb_max: float | None, saturated: bool) -> list[dict[str, Any]]:
-        """Summary and error rows from the merged totals; returns the summary rows."""
+    def finish(self, totals: Totals, *, cpu_s: float | None, rss_mb_max: float | None,
+               saturated: bool, measured_s: float | None = None,
+               rates: tuple[int, int, float] | None = None, client_cpu_us: float | None = None,
+               duration_s: float | None = None) -> list[dict[str, Any]]:
+        """Summary and error rows from the merged totals; returns the summary rows.
+
+        `measured_s`: the part of the measured window actually measured (less than the
+        planned duration when the run was stopped); `rates`: (intended, sent, seconds) of the
+        window the intended and achieved rates are taken over. `duration_s` alone (the
+        locust path) means both are the whole measured totals over that duration."""
+        if measured_s is None:
+            assert duration_s is not None, "give measured_s or duration_s"
+            measured_s = duration_s
+        intended, sent, rate_s = rates if rates is not None \
+            else (totals.intended, totals.started, measured_s)
         self._write_ready(final=True)
         for hl in self.hlogs.values():
             hl.close()
@@ -174,7 +187,8 @@ class TargetResults:
             count = ok_lat.get_total_count() + errors
             row: dict[str, Any] = dict(base, operation=op, count=count, errors=errors,
                                        error_rate=errors / count if count else None,
-                                       throughput_rps=ok_lat.get_total_count() / duration_s)
+                                       throughput_rps=ok_lat.get_total_count() / measured_s
+                                       if measured_s > 0 else None)
             for metric, h in (("latency", ok_lat), ("service", ok_svc)):
                 row[f"{metric}_p50_ms"] = percentile_ms(h, 50)
                 row[f"{metric}_p90_ms"] = percentile_ms(h, 90)
@@ -182,11 +196,12 @@ class TargetResults:
                 row[f"{metric}_p999_ms"] = percentile_ms(h, 99.9)
                 row[f"{metric}_max_ms"] = max_ms(h)
             if op == "all":
-                row["intended_rps"] = totals.intended / duration_s
-                row["achieved_rps"] = totals.started / duration_s
+                row["intended_rps"] = intended / rate_s if rate_s > 0 else None
+                row["achieved_rps"] = sent / rate_s if rate_s > 0 else None
                 row["cpu_us_per_request"] = cpu_s * 1e6 / count if cpu_s is not None and count \
                     else None
                 row["rss_mb_max"] = rss_mb_max
+                row["client_cpu_us_per_request"] = client_cpu_us
             row["saturated"] = saturated
             rows.append(row)
             self.w.summary_row(row)
@@ -199,9 +214,8 @@ class TargetResults:
 class ResultWriter:
     def __init__(self, results_dir: Path, run_id: str) -> None:
         self.results_dir = results_dir
-        self.run_id = run_id
-        self.dir = results_dir / f".partial-{run_id}"
-        (self.dir / "histograms").mkdir(parents=True, exist_ok=False)
+        self.run_id, self.dir = _claim(results_dir, run_id)
+        (self.dir / "histograms").mkdir()
         (self.dir / "logs").mkdir()
         self._files: dict[str, tuple[TextIO, csv.DictWriter[str]]] = {}
         for name, cols in (("summary.csv", SUMMARY_COLUMNS), ("timeline.csv", TIMELINE_COLUMNS),
@@ -246,12 +260,36 @@ class ResultWriter:
             f.close()
         final = self.results_dir / self.run_id
         n = 2
-        while final.exists():
+        while True:
+            if not final.exists():
+                try:
+                    os.rename(self.dir, final)  # fails if another run took the name meanwhile
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
             final = self.results_dir / f"{self.run_id}-{n}"
             n += 1
-        os.replace(self.dir, final)
         self.dir = final
         return final
+
+
+def _claim(results_dir: Path, run_id: str) -> tuple[str, Path]:
+    """A run id nobody else uses in `results_dir` and its `.partial-` folder, created
+    atomically (mkdir fails if another run, even one started in the same second, has it):
+    `<run-id>`, else `<run-id>-2`, `-3`, …"""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    candidate, n = run_id, 2
+    while True:
+        partial = results_dir / f".partial-{candidate}"
+        if not (results_dir / candidate).exists():
+            try:
+                partial.mkdir()
+                return candidate, partial
+            except FileExistsError:
+                pass
+        candidate = f"{run_id}-{n}"
+        n += 1
 
 
 def _op_key(op: str) -> int:

@@ -10,6 +10,14 @@ fewer than 99 % of the intended requests within the measured window, or when the
 lag p99 (actual send − intended start) exceeds 10 ms. Lag includes waiting for a free
 in-flight slot, so a stalled target that fills the bound is flagged too; the warning says
 how often the bound was reached.
+
+Interrupted and failed target runs: the measured window ends when the run was stopped, so
+rates are divided by the time actually measured; the saturation rule looks only at the whole
+seconds before the stop (an interrupted run), or is not applied (a failed one), so a stop is
+never reported as a saturated generator.
+
+Every run has a random token in its queue namespace (`cb-<run-id>-<token>-<target>-r<rep>`),
+so two runs on one broker never share a queue, even when started in the same second.
 """
 
 from __future__ import annotations
@@ -24,12 +32,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.broker import delete_namespace
 from harness.engine import EngineConfig, EngineStats
@@ -37,10 +47,11 @@ from harness.errors import UserError
 from harness.launcher import Launcher, Service
 from harness.probes import ProcessProbe, broker_pids
 from harness.progress import ProgressView, summary_table
-from harness.recorder import NS, MergedSecond, Merger, percentile_ms
+from harness.recorder import NS, MergedSecond, Merger, new_histogram, percentile_ms
 from harness.results import ResourceSample, ResultWriter, TargetResults, run_id_for, utc_iso
 from harness.scenario import Scenario, TargetRef, find_scenario, load_scenario, parse_target
 from harness.workers import WorkerPool, WorkerSpec
+from targets.queue.topology import redact
 from targets.registry import get_transport
 from targets.serving import DEFAULT_AMQP_URL, ServeConfig
 
@@ -72,7 +83,7 @@ class RunOptions:
                 "duration": self.duration_s, "repetitions": self.repetitions,
                 "processes": self.processes, "target_cpus": list(self.target_cpus),
                 "load_cpus": list(self.load_cpus), "concurrent": self.concurrent,
-                "results_dir": str(self.results_dir), "amqp_url": self.amqp_url}
+                "results_dir": str(self.results_dir), "amqp_url": redact(self.amqp_url)}
 
 
 @dataclass
@@ -130,8 +141,16 @@ class TargetRun:
     last_probe: tuple[int, float] | None = None
     cpu_at_start: float | None = None
     cpu_at_end: float | None = None
-    window_intended: int = 0
+    window_intended: int = 0  # every second of the measured window
     window_started: int = 0
+    stop_ns: int | None = None  # when an interrupted or failed run was stopped
+    full_intended: int = 0  # the whole seconds measured before any stop
+    full_started: int = 0
+    full_seconds: float = 0.0
+    full_lag: Any = None  # HdrHistogram of their schedule lag
+    client_probe: ProcessProbe | None = None  # the generator processes
+    client_cpu_start: float | None = None
+    client_cpu_end: float | None = None
 
     @property
     def label(self) -> str:
@@ -144,6 +163,24 @@ class TargetRun:
     def fail(self, message: str) -> None:
         if self.status not in ("failed", "interrupted"):
             self.status, self.error = "failed", message
+            self.stopped()
+
+    def stopped(self) -> None:
+        """The measured window ends now (an interruption or a failure during the load)."""
+        if self.stop_ns is not None or not self.t0_ns:
+            return
+        self.stop_ns = mono()
+        if self.client_probe is not None and self.client_cpu_start is not None \
+                and self.client_cpu_end is None:
+            self.client_cpu_end = self.client_probe.sample()[0]
+
+    @property
+    def measured_s(self) -> float:
+        """Seconds of the measured window actually measured (the stop cuts it short)."""
+        if self.stop_ns is None:
+            return self.scenario.duration_s
+        return min(self.scenario.duration_s,
+                   max(0.0, (self.stop_ns - self.measure_start_ns) / NS))
 
 
 class Runner:
@@ -161,12 +198,17 @@ class Runner:
                 raise UserError(f"--targets: {exc.args[0]}") from None
             if not targets:
                 raise UserError("--targets: name at least one target")
+            for n, ref in enumerate(targets):
+                if ref in targets[:n]:
+                    raise UserError(f"--targets: {ref.name} is listed twice")
         self.scenario = sc.with_overrides(targets=targets, rate=opts.rate,
                                           duration_s=opts.duration_s,
                                           repetitions=opts.repetitions)
         if opts.processes < 1:
             raise UserError(f"--processes must be at least 1, got {opts.processes}")
         self.run_id = run_id_for(self.scenario.name)
+        self.token = uuid.uuid4().hex[:8]  # unique per run: queue names on a shared broker
+        self.broker: dict[str, Any] | None = None
         self.warnings: list[str] = []
         self.runs: list[TargetRun] = []
         self.started_at = time.time()
@@ -177,6 +219,7 @@ class Runner:
         sc, opts = self.scenario, self.opts
         opts.results_dir.mkdir(parents=True, exist_ok=True)
         self.writer = ResultWriter(opts.results_dir, self.run_id)
+        self.run_id = self.writer.run_id  # with a suffix when another run took the name
         self.progress = ProgressView(self.console)
         self.progress.note(f"run {self.run_id}: {sc.name}, targets "
                            f"{', '.join(t.name for t in sc.targets)}, "
@@ -223,10 +266,20 @@ class Runner:
         from harness.broker import ensure_broker
 
         with ensure_broker(self.opts.amqp_url) as broker:
-            where = (f"a private broker at {broker.url} ({broker.startup_s:.1f} s to start)"
-                     if broker.private else broker.url)
+            where = (f"a private broker at {redact(broker.url)} ({broker.startup_s:.1f} s to "
+                     "start)" if broker.private else f"{redact(broker.url)} (shared)")
             self.progress.note(f"broker: {where}")
-            self.broker_private = broker.private
+            self.broker = {"url": redact(broker.url), "shared": not broker.private,
+                           "private": broker.private,
+                           "note": "started for this run and stopped after it"
+                           if broker.private else
+                           "an existing broker found at --amqp-url; other work on it is "
+                           "charged to the queue's CPU per request"}
+            if not broker.private:
+                self.warnings.append(
+                    f"the queue used a shared broker ({redact(broker.url)}): its CPU per "
+                    "request includes everything that broker did during the measured window, "
+                    "other users' work included")
             yield broker.url
 
     def _measure(self, runs: list[TargetRun]) -> None:
@@ -296,6 +349,7 @@ class Runner:
                             self.opts.load_cpus)
                  for i in range(self.opts.processes)]
         r.pool = WorkerPool(specs)
+        r.client_probe = ProcessProbe(r.pool.pids)
         try:
             r.pool.wait_ready()
         except RuntimeError as exc:
@@ -345,12 +399,20 @@ class Runner:
             if 0 <= m.second < r.window_seconds:
                 r.window_intended += m.intended
                 r.window_started += m.started
+                end_s = min(m.second + 1.0, sc.duration_s)
+                if r.stop_ns is None or r.measure_start_ns + end_s * NS <= r.stop_ns:
+                    r.full_intended += m.intended
+                    r.full_started += m.started
+                    r.full_seconds += end_s - m.second
+                    if m.lag is not None:
+                        if r.full_lag is None:
+                            r.full_lag = new_histogram()
+                        r.full_lag.add(m.lag)
             ok = [h for (op, outcome, metric), h in m.hists.items()
                   if outcome == "ok" and metric == "latency" and op != "create_accepted"]
             errors = sum(m.errors.values())
             p99 = None
             if ok:
-                from harness.recorder import new_histogram
                 merged = new_histogram()
                 for h in ok:
                     merged.add(h)
@@ -362,6 +424,7 @@ class Runner:
         r.last_probe = (mono(), r.probe.sample()[0])
         if r.next_probe_second == 0:  # no warm-up: this sample opens the measured window
             r.cpu_at_start = r.last_probe[1]
+            r.client_cpu_start = r.client_probe.sample()[0] if r.client_probe else None
         r.pool.start(t0)
         self.progress.begin(r.label, sc.warmup_s, sc.duration_s)
 
@@ -390,10 +453,19 @@ class Runner:
                         r.fail(f"load process {index}: {str(payload).splitlines()[0]}")
                         r.pool.stop()
                 self._probe(r)
-                if r.service is not None and not r.service.alive() and r.status == "running":
-                    r.fail(f"target exited with code {r.service.process.returncode} during the "
-                           f"run; see logs/{r.service.log_path.name}")
+                if self._target_died(r):
                     r.pool.stop()
+
+    def _target_died(self, r: TargetRun) -> bool:
+        """Mark a running target whose server has exited failed, with the reason it gave (the
+        queue server exits when it loses the broker)."""
+        if r.service is None or r.service.alive() or r.status != "running":
+            return False
+        reason = _last_line(r.service.log_path)
+        r.fail(f"target exited with code {r.service.process.returncode} during the run"
+               + (f" ({reason})" if reason else "")
+               + f"; see logs/{r.service.log_path.name}")
+        return True
 
     def _probe(self, r: TargetRun, final: bool = False) -> None:
         assert r.probe is not None and r.results is not None
@@ -407,6 +479,11 @@ class Runner:
             r.results.resource(r.next_probe_second, ResourceSample(pct, rss / 2**20))
             if r.next_probe_second == -1:  # the sample taken as measurement starts
                 r.cpu_at_start = cpu
+                if r.client_probe is not None:
+                    r.client_cpu_start = r.client_probe.sample()[0]
+            elif r.next_probe_second == r.window_seconds - 1 and r.client_probe is not None \
+                    and r.client_cpu_start is not None and r.client_cpu_end is None:
+                r.client_cpu_end = r.client_probe.sample()[0]  # the measured window ends
             r.last_probe = (t, cpu)
             r.next_probe_second += 1
             if final:
@@ -417,27 +494,40 @@ class Runner:
         """Merge what remains, write summary rows, decide the status and saturation."""
         if r.merger is None or r.results is None:
             return
+        self._target_died(r)  # also after the load, e.g. while draining
         r.merger.flush_all()
         self._probe(r, final=True)
         sc = self.scenario
         totals = r.merger.totals
-        lag_p99 = percentile_ms(totals.lag, 99) if totals.lag.get_total_count() else None
+        full_lag = r.full_lag
+        lag_p99 = percentile_ms(full_lag, 99) if full_lag is not None else None
         waits = sum(s.in_flight_waits for s in r.stats)
-        if sc.load.model == "open" and r.window_intended:
-            achieved = r.window_started / r.window_intended
+        # A failed run is not judged: its stop, not the generator, shaped its last seconds.
+        if sc.load.model == "open" and r.full_intended and r.status != "failed":
+            achieved = r.full_started / r.full_intended
             r.saturated = achieved < SATURATION_ACHIEVED or (lag_p99 or 0) > SATURATION_LAG_MS
             if r.saturated:
+                within = "" if r.stop_ns is None else \
+                    f" over the {r.full_seconds:g} s measured before the stop"
                 self.warnings.append(
                     f"generator saturated on {r.label}: achieved {achieved:.0%} of the intended "
-                    f"rate, schedule lag p99 {lag_p99 or 0:.1f} ms (in-flight limit "
+                    f"rate{within}, schedule lag p99 {lag_p99 or 0:.1f} ms (in-flight limit "
                     f"{sc.load.in_flight} per process reached {waits} times)")
         if totals.clamped:
             self.warnings.append(f"{r.label}: {totals.clamped} values above one hour clamped")
         cpu_s = (r.cpu_at_end - r.cpu_at_start) if r.cpu_at_end is not None \
             and r.cpu_at_start is not None else None
-        r.rows = r.results.finish(totals, duration_s=sc.duration_s, cpu_s=cpu_s,
-                                  rss_mb_max=r.probe.rss_max / 2**20 if r.probe else None,
-                                  saturated=r.saturated)
+        client_cpu_s = (r.client_cpu_end - r.client_cpu_start) \
+            if r.client_cpu_end is not None and r.client_cpu_start is not None else None
+        r.rows = r.results.finish(
+            totals, measured_s=r.measured_s,
+            rates=(r.window_intended, r.window_started, sc.duration_s) if r.stop_ns is None
+            else (r.full_intended, r.full_started, r.full_seconds),
+            cpu_s=cpu_s,
+            client_cpu_us=client_cpu_s * 1e6 / r.window_started
+            if client_cpu_s is not None and r.window_started else None,
+            rss_mb_max=r.probe.rss_max / 2**20 if r.probe else None,
+            saturated=r.saturated)
         if r.status == "running":
             r.status = "ok"
         self.progress.end(r.label, r.status + (f": {r.error}" if r.error else "")
@@ -445,7 +535,7 @@ class Runner:
 
     def _namespace(self, r: TargetRun) -> str:
         """Queue and exchange names of one target run on the broker."""
-        return f"cb-{self.run_id}-{r.ref.name}-r{r.repetition}"
+        return f"cb-{self.run_id}-{self.token}-{r.ref.name}-r{r.repetition}"
 
     def _release(self, r: TargetRun) -> None:
         if r.pool is not None:
@@ -461,6 +551,7 @@ class Runner:
             if r.status != "running":
                 continue
             r.status, r.error = status, f"{status} during the run"
+            r.stopped()
             if r.pool is not None and r.merger is not None:
                 r.pool.stop()
                 deadline = time.monotonic() + 3  # let the generators flush their seconds
@@ -479,8 +570,13 @@ class Runner:
         sc = self.scenario
         targets = [{
             "name": r.ref.name, "transport": r.ref.transport, "client": r.ref.variant,
-            "url": r.url, "repetition": r.repetition, "status": r.status, "error": r.error,
-            "warmup_s": sc.warmup_s, "duration_s": sc.duration_s, "saturated": r.saturated,
+            "url": redact(r.url), "repetition": r.repetition, "status": r.status,
+            "error": redact_text(r.error) if r.error else None, "warmup_s": sc.warmup_s,
+            "duration_s": sc.duration_s,
+            "measured_s": round(r.measured_s, 3) if r.t0_ns else 0.0,
+            "saturated": r.saturated,
+            "namespace": self._namespace(r)
+            if get_transport(r.ref.transport).needs_broker else None,
             "conformance": r.conformance or None,
             "in_flight_waits": sum(s.in_flight_waits for s in r.stats),
             "log": f"logs/{r.ref.name}-r{r.repetition}.log" if r.service else None,
@@ -492,6 +588,7 @@ class Runner:
             "scenario": sc.to_dict(),
             "arguments": self.opts.arguments(),
             "environment": environment(self.opts),
+            "broker": self.broker,
             "generator": {"processes": self.opts.processes,
                           "in_flight_limit": sc.load.in_flight if sc.load.model == "open"
                           else None,
@@ -523,6 +620,25 @@ def _signals_ignored() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a log (where a server says why it exited), shortened."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+    return redact_text(last[:300])
+
+
+def redact_text(text: str) -> str:
+    """Mask the password of every amqp(s):// URL in a piece of text."""
+    import re
+
+    return re.sub(r"amqps?://[^\s'\"]+", lambda m: redact(m.group(0)), text)
 
 
 def environment(opts: RunOptions) -> dict[str, Any]:
@@ -579,7 +695,8 @@ def run_command(opts: RunOptions, *, report: bool = False,
         console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
     for label in outcome.failed:
         r = next(x for x in runner.runs if x.label == label)
-        console.print(f"[red]failed:[/red] {label}: {r.error}", soft_wrap=True)
+        console.print(f"[red]failed:[/red] {escape(label)}: {escape(redact_text(r.error or ''))}",
+                      soft_wrap=True)
     if report:
         try:
             from reports.html import write_report  # type: ignore[import-not-found]

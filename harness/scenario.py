@@ -23,6 +23,14 @@ from targets.registry import TRANSPORTS
 OPERATIONS = ("get", "list", "create")
 DEFAULT_IN_FLIGHT = 256
 DEFAULT_TIMEOUT_S = 10.0
+# Upper bounds: past these a run would hang while seeding, exhaust memory or never end.
+MAX_ORDERS = 10_000_000  # data.users × data.orders_per_user: the seeded set is built in memory
+MAX_RATE = 1_000_000.0  # requests/s
+MAX_DURATION_S = 24 * 3600.0  # duration, warm-up, each stage
+MAX_WAIT_S = 3600.0  # timeout and think time: the histograms clamp values above one hour
+MAX_USERS = 100_000  # closed-loop virtual users (one task each)
+MAX_IN_FLIGHT = 1_000_000
+MAX_REPETITIONS = 1000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -135,19 +143,22 @@ class Scenario:
                 raise UserError("--rate applies to open-loop scenarios; this one is closed")
             if len(s.load.stages) > 1:
                 raise UserError("--rate cannot replace the stages of a staged scenario")
-            if not rate > 0:
-                raise UserError(f"--rate must be a positive number (requests/s), got {rate}")
+            if not 0 < rate <= MAX_RATE:
+                raise UserError(f"--rate must be a positive number (requests/s) of at most "
+                                f"{MAX_RATE:,.0f}, got {rate:g}")
             s = replace(s, load=replace(s.load, stages=(Stage(rate, s.duration_s),)))
         if duration_s is not None:
-            if not duration_s > 0:
-                raise UserError(f"--duration must be positive, got {duration_s}")
+            if not 0 < duration_s <= MAX_DURATION_S:
+                raise UserError(f"--duration must be positive and at most 24h, got "
+                                f"{duration_s:g} s")
             if len(s.load.stages) > 1:
                 raise UserError("--duration cannot be used with a staged scenario")
             stages = tuple(Stage(st.rate, duration_s) for st in s.load.stages)
             s = replace(s, duration_s=duration_s, load=replace(s.load, stages=stages))
         if repetitions is not None:
-            if repetitions < 1:
-                raise UserError(f"--repetitions must be at least 1, got {repetitions}")
+            if not 1 <= repetitions <= MAX_REPETITIONS:
+                raise UserError(f"--repetitions must be from 1 to {MAX_REPETITIONS}, "
+                                f"got {repetitions}")
             s = replace(s, repetitions=repetitions)
         return s
 
@@ -228,20 +239,20 @@ def _int(minimum: int, maximum: int | None = None) -> Callable[[Any], int | None
     return check
 
 
-def _number(*, positive: bool) -> Callable[[Any], float | None]:
+def _number(*, positive: bool, maximum: float | None = None) -> Callable[[Any], float | None]:
     def check(v: Any) -> float | None:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             return None
-        if v < 0 or (positive and v == 0):
+        if v < 0 or (positive and v == 0) or (maximum is not None and v > maximum):
             return None
         return float(v)
     return check
 
 
-def _duration(*, positive: bool) -> Callable[[Any], float | None]:
+def _duration(*, positive: bool, maximum: float = MAX_DURATION_S) -> Callable[[Any], float | None]:
     def check(v: Any) -> float | None:
         s = parse_duration(v)
-        if s is None or s < 0 or (positive and s == 0):
+        if s is None or s < 0 or (positive and s == 0) or s > maximum:
             return None
         return s
     return check
@@ -256,6 +267,9 @@ def _text(v: Any) -> str | None:
 
 
 DURATION_HELP = 'a duration such as "10s", "500ms", "2m" or a number of seconds'
+UP_TO_24H = "at most 24h"
+UP_TO_1H = "at most 1h"
+RATE_HELP = f"must be a positive number (requests/s) of at most {MAX_RATE:,.0f}"
 TOP_KEYS = ("name", "description", "targets", "data", "load", "duration", "warmup",
             "repetitions", "operations")
 DATA_KEYS = ("users", "orders_per_user", "store", "seed")
@@ -301,19 +315,25 @@ def parse_scenario(raw: dict[str, Any], where: str) -> Scenario:
     d = r.table(raw, "data")
     r.unknown(d, DATA_KEYS, "data.")
     data = DataSpec(
-        users=r.take(d, "users", 100, "data.", _int(1), "must be a positive integer"),
-        orders_per_user=r.take(d, "orders_per_user", 10, "data.", _int(1),
-                               "must be a positive integer"),
+        users=r.take(d, "users", 100, "data.", _int(1, MAX_ORDERS),
+                     f"must be a positive integer of at most {MAX_ORDERS:,}"),
+        orders_per_user=r.take(d, "orders_per_user", 10, "data.", _int(1, MAX_ORDERS),
+                               f"must be a positive integer of at most {MAX_ORDERS:,}"),
         store=r.take(d, "store", "memory", "data.", _choice("memory", "sqlite"),
                      'must be "memory" or "sqlite"'),
         seed=r.take(d, "seed", 1, "data.", _int(0), "must be a non-negative integer"),
     )
+    if data.users * data.orders_per_user > MAX_ORDERS:
+        r.bad("data", f"users × orders_per_user must be at most {MAX_ORDERS:,} orders (the "
+                      "seeded data set is built in memory before the run), got "
+                      f"{data.users:,} × {data.orders_per_user:,}", got=False)
 
     duration = r.take(raw, "duration", None, "", _duration(positive=True),
-                      f"must be {DURATION_HELP}, greater than zero")
+                      f"must be {DURATION_HELP}, greater than zero and {UP_TO_24H}")
     warmup = r.take(raw, "warmup", 0.0, "", _duration(positive=False),
-                    f"must be {DURATION_HELP}, zero or more")
-    repetitions = r.take(raw, "repetitions", 1, "", _int(1), "must be an integer of at least 1")
+                    f"must be {DURATION_HELP}, zero or more and {UP_TO_24H}")
+    repetitions = r.take(raw, "repetitions", 1, "", _int(1, MAX_REPETITIONS),
+                         f"must be an integer from 1 to {MAX_REPETITIONS}")
 
     load = _parse_load(r, r.table(raw, "load"), duration)
     if load is not None and load.stages and duration is None:
@@ -354,28 +374,30 @@ def _parse_load(r: _Reader, ld: dict[str, Any], duration: float | None) -> LoadS
         if key in ld:
             r.bad(p + key, f'applies only to model = "{"closed" if model == "open" else "open"}"',
                   got=False)
-    timeout = r.take(ld, "timeout", DEFAULT_TIMEOUT_S, p, _duration(positive=True),
-                     f"must be {DURATION_HELP}, greater than zero")
+    timeout = r.take(ld, "timeout", DEFAULT_TIMEOUT_S, p,
+                     _duration(positive=True, maximum=MAX_WAIT_S),
+                     f"must be {DURATION_HELP}, greater than zero and {UP_TO_1H}")
     if model == "closed":
-        users = r.take(ld, "users", 0, p, _int(1), "must be a positive integer (virtual users)")
+        users = r.take(ld, "users", 0, p, _int(1, MAX_USERS),
+                       f"must be a positive integer (virtual users) of at most {MAX_USERS:,}")
         if "users" not in ld:
             r.bad(p + "users", 'is required for model = "closed" (virtual users)', got=False)
-        think = r.take(ld, "think_time", 0.0, p, _duration(positive=False),
-                       f"must be {DURATION_HELP}, zero or more")
+        think = r.take(ld, "think_time", 0.0, p, _duration(positive=False, maximum=MAX_WAIT_S),
+                       f"must be {DURATION_HELP}, zero or more and {UP_TO_1H}")
         if len(r.problems) > n_before:
             return None
         return LoadSpec(model="closed", users=users, think_time_s=think, timeout_s=timeout)
 
     arrival = r.take(ld, "arrival", "poisson", p, _choice("uniform", "poisson"),
                      'must be "uniform" or "poisson"')
-    in_flight = r.take(ld, "in_flight", DEFAULT_IN_FLIGHT, p, _int(1),
-                       "must be a positive integer (requests in flight per process)")
+    in_flight = r.take(ld, "in_flight", DEFAULT_IN_FLIGHT, p, _int(1, MAX_IN_FLIGHT),
+                       "must be a positive integer (requests in flight per process) of at most "
+                       f"{MAX_IN_FLIGHT:,}")
     stages: list[Stage] = []
     if "rate" in ld and "stages" in ld:
         r.bad(p + "rate", "give either load.rate or load.stages, not both", got=False)
     elif "rate" in ld:
-        rate = r.take(ld, "rate", None, p, _number(positive=True),
-                      "must be a positive number (requests/s)")
+        rate = r.take(ld, "rate", None, p, _number(positive=True, maximum=MAX_RATE), RATE_HELP)
         if rate is not None and duration is not None:
             stages.append(Stage(rate, duration))
     elif "stages" in ld:
@@ -389,17 +411,20 @@ def _parse_load(r: _Reader, ld: dict[str, Any], duration: float | None) -> LoadS
                     r.bad(f"{p}stages[{n}]", "must be a table {rate = ..., duration = ...}", st)
                     continue
                 r.unknown(st, ("rate", "duration"), sp)
-                rate = r.take(st, "rate", None, sp, _number(positive=True),
-                              "must be a positive number (requests/s)")
+                rate = r.take(st, "rate", None, sp, _number(positive=True, maximum=MAX_RATE),
+                              RATE_HELP)
                 dur = r.take(st, "duration", None, sp, _duration(positive=True),
-                             f"must be {DURATION_HELP}, greater than zero")
+                             f"must be {DURATION_HELP}, greater than zero and {UP_TO_24H}")
                 for key in ("rate", "duration"):
                     if key not in st:
                         r.bad(sp + key, "is required", got=False)
                 if rate is not None and dur is not None:
                     stages.append(Stage(rate, dur))
             total = sum(s.duration_s for s in stages)
-            if duration is not None and stages and len(stages) == len(raw_stages) \
+            if total > MAX_DURATION_S and len(stages) == len(raw_stages):
+                r.bad(p + "stages", f"the stages' durations must add up to {UP_TO_24H}",
+                      f"{total:g} s")
+            elif duration is not None and stages and len(stages) == len(raw_stages) \
                     and not math.isclose(total, duration):
                 r.bad("duration", f"must equal the sum of load.stages durations ({total:g} s) "
                                   "or be left out", duration)
@@ -418,8 +443,13 @@ def load_scenario(path: Path | str) -> Scenario:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: no such scenario file") from None
+    except IsADirectoryError:
+        raise ScenarioError([f"{path}: is a folder, not a scenario file"]) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError([f"{path}: not a text file: a scenario is UTF-8 TOML "
+                             f"(undecodable byte at offset {exc.start})"]) from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ScenarioError([f"{path}: cannot read: {exc.strerror}"]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -450,4 +480,6 @@ def list_scenarios(directory: Path) -> list[tuple[Path, Scenario | ScenarioError
             out.append((path, load_scenario(path)))
         except ScenarioError as exc:
             out.append((path, exc))
+        except UserError as exc:  # e.g. a file removed while listing: listed, not fatal
+            out.append((path, ScenarioError([str(exc)])))
     return out

@@ -6,18 +6,28 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 import pytest
 from hdrh.log import HistogramLogReader
 
+from harness.broker import delete_namespace
 from harness.recorder import new_histogram
-from harness.results import ERROR_COLUMNS, SUMMARY_COLUMNS, TIMELINE_COLUMNS
+from harness.results import (
+    ERROR_COLUMNS,
+    SUMMARY_COLUMNS,
+    TIMELINE_COLUMNS,
+    ResultWriter,
+    run_id_for,
+)
+from harness.runner import Runner, RunOptions, TargetRun, redact_text
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
 TINY = """
@@ -102,6 +112,12 @@ def test_run_writes_a_complete_result(tmp_path):
     assert 150 <= int(by_op["all"]["count"]) <= 450  # Poisson around 300
     assert float(by_op["all"]["cpu_us_per_request"]) > 0
     assert float(by_op["all"]["rss_mb_max"]) > 10
+    # The generator's own CPU is charged to the transport too (the last column).
+    assert SUMMARY_COLUMNS[-1] == "client_cpu_us_per_request"
+    assert float(by_op["all"]["client_cpu_us_per_request"]) > 0
+    assert all(r["client_cpu_us_per_request"] == "" for op, r in by_op.items() if op != "all")
+    assert target["measured_s"] == 2.0 and target["namespace"] is None
+    assert meta["broker"] is None  # no queue target: no broker used
 
     # The histograms hold exactly what the summary counts.
     latency = hlog_counts(run_dir / "histograms" / "rest-r1-latency.hlog")
@@ -119,6 +135,13 @@ def test_run_writes_a_complete_result(tmp_path):
     measured = [r for r in alls if int(r["second"]) >= 0]
     assert sum(int(r["count"]) for r in measured) == int(by_op["all"]["count"])
     assert all(r["cpu_percent"] != "" for r in measured)
+    # intended_rps and achieved_rps count the measured window's seconds only (not the drain),
+    # as results/README.md says and as the saturation warning judges them.
+    window = [r for r in measured if int(r["second"]) < 2]
+    assert float(by_op["all"]["intended_rps"]) == pytest.approx(
+        sum(int(r["intended"]) for r in window) / 2, abs=0.001)
+    assert float(by_op["all"]["achieved_rps"]) == pytest.approx(
+        sum(int(r["achieved"]) for r in window) / 2, abs=0.001)
 
 
 def test_unknown_target_is_a_one_line_error(tmp_path):
@@ -170,6 +193,14 @@ def test_ctrl_c_keeps_a_partial_result_and_leaves_no_process(tmp_path):
     _, summary = rows(run_dir / "summary.csv")
     all_row = next(r for r in summary if r["operation"] == "all")
     assert int(all_row["count"]) > 0
+    # Rates are over the time actually measured (a few seconds), not the planned 60 s, and
+    # the interruption is not mistaken for a saturated generator.
+    assert 1 <= target["measured_s"] < 60
+    ok = int(all_row["count"]) - int(all_row["errors"])
+    assert float(all_row["throughput_rps"]) == pytest.approx(ok / target["measured_s"], rel=0.01)
+    assert float(all_row["throughput_rps"]) > 75  # about 150/s offered; /60 s would give < 40
+    assert target["saturated"] is False and all_row["saturated"] == "false"
+    assert not any("saturated" in w for w in meta["warnings"]), meta["warnings"]
 
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
@@ -225,3 +256,96 @@ def test_a_target_that_dies_is_failed_and_the_others_are_kept(tmp_path):
     _, summary = rows(run_dir / "summary.csv")
     assert {r["target"] for r in summary if r["operation"] == "all"} == {"rest", "grpc"}
     assert "failed: rest r1" in out
+
+
+def test_a_target_listed_twice_is_refused(tmp_path):
+    proc = subprocess.run([COMMBENCH, "run", str(tiny(tmp_path, "1s")), "--targets", "rest,rest",
+                           "--results-dir", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "commbench: --targets: rest is listed twice"
+    assert not (tmp_path / "r").exists()
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    """Another run already holds this second's folder name: the run takes `<id>-2`."""
+    results = tmp_path / "results"
+    results.mkdir()
+    now = datetime.now(UTC)
+    taken = {run_id_for("tiny", now + timedelta(seconds=s)) for s in range(-1, 30)}
+    for run_id in taken:
+        (results / f".partial-{run_id}").mkdir()
+    proc = subprocess.run([COMMBENCH, "run", str(tiny(tmp_path, "1s")), "--results-dir",
+                           str(results)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    (run_dir,) = [p for p in results.iterdir() if not p.name.startswith(".partial-")]
+    assert run_dir.name.endswith("-tiny-2") and run_dir.name[:-2] in taken
+    assert json.loads((run_dir / "run.json").read_text())["run_id"] == run_dir.name
+
+
+def test_result_writers_with_one_run_id_never_collide(tmp_path):
+    first = ResultWriter(tmp_path, "20260101-000000-x")
+    second = ResultWriter(tmp_path, "20260101-000000-x")
+    assert (first.run_id, second.run_id) == ("20260101-000000-x", "20260101-000000-x-2")
+    assert second.finish({}) == tmp_path / "20260101-000000-x-2"
+    assert first.finish({}) == tmp_path / "20260101-000000-x"
+    third = ResultWriter(tmp_path, "20260101-000000-x")  # a finished folder holds the name too
+    assert third.run_id == "20260101-000000-x-3"
+
+
+def test_every_run_has_its_own_queue_namespace(tmp_path):
+    path = tiny(tmp_path, "1s")
+    a, b = (Runner(RunOptions(str(path), targets="queue")) for _ in range(2))
+    assert a.run_id == b.run_id  # the same second
+    ra, rb = (TargetRun(r.scenario.targets[0], 1, r.scenario) for r in (a, b))
+    assert a._namespace(ra) != b._namespace(rb)
+    assert re.fullmatch(rf"cb-{a.run_id}-[0-9a-f]{{8}}-queue-r1", a._namespace(ra))
+
+
+def test_broker_urls_are_recorded_without_their_password():
+    opts = RunOptions("quick", amqp_url="amqp://bench:s3cret@127.0.0.1:5672/")
+    assert "s3cret" not in json.dumps(opts.arguments())
+    assert redact_text("cannot reach amqp://bench:s3cret@h:5672/?namespace=x: refused") \
+        == "cannot reach amqp://bench:***@h:5672/?namespace=x: refused"
+
+
+def test_a_queue_target_that_loses_its_broker_is_failed(tmp_path, amqp_url):
+    """The QA case: another run deletes this run's queues mid-run. The queue server exits
+    saying why, the target is failed (not ok, not saturated), the rates cover what was
+    measured, and run.json says which broker was used."""
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [COMMBENCH, "run", str(tiny(tmp_path, "30s")), "--targets", "queue", "--amqp-url",
+         amqp_url, "--results-dir", str(results)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("load on queue r1"):
+                break
+        else:
+            pytest.fail(f"no load line; stderr: {proc.stderr.read() if proc.stderr else ''}")
+        (server,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                     if "serve" in p.cmdline() and "queue" in p.cmdline()]
+        cmd = server.cmdline()
+        namespace = cmd[cmd.index("--namespace") + 1]
+        assert delete_namespace(amqp_url, namespace)  # what a colliding run used to do
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, err + out
+    (run_dir,) = results.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    (target,) = meta["targets"]
+    assert target["namespace"] == namespace
+    assert target["status"] == "failed", target
+    assert "lost the broker" in target["error"] and "cancelled by the broker" in target["error"]
+    assert target["saturated"] is False and target["measured_s"] < 30
+    assert "failed: queue r1" in out and "(saturated)" not in out
+    assert meta["broker"]["shared"] is not meta["broker"]["private"]
+    assert meta["broker"]["url"] == redact_text(amqp_url)
+    shared_warning = any("shared broker" in w for w in meta["warnings"])
+    assert shared_warning is meta["broker"]["shared"]
+    assert "broker lost" in (run_dir / target["log"]).read_text()

@@ -125,35 +125,54 @@ BAD = [
     ("targets", ["rest", "rest"], 'x.toml: targets[1]: is listed twice, got "rest"'),
     ("targets", [1], "x.toml: targets[0]: must be a string, got 1"),
     ("duration", "fast", 'x.toml: duration: must be a duration such as "10s", "500ms", "2m" or '
-                         'a number of seconds, greater than zero, got "fast"'),
+                         'a number of seconds, greater than zero and at most 24h, got "fast"'),
     ("duration", 0, 'x.toml: duration: must be a duration such as "10s", "500ms", "2m" or a '
-                    'number of seconds, greater than zero, got 0'),
+                    'number of seconds, greater than zero and at most 24h, got 0'),
     ("duration", DELETE, 'x.toml: duration: is required: a duration such as "10s", "500ms", '
                          '"2m" or a number of seconds'),
     ("warmup", "-1s", 'x.toml: warmup: must be a duration such as "10s", "500ms", "2m" or a '
-                      'number of seconds, zero or more, got "-1s"'),
-    ("repetitions", 0, "x.toml: repetitions: must be an integer of at least 1, got 0"),
+                      'number of seconds, zero or more and at most 24h, got "-1s"'),
+    ("repetitions", 0, "x.toml: repetitions: must be an integer from 1 to 1000, got 0"),
+    ("repetitions", 1001, "x.toml: repetitions: must be an integer from 1 to 1000, got 1001"),
+    ("duration", "25h", 'x.toml: duration: must be a duration such as "10s", "500ms", "2m" or a '
+                        'number of seconds, greater than zero and at most 24h, got "25h"'),
+    ("warmup", 86401, 'x.toml: warmup: must be a duration such as "10s", "500ms", "2m" or a '
+                      'number of seconds, zero or more and at most 24h, got 86401'),
     ("data", 3, "x.toml: data: must be a table ([data]), got 3"),
-    ("data.users", 0, "x.toml: data.users: must be a positive integer, got 0"),
-    ("data.users", 1.5, "x.toml: data.users: must be a positive integer, got 1.5"),
-    ("data.orders_per_user", "10", 'x.toml: data.orders_per_user: must be a positive integer, '
-                                   'got "10"'),
+    ("data.users", 0, "x.toml: data.users: must be a positive integer of at most 10,000,000, "
+                      "got 0"),
+    ("data.users", 1.5, "x.toml: data.users: must be a positive integer of at most 10,000,000, "
+                        "got 1.5"),
+    ("data.users", 100_000_000_000, "x.toml: data.users: must be a positive integer of at most "
+                                    "10,000,000, got 100000000000"),
+    ("data.orders_per_user", "10", 'x.toml: data.orders_per_user: must be a positive integer of '
+                                   'at most 10,000,000, got "10"'),
+    ("data.orders_per_user", 5_000_000, 'x.toml: data: users × orders_per_user must be at most '
+                                        '10,000,000 orders (the seeded data set is built in '
+                                        'memory before the run), got 10 × 5,000,000'),
     ("data.store", "redis", 'x.toml: data.store: must be "memory" or "sqlite", got "redis"'),
     ("data.seed", -1, "x.toml: data.seed: must be a non-negative integer, got -1"),
     ("data.user", 3, "x.toml: data.user: unknown key; valid keys here: users, orders_per_user, "
                      "store, seed"),
     ("load.model", "burst", 'x.toml: load.model: must be "open" or "closed", got "burst"'),
-    ("load.rate", "fast", 'x.toml: load.rate: must be a positive number (requests/s), '
-                          'got "fast"'),
-    ("load.rate", 0, "x.toml: load.rate: must be a positive number (requests/s), got 0"),
+    ("load.rate", "fast", 'x.toml: load.rate: must be a positive number (requests/s) of at most '
+                          '1,000,000, got "fast"'),
+    ("load.rate", 0, "x.toml: load.rate: must be a positive number (requests/s) of at most "
+                     "1,000,000, got 0"),
+    ("load.rate", 1e9, "x.toml: load.rate: must be a positive number (requests/s) of at most "
+                       "1,000,000, got 1000000000.0"),
     ("load.rate", DELETE, 'x.toml: load.rate: is required for model = "open": a positive number '
                           '(requests/s), or give load.stages'),
     ("load.arrival", "gaussian", 'x.toml: load.arrival: must be "uniform" or "poisson", '
                                  'got "gaussian"'),
     ("load.in_flight", 0, "x.toml: load.in_flight: must be a positive integer (requests in "
-                          "flight per process), got 0"),
+                          "flight per process) of at most 1,000,000, got 0"),
     ("load.timeout", "0s", 'x.toml: load.timeout: must be a duration such as "10s", "500ms", '
-                           '"2m" or a number of seconds, greater than zero, got "0s"'),
+                           '"2m" or a number of seconds, greater than zero and at most 1h, '
+                           'got "0s"'),
+    ("load.timeout", "2h", 'x.toml: load.timeout: must be a duration such as "10s", "500ms", '
+                           '"2m" or a number of seconds, greater than zero and at most 1h, '
+                           'got "2h"'),
     ("load.users", 5, 'x.toml: load.users: applies only to model = "closed"'),
     ("load.think_time", "1s", 'x.toml: load.think_time: applies only to model = "closed"'),
     ("load.rates", 5, "x.toml: load.rates: unknown key; valid keys here: model, rate, stages, "
@@ -187,7 +206,10 @@ def test_bad_key_or_value(key, value, message):
     ([3], "x.toml: load.stages[0]: must be a table {rate = ..., duration = ...}, got 3"),
     ([{"rate": 1}], "x.toml: load.stages[0].duration: is required"),
     ([{"rate": 0, "duration": "1s"}],
-     "x.toml: load.stages[0].rate: must be a positive number (requests/s), got 0"),
+     "x.toml: load.stages[0].rate: must be a positive number (requests/s) of at most 1,000,000, "
+     "got 0"),
+    ([{"rate": 1, "duration": "20h"}, {"rate": 1, "duration": "20h"}],
+     'x.toml: load.stages: the stages\' durations must add up to at most 24h, got "144000 s"'),
     ([{"rate": 1, "duration": "1s", "ramp": True}],
      "x.toml: load.stages[0].ramp: unknown key; valid keys here: rate, duration"),
     ([{"rate": 1, "duration": "1s"}],
@@ -201,6 +223,29 @@ def test_bad_stages(stages, message):
     with pytest.raises(ScenarioError) as err:
         parse_scenario(raw, W)
     assert message in err.value.problems, err.value.problems
+
+
+def test_closed_users_are_bounded():
+    raw = base()
+    raw["load"] = {"model": "closed", "users": 10**9, "think_time": "2h"}
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(raw, W)
+    assert err.value.problems == [
+        "x.toml: load.users: must be a positive integer (virtual users) of at most 100,000, "
+        "got 1000000000",
+        'x.toml: load.think_time: must be a duration such as "10s", "500ms", "2m" or a number '
+        'of seconds, zero or more and at most 1h, got "2h"',
+    ]
+
+
+def test_overrides_are_bounded():
+    sc = parse_scenario(base(), W)
+    with pytest.raises(UserError, match="--rate must be .* at most 1,000,000, got 2e"):
+        sc.with_overrides(rate=2e6)
+    with pytest.raises(UserError, match="--duration must be positive and at most 24h"):
+        sc.with_overrides(duration_s=86401)
+    with pytest.raises(UserError, match="--repetitions must be from 1 to 1000"):
+        sc.with_overrides(repetitions=5000)
 
 
 def test_closed_needs_users():
@@ -253,4 +298,36 @@ def test_scenarios_command_lists_names_and_descriptions(tmp_path):
     lines = out.splitlines()
     assert lines[0].startswith("broken") and "INVALID" in lines[0]
     assert lines[1].startswith("mixed") and "A shop's day" in lines[1]
+    assert lines[2].startswith("quick") and "Demo" in lines[2]
+
+
+def test_order_creation_persists_on_every_transport():
+    sc = load_scenario(ROOT / "scenarios" / "order-creation.toml")
+    assert sc.data.store == "sqlite"
+    assert "durab" in sc.description
+
+
+def test_non_utf8_scenario_is_one_line_naming_the_file(tmp_path):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe")
+    proc = subprocess.run([str(Path(sys.executable).parent / "commbench"), "run", str(binary),
+                           "--results-dir", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"commbench: {binary}: not a text file: a scenario is UTF-8 "
+                                   "TOML (undecodable byte at offset 0)")
+    assert not (tmp_path / "r").exists()
+
+
+def test_scenarios_command_lists_unreadable_files_as_invalid(tmp_path):
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe")
+    (tmp_path / "adir.toml").mkdir()
+    (tmp_path / "quick.toml").write_text((ROOT / "scenarios" / "quick.toml").read_text())
+    proc = subprocess.run([str(Path(sys.executable).parent / "commbench"), "scenarios", "--dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("adir") and "INVALID" in lines[0] and "is a folder" in lines[0]
+    assert lines[1].startswith("binary") and "INVALID" in lines[1] and "UTF-8" in lines[1]
     assert lines[2].startswith("quick") and "Demo" in lines[2]

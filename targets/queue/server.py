@@ -5,6 +5,12 @@ is published as an event on the topic exchange. Manual acks with bounded prefetc
 acked only after its event is confirmed by the broker (at-least-once: the core's idempotency
 on request_id makes a redelivery harmless). Messages that cannot be served are rejected
 without requeue, so they dead-letter into `<ns>.dead` and the worker carries on.
+
+Losing the broker ends the server: when the connection or one of its channels closes, or
+the broker cancels a consumer (its queue was deleted), while the server is not stopping, it
+logs `broker lost: <reason>` and exits with code 2 (a ServeError). A benchmark target that
+silently reconnected would report figures measured across the outage; a dead one is marked
+failed by the harness.
 """
 
 from __future__ import annotations
@@ -185,11 +191,32 @@ async def _serve(config: ServeConfig) -> None:
         ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        lost: asyncio.Future[str] = loop.create_future()
+
+        def on_lost(_sender: object, why: object = None) -> None:
+            if not stop.is_set() and not lost.done():
+                lost.set_result(str(why) or type(why).__name__ if why is not None
+                                else "closed by the broker")
+
+        def on_cancel(frame: object) -> None:
+            on_lost(None, f"consumer {getattr(frame, 'consumer_tag', '?')} cancelled by the "
+                          "broker (its queue was deleted)")
+
+        for closable in (connection, consuming, confirming):
+            closable.close_callbacks.add(on_lost)
+        for channel in (consuming, confirming):
+            (await channel.get_underlay_channel()).on_consumer_cancel_callbacks.add(on_cancel)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         announce_ready("queue", target_url(config.amqp_url, config.namespace))
         log.info("serving namespace %s on %s", config.namespace, redact(config.amqp_url))
-        await stop.wait()
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((stopping, lost), return_when=asyncio.FIRST_COMPLETED)
+        if lost.done():
+            stopping.cancel()
+            log.error("broker lost: %s", lost.result())
+            raise ServeError(f"queue server lost the broker at {redact(config.amqp_url)}: "
+                             f"{lost.result()}")
         # Graceful stop: no new deliveries, let in-flight ones finish, then close (anything
         # still unacked goes back to the queue).
         for queue, tag in tags:
