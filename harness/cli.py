@@ -15,7 +15,7 @@ from harness.errors import UserError
 from targets.core.errors import OrderError
 from targets.core.seed import SeedSpec
 from targets.registry import TRANSPORTS, get_transport
-from targets.serving import DEFAULT_AMQP_URL, ServeConfig, ServeError
+from targets.serving import AMQP_URL_ENV, DEFAULT_AMQP_URL, ServeConfig, ServeError
 
 app = typer.Typer(
     help="Benchmark and compare microservice communication: REST, gRPC and a message queue.",
@@ -35,7 +35,8 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535,
                                       help="0 lets the OS choose; the URL is printed")] = 0,
     store: Annotated[str, typer.Option(help="'memory' or 'sqlite:PATH' (durable, WAL)")] = "memory",
-    amqp_url: Annotated[str, typer.Option(help="broker for the queue target")] = DEFAULT_AMQP_URL,
+    amqp_url: Annotated[str, typer.Option(
+        envvar=AMQP_URL_ENV, help="broker for the queue target")] = DEFAULT_AMQP_URL,
     namespace: Annotated[str, typer.Option(help="prefix of queue and exchange names")] = "commbench",
     users: Annotated[int, typer.Option(help="seed: users")] = 100,
     orders_per_user: Annotated[int, typer.Option(help="seed: orders per user")] = 10,
@@ -77,7 +78,9 @@ def verify(
 def report(
     runs: Annotated[list[Path], typer.Argument(help="one or more run folders (results/<run-id>)")],
     out: Annotated[Path | None, typer.Option(
-        help="HTML file to write; default: <first run>/report.html")] = None,
+        help="FILE.html to write, or a folder (any path not ending in .html; created if "
+             "missing) to write report.html into; default: <first run>/report.html. An "
+             "existing file is replaced only if it is a commbench report")] = None,
 ) -> None:
     """Write one self-contained HTML report (tables, plots, findings, claims); print its path."""
     from reports.html import write_report
@@ -91,7 +94,9 @@ def compare(
     run_b: Annotated[Path, typer.Argument(help="the run to judge against it")],
     fail_on: Annotated[list[str] | None, typer.Option(
         help="exit 1 when a figure moves past this, e.g. p99:+10% or throughput:-5% "
-             "(repeatable; metrics p50 p90 p99 p999 max throughput error_rate cpu)")] = None,
+             "(repeatable; metrics p50 p90 p99 p999 max throughput error_rate cpu); a "
+             "percentile with too few samples to judge is listed NOT CHECKED and changes "
+             "the exit code neither way")] = None,
     noise: Annotated[float, typer.Option(
         help="noise band used when a run has one repetition (0.1 = ±10 %)")] = 0.10,
 ) -> None:

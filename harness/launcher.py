@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 from targets.registry import get_transport
-from targets.serving import READY_PREFIX, ServeConfig
+from targets.serving import AMQP_URL_ENV, READY_PREFIX, ServeConfig
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -76,7 +76,7 @@ def serve_command(transport: str, config: ServeConfig) -> list[str]:
     return [
         sys.executable, "-m", "harness.cli", "serve", transport,
         "--host", config.host, "--port", str(config.port), "--store", config.store,
-        "--amqp-url", config.amqp_url, "--namespace", config.namespace,
+        "--namespace", config.namespace,
         "--users", str(config.seed.users), "--orders-per-user", str(config.seed.orders_per_user),
         "--seed", str(config.seed.seed),
     ]
@@ -120,7 +120,7 @@ class Launcher:
             log = open(log_path, "ab")
         except OSError as exc:
             raise UserError(f"cannot write the log {log_path}: {exc.strerror}") from None
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{AMQP_URL_ENV: config.amqp_url})
         process = subprocess.Popen(
             serve_command(transport, config),
             stdout=subprocess.PIPE,

@@ -14,6 +14,8 @@ from targets.core.seed import SeedSpec
 
 READY_PREFIX = "COMMBENCH_READY "
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# The launcher hands a server its broker URL here, not in argv, where ps shows passwords.
+AMQP_URL_ENV = "COMMBENCH_AMQP_URL"
 
 
 class ServeError(Exception):

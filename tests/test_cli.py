@@ -82,3 +82,11 @@ def test_a_refused_login_is_reported_not_replaced_by_a_private_broker() -> None:
     assert "refused the login (ACCESS_REFUSED): check the user and password" in proc.stderr
     assert "wrong" not in proc.stderr  # the password is masked
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_broker_url_never_reaches_a_servers_command_line() -> None:
+    from harness.launcher import serve_command
+    from targets.serving import ServeConfig
+
+    argv = serve_command("queue", ServeConfig(amqp_url="amqp://u:s3cret@127.0.0.1:5672/"))
+    assert not any("s3cret" in a for a in argv)  # ps would show it; it travels in the environment
