@@ -1,25 +1,51 @@
 """The seed article's claims, checked against a run.
 
-Each claim gets a verdict: supported, refuted, not decided (the run measured it but the
-difference is within noise or the evidence points both ways), or not measured here (the run
+Each claim gets a verdict: supported, refuted, not decided, or not measured here (the run
 lacks what would decide it: a target, an operation, a load spike, an injected fault). The
-numbers behind every verdict are listed; nothing is judged on data that cannot decide it.
+numbers behind every verdict are listed; nothing is judged on data that cannot decide it:
+
+- A verdict needs measured noise: every figure it rests on comes from at least two
+  repetitions whose min–max ranges separate (reports.stats.differs). A single repetition
+  gives at most an *observation*, stated beside "not decided", never supported/refuted.
+- A difference within the noise never decides anything.
+- Targets that failed, or on which the generator fell behind (saturated), are left out
+  exactly as the findings leave them out (reports.findings.compared_targets and
+  generator_behind): their latency holds the generator's delay or a broken target's.
+- Gaps are measured against the larger value, the same reference the decision uses.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from reports.findings import label, op_noun, saturated_targets, throughput_comparable
+from reports.findings import (
+    compared_targets,
+    generator_behind,
+    label,
+    op_noun,
+    throughput_comparable,
+)
 from reports.loader import Run, percentiles_ms
-from reports.stats import DEFAULT_NOISE, Figure, differs, enough_tail, noise_rule
+from reports.stats import (
+    DEFAULT_NOISE,
+    MIN_EFFECT,
+    Figure,
+    differs,
+    enough_tail,
+    noise_measured,
+    rel_gap,
+    tail_need,
+)
 from reports.tables import figure, fmt
 
 SUPPORTED, REFUTED, UNDECIDED, NOT_MEASURED = (
     "supported", "refuted", "not decided", "not measured here")
+ONE_REP = ("one repetition: the run-to-run noise is not measured, so the run gives no "
+           "verdict (repeat it, e.g. --repetitions 3, to decide)")
 
 
 @dataclass
@@ -30,16 +56,26 @@ class Claim:
     verdict: str = NOT_MEASURED
     evidence: list[str] = field(default_factory=list)
     reason: str = ""
+    observation: str = ""  # what one repetition showed, without a verdict
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One figure compared: direction (-1 a lower, +1 a higher, 0 within noise) and whether
+    it was decided on measured noise or only observed beyond the default band."""
+
+    direction: int
+    measured: bool
+    line: str
+
+    @property
+    def decided(self) -> bool:
+        return self.measured and self.direction != 0
 
 
 def check_claims(run: Run, df: pd.DataFrame) -> list[Claim]:
     """Every claim of the article, judged on one run."""
     return [check(run, df) for check in CHECKS]
-
-
-def _ok_targets(run: Run, df: pd.DataFrame) -> list[str]:
-    failed = {k.split(" (")[0] for k in run.failed_targets()}
-    return [t for t in run.targets if t not in failed and (df["target"] == t).any()]
 
 
 def _pick(targets: list[str], transport: str) -> str | None:
@@ -49,66 +85,109 @@ def _pick(targets: list[str], transport: str) -> str | None:
     return next((t for t in targets if t.split("-")[0] == transport), None)
 
 
-def _vote(name_a: str, name_b: str, op: str, metric: str, fa: Figure, fb: Figure,
-          unit: str) -> tuple[int, str]:
+def _value(name: str, f: Figure, metric: str, unit: str) -> str:
+    spread = (f" [{fmt(f.lo, metric, False)}–{fmt(f.hi, metric, False)}]"
+              if f.reps >= 2 else "")
+    return f"{name} {fmt(f.value, metric)}{spread} {unit}"
+
+
+def _vote(name_a: str, name_b: str, what: str, metric: str, fa: Figure, fb: Figure,
+          unit: str, short: tuple[str, str] | None = None) -> Vote:
+    """Compare a with b; the line gives both values and the gap against the larger one
+    (named by `short`, default the names)."""
     d = differs(fa, fb)
-    change = (fa.value - fb.value) / fb.value * 100 if fb.value else float("nan")
-    mark = "decided" if d else f"within noise (deciding needs {noise_rule(fa, fb)})"
-    return d, (f"{op_noun(op)}, {metric}: {name_a} {fmt(fa.value, metric)} {unit} vs "
-               f"{name_b} {fmt(fb.value, metric)} {unit} ({change:+.0f} %), {mark}")
+    measured = noise_measured(fa, fb)
+    gap = abs(rel_gap(fa.value, fb.value)) * 100
+    if math.isnan(gap) or fa.value == fb.value:
+        gap_text = "equal"
+    else:
+        sa, sb = short or (name_a, name_b)
+        gap_text = f"{sa if fa.value < fb.value else sb} {gap:.0f} % lower"
+    if measured:
+        mark = ("beyond the measured noise (repetition ranges apart)" if d else
+                f"within the measured noise (ranges overlap or the gap is under "
+                f"{MIN_EFFECT * 100:.0f} %)")
+    else:
+        mark = (f"beyond the ±{DEFAULT_NOISE * 100:.0f} % default band, noise not measured"
+                if d else f"within the ±{DEFAULT_NOISE * 100:.0f} % default band")
+    return Vote(d, measured, f"{what}, {metric}: {_value(name_a, fa, metric, unit)} vs "
+                             f"{_value(name_b, fb, metric, unit)} ({gap_text}), {mark}")
+
+
+def _observed(votes: list[Vote], lower_a: str, lower_b: str) -> str:
+    """One repetition: what the figures showed, stated as an observation only."""
+    a = sum(v.direction < 0 for v in votes)
+    b = sum(v.direction > 0 for v in votes)
+    if not a and not b:
+        return (f"observed in this run: every compared figure within the ±"
+                f"{DEFAULT_NOISE * 100:.0f} % default band")
+    return (f"observed in this run, not a verdict: {lower_a} on {a} and {lower_b} on {b} of "
+            f"{len(votes)} figures beyond the ±{DEFAULT_NOISE * 100:.0f} % default band")
 
 
 def grpc_fast(run: Run, df: pd.DataFrame) -> Claim:
     c = Claim("grpc-fast", "gRPC is faster than REST (binary protocol)",
               "gRPC — Pros: Fast (binary protocol) … Use when: High throughput is required")
-    targets = _ok_targets(run, df)
+    targets = compared_targets(run, df)
     g, r = _pick(targets, "grpc"), _pick(targets, "rest")
     if not (g and r):
         c.reason = "needs both a REST and a gRPC target that completed"
         return c
     ops = [op for op in ("get", "list", "create")
-           if not pd.isna(figure(df, g, op, "p50").value)
-           and not pd.isna(figure(df, r, op, "p50").value)]
+           if figure(df, g, op, "p50").known and figure(df, r, op, "p50").known]
     if not ops:
         c.reason = "REST and gRPC share no measured operation"
         return c
     comparable, why = throughput_comparable(run, [g, r])
-    sat = set(saturated_targets(run))
-    votes: list[int] = []
+    behind = generator_behind(run, [g, r])
+    votes: list[Vote] = []
     for op in ops:
-        metrics = ["p50", "p99"] + (["throughput"] if comparable else [])
-        for m in metrics:
+        for m in ["p50", "p99"] + (["throughput"] if comparable else []):
             fg, fr = figure(df, g, op, m), figure(df, r, op, m)
             if m == "p99" and not (enough_tail(m, fg) and enough_tail(m, fr)):
-                c.evidence.append(f"{op_noun(op)}, p99: too few requests to judge the tail")
+                c.evidence.append(f"{op_noun(op)}, p99: too few requests to judge the tail "
+                                  f"(needs {tail_need(m):,} per target)")
                 continue
             unit = "req/s" if m == "throughput" else "ms"
-            d, line = _vote(label(g), label(r), op, m, fg, fr, unit)
-            slower = g if d > 0 else r if d < 0 else None
-            if m != "throughput" and slower in sat:
-                d, line = 0, (f"{line}; not counted: the generator fell behind on "
-                              f"{label(slower)}, which inflates its latency")
-            votes.append(-d if m == "throughput" else d)  # -1: gRPC better
-            c.evidence.append(line)
+            v = _vote(label(g), label(r), op_noun(op), m, fg, fr, unit)
+            if m != "throughput" and behind:
+                c.evidence.append(f"{v.line}; not counted: {behind}")
+                continue
+            # -1: gRPC better (lower latency, higher throughput)
+            direction = -v.direction if m == "throughput" else v.direction
+            votes.append(Vote(direction, v.measured, v.line))
+            c.evidence.append(v.line)
     cpu_g, cpu_r = figure(df, g, "all", "cpu"), figure(df, r, "all", "cpu")
     if cpu_g.known and cpu_r.known:
         c.evidence.append(f"CPU per request (all operations): {label(g)} "
                           f"{cpu_g.value:,.0f} µs vs {label(r)} {cpu_r.value:,.0f} µs")
     if not comparable:
         c.evidence.append(f"throughput not compared: {why}")
-    decided = [v for v in votes if v]
+    caveat = ("; the runs compare whole stacks (framework, client, encoding), so they do not "
+              "show that the binary protocol is the cause")
+    if not votes:
+        c.verdict = UNDECIDED
+        c.reason = (f"{behind}, so its latency cannot decide the claim" if behind else
+                    "no figure could be compared") + caveat
+        return c
+    if not all(v.measured for v in votes):
+        c.verdict, c.reason = UNDECIDED, ONE_REP + caveat
+        c.observation = _observed(votes, "gRPC lower", "REST lower")
+        return c
+    decided = [v.direction for v in votes if v.decided]
     if not decided:
-        c.verdict, c.reason = UNDECIDED, "every difference is within run-to-run noise"
+        c.verdict, c.reason = UNDECIDED, "every difference is within the measured noise"
     elif all(v < 0 for v in decided):
         c.verdict = SUPPORTED
-        c.reason = "gRPC was faster on every decided figure"
+        c.reason = "gRPC was faster on every figure that differed beyond the measured noise"
     elif all(v > 0 for v in decided):
         c.verdict = REFUTED
-        c.reason = "REST was faster on every decided figure"
+        c.reason = "REST was faster on every figure that differed beyond the measured noise"
     else:
         c.verdict, c.reason = UNDECIDED, "the decided figures point both ways"
-    c.reason += ("; the runs compare whole stacks (framework, client, encoding), so they do "
-                 "not show that the binary protocol is the cause")
+    if behind:
+        c.reason += f"; latency not counted: {behind}"
+    c.reason += caveat
     return c
 
 
@@ -117,10 +196,10 @@ def rest_blocking(run: Run, df: pd.DataFrame) -> Claim:
               "REST's blocking call costs its caller time: a queue producer is released "
               "sooner, once the broker accepts the message",
               "HTTP/REST — Pros: Simple … Cons: … latency (blocking)")
-    targets = _ok_targets(run, df)
+    targets = compared_targets(run, df)
     r, q = _pick(targets, "rest"), _pick(targets, "queue")
     if not (r and q):
-        c.reason = "needs a REST and a queue target; 'simple' is not measurable"
+        c.reason = "needs a REST and a queue target that completed; 'simple' is not measurable"
         return c
     fr, fa = figure(df, r, "create", "p50"), figure(df, q, "create_accepted", "p50")
     fc = figure(df, q, "create", "p50")
@@ -128,32 +207,50 @@ def rest_blocking(run: Run, df: pd.DataFrame) -> Claim:
         c.reason = ("needs order creations on both (the queue's accepted and completed "
                     "moments); this run has none")
         return c
-    d, line = _vote(f"{label(r)} completed", f"{label(q)} accepted", "create", "p50", fr, fa,
-                    "ms")
-    c.evidence.append(line)
+    v = _vote(f"{label(r)} completed", f"{label(q)} accepted", op_noun("create"), "p50",
+              fr, fa, "ms", (label(r), label(q)))
+    c.evidence.append(v.line)
     if fc.known:
         c.evidence.append(f"{label(q)} completed its creations at p50 {fmt(fc.value, 'p50')} ms")
-    if d > 0:
+    c.reason = "; 'simple' is not something a benchmark measures"
+    if behind := generator_behind(run, [r, q]):
+        c.verdict = UNDECIDED
+        c.evidence[0] += f"; not counted: {behind}"
+        c.reason = f"{behind}, so the waits cannot decide the claim" + c.reason
+        return c
+    if not v.measured:
+        c.verdict, c.reason = UNDECIDED, ONE_REP + c.reason
+        c.observation = ("observed in this run, not a verdict: " + (
+            "the REST caller waited longer" if v.direction > 0 else
+            "the REST caller got its answer sooner" if v.direction < 0 else
+            f"the waits within the ±{DEFAULT_NOISE * 100:.0f} % default band"))
+        return c
+    if v.direction > 0:
         c.verdict = SUPPORTED
         c.reason = ("a REST caller waited longer than a queue producer, which the broker "
-                    "released before the order was processed")
-    elif d < 0:
+                    "released before the order was processed") + c.reason
+    elif v.direction < 0:
         c.verdict = REFUTED
-        c.reason = "the REST caller got its completed answer sooner than the queue's accept"
+        c.reason = ("the REST caller got its completed answer sooner than the queue's "
+                    "accept") + c.reason
     else:
-        c.verdict, c.reason = UNDECIDED, "the waits differ by less than run-to-run noise"
-    c.reason += "; 'simple' is not something a benchmark measures"
+        c.verdict = UNDECIDED
+        c.reason = "the waits differ by less than the measured noise" + c.reason
     return c
 
 
 def queue_buffers_spikes(run: Run, df: pd.DataFrame) -> Claim:
+    """Supported only when, with measured noise, the producers' wait for the broker's
+    accept did not grow from the lowest to the highest stage while the completed creations
+    did (so the spike really outran the consumer and the queue absorbed it). An accept wait
+    within noise with nothing buffered shows nothing: not decided."""
     c = Claim("queue-spikes", "Queues buffer load spikes: producers do not feel them",
               "Message queues — Pros: … buffering (queues handle load spikes)")
-    targets = _ok_targets(run, df)
+    targets = compared_targets(run, df)
     q = _pick(targets, "queue")
     stages = run.stages
     if not q:
-        c.reason = "needs a queue target"
+        c.reason = "needs a queue target that completed"
         return c
     if len(stages) < 2 or max(s[2] for s in stages) < 1.5 * min(s[2] for s in stages):
         c.reason = "no load spike in this run (one offered rate); a staged scenario decides it"
@@ -165,32 +262,82 @@ def queue_buffers_spikes(run: Run, df: pd.DataFrame) -> Claim:
         return c
     base = min(stages, key=lambda s: s[2])
     peak = max(stages, key=lambda s: s[2])
-    fb, fp = _window_p99(run, q, op, base), _window_p99(run, q, op, peak)
-    if not (enough_tail("p99", fb) and enough_tail("p99", fp)):
-        c.verdict, c.reason = UNDECIDED, "too few creations in the stages to judge their p99"
+    pct = _tail_percentile(run, q, op, [base, peak])
+    if pct is None:
+        n = [_window(run, q, op, w, 50.0).samples for w in (base, peak)]
+        c.verdict = UNDECIDED
+        c.reason = (f"too few accepted creations to judge a tail: {n[0]:,.0f} at "
+                    f"{base[2]:,.0f}/s and {n[1]:,.0f} at {peak[2]:,.0f}/s; p90 needs "
+                    f"{tail_need('p90'):,} in each stage (p99 {tail_need('p99'):,})")
         return c
-    d, line = _vote(f"{label(q)} accept at {peak[2]:,.0f}/s", f"at {base[2]:,.0f}/s", op, "p99",
-                    fp, fb, "ms")
-    c.evidence.append(line)
+    m = "p99" if pct == 99.0 else "p90"
+    fb, fp = _window(run, q, op, base, pct), _window(run, q, op, peak, pct)
+    accept = _vote(f"{label(q)} accept at {peak[2]:,.0f}/s", f"at {base[2]:,.0f}/s",
+                   op_noun(op), m, fp, fb, "ms", ("the spike", "the base stage"))
+    c.evidence.append(accept.line)
+    cb, cp = _window(run, q, "create", base, pct), _window(run, q, "create", peak, pct)
+    done = (_vote(f"{label(q)} completed at {peak[2]:,.0f}/s", f"at {base[2]:,.0f}/s",
+                  op_noun("create"), m, cp, cb, "ms", ("the spike", "the base stage"))
+            if cb.known and cp.known else None)
+    if done:
+        c.evidence.append(done.line)
     for t in targets:
         if t != q:
-            tb, tp = _window_p99(run, t, "create", base), _window_p99(run, t, "create", peak)
+            tb, tp = _window(run, t, "create", base, pct), _window(run, t, "create", peak, pct)
             if tb.known and tp.known:
-                c.evidence.append(f"{label(t)} creation p99: {fmt(tb.value, 'p99')} ms at "
-                                  f"{base[2]:,.0f}/s, {fmt(tp.value, 'p99')} ms at {peak[2]:,.0f}/s")
-    if d > 0:
-        c.verdict, c.reason = REFUTED, "producers waited longer during the spike"
-    else:
+                c.evidence.append(f"{label(t)} creation {m}: {fmt(tb.value, m)} ms at "
+                                  f"{base[2]:,.0f}/s, {fmt(tp.value, m)} ms at {peak[2]:,.0f}/s")
+    if pct != 99.0:
+        c.evidence.append(f"judged at p90: too few creations per stage for p99 "
+                          f"(needs {tail_need('p99'):,})")
+    if behind := generator_behind(run, [q]):
+        c.verdict, c.reason = UNDECIDED, f"{behind}, so its waits cannot decide the claim"
+        return c
+    if not (accept.measured and (done is None or done.measured)):
+        c.verdict, c.reason = UNDECIDED, ONE_REP
+        c.observation = ("observed in this run, not a verdict: the accept wait " + (
+            "grew during the spike" if accept.direction > 0 else
+            f"stayed within the ±{DEFAULT_NOISE * 100:.0f} % default band"
+            if accept.direction == 0 else "fell during the spike"))
+        return c
+    if accept.direction > 0:
+        c.verdict = REFUTED
+        c.reason = "producers waited longer for the broker's accept during the spike"
+    elif done is not None and done.decided and done.direction > 0:
         c.verdict = SUPPORTED
-        c.reason = "the producers' wait for the broker's accept did not grow beyond noise"
+        c.reason = ("the producers' wait for the accept did not grow beyond the measured "
+                    "noise while the completed creations did: the queue absorbed the spike")
+    else:
+        c.verdict = UNDECIDED
+        c.reason = ("the accept wait stayed within the measured noise, but so did the "
+                    "completed creations: the spike stayed within what the consumer handles, "
+                    "so nothing had to be buffered and the run cannot show buffering; a "
+                    "spike above the consumer's capacity decides it")
     return c
 
 
-def _window_p99(run: Run, target: str, op: str, window: tuple[float, float, float]) -> Figure:
-    h = run.histogram(target, op, seconds=(window[0], window[1]))
+def _tail_percentile(run: Run, target: str, op: str,
+                     windows: list[tuple[float, float, float]]) -> float | None:
+    """p99 when every window holds enough requests to judge it, else p90, else None."""
+    for pct, key in ((99.0, "p99"), (90.0, "p90")):
+        if all(enough_tail(key, _window(run, target, op, w, pct)) for w in windows):
+            return pct
+    return None
+
+
+def _window(run: Run, target: str, op: str, window: tuple[float, float, float],
+            pct: float) -> Figure:
+    """A percentile of one stage: pooled over repetitions, spread across them."""
+    seconds = (window[0], window[1])
+    h = run.histogram(target, op, seconds=seconds)
     n = float(h.get_total_count()) if h else 0.0
-    v = percentiles_ms(h, [99.0])[99.0]
-    return Figure(v, v, v, 1, n)
+    v = percentiles_ms(h, [pct])[pct]
+    per_rep = [percentiles_ms(run.histogram(target, op, repetition=r, seconds=seconds),
+                              [pct])[pct] for r in run.repetitions]
+    per_rep = [x for x in per_rep if not math.isnan(x)]
+    if not per_rep:
+        return Figure(v, v, v, 0 if math.isnan(v) else 1, n)
+    return Figure(v, min(per_rep), max(per_rep), len(per_rep), n)
 
 
 def _no_fault(key: str, claim: str, source: str) -> Callable[[Run, pd.DataFrame], Claim]:

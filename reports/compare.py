@@ -3,7 +3,13 @@ is larger than the runs' own noise, and thresholds (`--fail-on p99:+10%`) for CI
 
 Exit codes: 0 no threshold crossed, 1 a threshold crossed, 2 bad input (UserError).
 Noise: with repetitions in both runs, a change counts when the two min–max ranges do not
-overlap; otherwise the stated default band (reports.stats.DEFAULT_NOISE) applies.
+overlap; otherwise the stated default band (reports.stats.DEFAULT_NOISE) applies. A change
+is always relative to A, the baseline, for the band as for the printed percentage.
+
+Too few samples: a tail percentile with fewer than MIN_TAIL_SAMPLES requests beyond it (in
+either run) cannot be judged. Its change is printed but marked "too few samples", never
+"within noise", and --fail-on does not check it: it is listed as NOT CHECKED and changes
+the exit code neither way (a gate on p99 needs runs long enough to have a p99).
 """
 
 from __future__ import annotations
@@ -18,7 +24,16 @@ import pandas as pd
 
 from harness.errors import UserError
 from reports.loader import Run, load_runs
-from reports.stats import DEFAULT_NOISE, MIN_EFFECT, Figure, differs, enough_tail, pct_change
+from reports.stats import (
+    DEFAULT_NOISE,
+    MIN_EFFECT,
+    MIN_TAIL_SAMPLES,
+    Figure,
+    differs,
+    enough_tail,
+    pct_change,
+    tail_need,
+)
 from reports.tables import METRIC, METRICS, figure, figures, fmt
 
 FAIL_METRICS = ("p50", "p90", "p99", "p999", "max", "throughput", "error_rate", "cpu",
@@ -38,8 +53,12 @@ class Threshold:
     relative: bool
     text: str
 
+    def applies(self, c: Change) -> bool:
+        return c.metric == self.metric
+
     def crossed(self, c: Change) -> bool:
-        if c.metric != self.metric:
+        """The change moved past the threshold; never on a figure with too few samples."""
+        if c.metric != self.metric or c.few_samples:
             return False
         move = c.change_pct if self.relative else c.b.value - c.a.value
         if math.isnan(move):
@@ -92,7 +111,7 @@ def changes(a: Run, b: Run, band: float = DEFAULT_NOISE) -> tuple[list[Change], 
             if not (x.known or y.known):
                 continue
             few = not (enough_tail(m.key, x) and enough_tail(m.key, y))
-            beyond = bool(differs(y, x, band)) and not few
+            beyond = bool(differs(y, x, band, reference="b")) and not few
             out.append(Change(target, op, m.key, x, y, pct_change(y.value, x.value), beyond, few))
     return out, notes
 
@@ -110,16 +129,19 @@ def noise_statement(a: Run, b: Run, band: float) -> str:
                 "min–max ranges across repetitions do not overlap and the change exceeds "
                 f"{MIN_EFFECT * 100:.0f} %")
     return (f"noise: {'A' if ra < 2 else 'B'} has one repetition, so no measured noise; a change "
-            f"is marked * beyond a default band of ±{band * 100:.0f} % (--noise to change it)")
+            f"(relative to A) is marked * beyond a default band of ±{band * 100:.0f} % "
+            "(--noise to change it)")
 
 
 def render(a: Run, b: Run, rows: Sequence[Change], notes: Sequence[str], band: float,
-           crossed: Sequence[tuple[Change, Threshold]]) -> str:
+           crossed: Sequence[tuple[Change, Threshold]],
+           unchecked: Sequence[tuple[Change, Threshold]] = ()) -> str:
     """Plain text for a terminal or a CI log (no colour, fixed columns)."""
     hit = {id(c) for c, _ in crossed}
     lines = [f"commbench compare  A: {a.run_id}  B: {b.run_id}  (scenario {a.scenario_name})",
              noise_statement(a, b, band),
-             "marks: * beyond noise, ? too few requests beyond this percentile to judge, "
+             f"marks: * beyond noise, ? too few samples (under {MIN_TAIL_SAMPLES} requests "
+             "beyond this percentile: not judged, not checked by --fail-on), "
              "! --fail-on threshold crossed", ""]
     head = f"{'target':<12} {'operation':<16} {'metric':<22} {'A':>12} {'B':>12} {'change':>9}"
     lines += [head, "-" * len(head)]
@@ -134,10 +156,22 @@ def render(a: Run, b: Run, rows: Sequence[Change], notes: Sequence[str], band: f
                      f"{change:>9} {mark}".rstrip())
     lines += ["", *notes]
     for c, t in crossed:
-        lines.append(f"FAIL {t.text}: {c.target} {c.operation} {c.metric} "
-                     f"{fmt(c.a.value, c.metric)} → {fmt(c.b.value, c.metric)} "
-                     f"({c.change_pct:+.1f} %)" + ("" if c.beyond_noise else ", within noise"))
+        lines.append(f"FAIL {t.text}: {_what(c)}"
+                     + ("" if c.beyond_noise else ", within noise"))
+    for c, t in unchecked:
+        lines.append(f"NOT CHECKED {t.text}: {_what(c)}: too few samples (a {c.metric} needs "
+                     f"{tail_need(c.metric):,} requests; A has {_n(c.a)}, B has {_n(c.b)})")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _what(c: Change) -> str:
+    change = "new" if math.isinf(c.change_pct) else f"{c.change_pct:+.1f} %"
+    return (f"{c.target} {c.operation} {c.metric} {fmt(c.a.value, c.metric)} → "
+            f"{fmt(c.b.value, c.metric)} ({change})")
+
+
+def _n(f: Figure) -> str:
+    return "–" if math.isnan(f.samples) else f"{f.samples:,.0f}"
 
 
 def compare(path_a: Path, path_b: Path, fail_on: Sequence[str] = (),
@@ -154,6 +188,8 @@ def compare(path_a: Path, path_b: Path, fail_on: Sequence[str] = (),
     if not rows:
         raise UserError("the runs share no target and operation with figures; nothing to compare")
     crossed = [(c, t) for t in thresholds for c in rows if t.crossed(c)]
+    unchecked = [(c, t) for t in thresholds for c in rows if t.applies(c) and c.few_samples]
     warnings = [f"A: {w}" for w in a.warnings] + [f"B: {w}" for w in b.warnings]
-    text = render(a, b, rows, [*notes, *(f"warning: {w}" for w in warnings)], band, crossed)
+    text = render(a, b, rows, [*notes, *(f"warning: {w}" for w in warnings)], band, crossed,
+                  unchecked)
     return text, 1 if crossed else 0

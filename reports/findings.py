@@ -50,6 +50,29 @@ def saturated_targets(run: Run) -> list[str]:
     return [t for t in run.targets if t in names]
 
 
+def failed_target_names(run: Run) -> set[str]:
+    """Targets with any repetition whose status is not ok (their figures are not compared)."""
+    return {str(t.get("name")) for t in run.context.get("targets", [])
+            if isinstance(t, dict) and t.get("status", "ok") != "ok"}
+
+
+def compared_targets(run: Run, df: pd.DataFrame) -> list[str]:
+    """Targets whose figures findings and claims may compare: measured and not failed."""
+    failed = failed_target_names(run)
+    return [t for t in run.targets if t not in failed and (df["target"] == t).any()]
+
+
+def generator_behind(run: Run, targets: list[str]) -> str | None:
+    """Why latency cannot decide a comparison among targets, or None: the generator fell
+    behind on one of them, so its latency holds the generator's delay too. Findings and
+    claims both use this one rule, whichever target of the pair was the slower."""
+    sat = [t for t in saturated_targets(run) if t in targets]
+    if not sat:
+        return None
+    return (f"the generator fell behind on {', '.join(map(label, sat))}, which inflates "
+            f"{'its' if len(sat) == 1 else 'their'} latency")
+
+
 def is_open_loop(run: Run) -> bool:
     load = run.scenario.get("load") or {}
     model = str(load.get("model", "")).lower()
@@ -82,23 +105,39 @@ def _failed_labels(run: Run) -> list[str]:
     return out
 
 
+def times(x: float) -> str:
+    """A ratio for prose: 2.7, 27, 2,700 (two significant digits from 10 on)."""
+    if x < 10:
+        return f"{x:.1f}"
+    digits = int(math.floor(math.log10(x))) - 1
+    return f"{round(x, -digits):,.0f}"
+
+
 def change_words(a: float, b: float, noun: str) -> str:
-    """'a 40 % lower p99' / 'a 2.1× higher p99' for a against b."""
+    """'a 40 % lower p99' / 'a 2.1× higher p99' / 'a 2,700× lower p99' for a against b.
+
+    Percentages only for small differences (a within half to double of b); beyond that a
+    ratio, so a 2,700-fold gap never reads as "100 % lower"."""
     if b == 0 or math.isnan(a) or math.isnan(b):
         return f"a different {noun}"
     r = a / b
+    if r <= 0.5:
+        return f"{_article(times(1 / r))} {times(1 / r)}× lower {noun}" if r > 0 else \
+            f"a far lower {noun}"
     if r < 1:
         n = f"{(1 - r) * 100:.0f}"
         return f"{_article(n)} {n} % lower {noun}"
     if r < 2:
         n = f"{(r - 1) * 100:.0f}"
         return f"{_article(n)} {n} % higher {noun}"
-    return f"{_article(f'{r:.1f}')} {r:.1f}× higher {noun}"
+    return f"{_article(times(r))} {times(r)}× higher {noun}"
 
 
 def _article(number: str) -> str:
-    """'an 18 %', 'an 8 %', 'a 40 %'."""
-    return "an" if number.startswith("8") or number in ("11", "18") else "a"
+    """'an 18 %', 'an 8 %', 'a 40 %', 'an 11,000×': 'an' before a spoken vowel."""
+    digits = number.replace(",", "").split(".")[0]
+    eleven = digits[:2] in ("11", "18") and len(digits) % 3 == 2
+    return "an" if digits.startswith("8") or eleven else "a"
 
 
 def pair_sentence(run: Run, df: pd.DataFrame, op: str, a: str, b: str,
@@ -128,10 +167,11 @@ def pair_sentence(run: Run, df: pd.DataFrame, op: str, a: str, b: str,
                 f"{fmt(fa.value, 'p50')} vs {fmt(fb.value, 'p50')} ms, a difference within "
                 f"noise (decided only when {noise_rule(fa, fb)}).")
     joined = parts[0] if len(parts) == 1 else f"{parts[0]} and {parts[1]}"
-    if b in saturated_targets(run) and a not in saturated_targets(run):
+    if generator_behind(run, [a, b]):
+        behind = [label(t) for t in saturated_targets(run) if t in (a, b)]
         return (f"{label(a)} answered {op_noun(op)} with {joined} than {label(b)}, but the "
-                f"generator fell behind on {label(b)}, so part of that gap may be the "
-                "generator's: not decided.")
+                f"generator fell behind on {', '.join(behind)}, so part of that gap may be "
+                "the generator's: not decided.")
     if lead.startswith(f"{label(a)} served"):
         return f"{lead}, at {joined} than {label(b)}."
     return f"{lead} with {joined} than {label(b)}."
@@ -142,7 +182,7 @@ def findings(run: Run, df: pd.DataFrame) -> list[str]:
     out: list[str] = []
     if df.empty:
         return ["No figures: the run recorded no measurements."]
-    targets = [t for t in run.targets if (df["target"] == t).any()]
+    targets = compared_targets(run, df)
     comparable, why = throughput_comparable(run, targets)
     if is_open_loop(run) and not saturated_targets(run) and run.rate and comparable is False \
             and not run.failed_targets():
@@ -150,6 +190,9 @@ def findings(run: Run, df: pd.DataFrame) -> list[str]:
                    "(open loop), so latency, not throughput, separates them.")
     elif not comparable and len(targets) > 1:
         out.append(f"Throughput is not compared: {why}.")
+    for t in sorted(failed_target_names(run) & set(df["target"])):
+        out.append(f"{label(t)} failed during the run: its figures are in the tables but are "
+                   "not compared.")
     ops = [op for op in COMPARED_OPS if (df["operation"] == op).any()] or ["all"]
     for op in ops:
         ranked = _ranked(df, op, targets)
@@ -158,7 +201,7 @@ def findings(run: Run, df: pd.DataFrame) -> list[str]:
             if s:
                 out.append(s)
     out += _cpu_sentences(df, targets)
-    out += _error_sentences(run, df, targets)
+    out += _error_sentences(run, df, [t for t in run.targets if (df["target"] == t).any()])
     return out
 
 
@@ -178,8 +221,11 @@ def _cpu_sentences(df: pd.DataFrame, targets: list[str]) -> list[str]:
         if t == best or differs(figs[best], f) >= 0:
             continue
         b = figs[best]
-        out.append(f"{label(best)} used {(1 - b.value / f.value) * 100:.0f} % less CPU per request "
-                   f"than {label(t)} ({b.value:,.0f} vs {f.value:,.0f} µs).")
+        r = f.value / b.value if b.value else math.inf
+        less = (f"{times(r)}× less CPU" if r >= 2 else
+                f"{(1 - b.value / f.value) * 100:.0f} % less CPU")
+        out.append(f"{label(best)} used {less} per request than {label(t)} "
+                   f"({b.value:,.0f} vs {f.value:,.0f} µs).")
     return out
 
 

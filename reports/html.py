@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,10 @@ from reports.loader import Run, load_runs, same_scenario, scenario_warning
 from reports.tables import OPERATION_LABEL, Table, figures, tables, write_tables
 
 _TEMPLATES = Path(__file__).parent / "templates"
+# The first lines of every report this module writes; an existing file without it (or
+# without the older generator tag) is never overwritten.
+MARKER = "<!-- commbench-report"
+_OLD_MARKER = '<meta name="generator" content="commbench">'
 
 
 @dataclass
@@ -55,11 +60,7 @@ def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None =
     """Render the report of one or more runs; returns the path of the HTML file."""
     paths = [Path(run_dirs)] if isinstance(run_dirs, str | Path) else [Path(p) for p in run_dirs]
     runs = load_runs(paths)
-    out = Path(out) if out else runs[0].path / "report.html"
-    if out.is_dir():
-        out = out / "report.html"
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: no such folder for the report")
+    out = report_path(Path(out) if out else runs[0].path / "report.html")
     assets = out.with_suffix("")
     warnings: list[str] = []
     if w := scenario_warning(runs):
@@ -68,7 +69,7 @@ def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None =
     for run in runs:
         folder = assets if len(runs) == 1 else assets / run.run_id
         sections.append(_section(run, folder, out.parent))
-        warnings += [f"{run.run_id}: {w}" if len(runs) > 1 else w for w in run.warnings]
+        warnings += [redact(f"{run.run_id}: {w}" if len(runs) > 1 else w) for w in run.warnings]
     cross: list[Plot] = []
     if same_scenario(runs):
         order = list(dict.fromkeys(t for r in runs for t in r.targets))
@@ -87,6 +88,38 @@ def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None =
     except OSError as exc:
         raise UserError(f"{out}: cannot write the report ({exc.strerror})") from None
     return out
+
+
+def report_path(out: Path) -> Path:
+    """Where `--out` writes: a path ending in .html is the file itself; any other path is a
+    folder (created if missing, its parent must exist) that gets report.html inside. An
+    existing file is replaced only when it is a commbench report."""
+    if out.exists() and not out.is_dir() and not is_report(out):
+        raise UserError(f"{out}: exists and is not a commbench report; not overwriting it "
+                        "(remove it or choose another --out)")
+    if out.suffix.lower() not in (".html", ".htm") and not out.is_file() or out.is_dir():
+        if not out.parent.is_dir():
+            raise UserError(f"{out.parent}: no such folder for the report")
+        out.mkdir(exist_ok=True)
+        out = out / "report.html"
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: no such folder for the report")
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder inside a folder of that name; choose another --out")
+    if out.exists() and not is_report(out):
+        raise UserError(f"{out}: exists and is not a commbench report; not overwriting it "
+                        "(remove it or choose another --out)")
+    return out
+
+
+def is_report(path: Path) -> bool:
+    """The file starts like a report this module wrote (marker in its first 2 KB)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(2048).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return MARKER in head or _OLD_MARKER in head
 
 
 def _env() -> jinja2.Environment:
@@ -122,12 +155,16 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
                 "half the lowest p10."))
     for fig, name, title, caption in (
         (plots.latency_over_time(run), "latency-time", "Latency over time",
-         "p99 solid, p50 dashed, per second of measurement, all operations together."),
+         "p99 solid, p50 dashed, per second of the measured window (warm-up and drain "
+         "excluded), all operations together."),
         (plots.throughput_over_time(run), "throughput-time", "Throughput over time",
-         "Requests completed per second against the intended rate (dotted)."),
+         "Successful requests completed per second of the measured window (warm-up and the "
+         "drain after it excluded), against the offered rate (black dashed). Targets that "
+         "kept up with the same arrival schedule draw the same line, the last one on top."),
         (plots.cpu_per_request(df, run.targets), "cpu", "CPU per request",
-         "CPU time of every process of the target (the broker included for the queue) "
-         "divided by completed requests."),
+         "CPU time over the measured window divided by every completed request, failures "
+         "included: the target's processes (the broker included for the queue) and, where "
+         "the run measured it, the load generator's (lighter bar)."),
     ):
         if fig is not None:
             section.plots.append(_plot(fig, pdir / f"{name}.svg", base, title, caption))
@@ -151,33 +188,102 @@ def _context(run: Run) -> list[tuple[str, str]]:
     c, s = run.context, run.scenario
     env = c.get("environment") or {}
     load = s.get("load") or {}
+    reps = s.get("repetitions", 1)
     rows = [("run", f"{run.run_id} ({c.get('status', '?')})"),
             ("scenario", f"{run.scenario_name}: {s.get('description', '')}".rstrip(": ")),
             ("scenario file", str(c.get("scenario_file", "–"))),
             ("load", _load_text(load)),
-            ("duration", f"{s.get('duration_s', '?')} s measured after {s.get('warmup_s', '?')} "
-                         f"s warm-up, {s.get('repetitions', 1)} repetition(s)"),
-            ("operations", ", ".join(f"{k} {v}" for k, v in (s.get("operations") or {}).items())
-             or "–"),
+            ("duration", f"{_num(s.get('duration_s'))} s measured after "
+                         f"{_num(s.get('warmup_s'))} s warm-up, {reps} "
+                         f"repetition{'' if reps == 1 else 's'}"),
+            ("operations", ", ".join(f"{k.replace('_', ' ')} {_num(v)}"
+                                     for k, v in (s.get("operations") or {}).items()) or "–"),
             ("started / ended", f"{c.get('started_at', '?')} / {c.get('ended_at', '?')}"),
             ("machine", f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores, "
                         f"{env.get('platform', '?')}"),
             ("pinning", _pinning(env.get("pinning"))),
-            ("generator", ", ".join(f"{k} {v}" for k, v in (c.get("generator") or {}).items())
-             or "–"),
-            ("Python", str(env.get("python", "?"))),
-            ("packages", ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
-             or "–"),
-            ("git revision", str(env.get("git_revision", "?")))]
+            ("generator", ", ".join(f"{k.replace('_', ' ')} {_num(v)}"
+                                    for k, v in (c.get("generator") or {}).items()) or "–")]
+    if (broker := _broker(c)) is not None:
+        rows.append(("broker", broker))
+    rows += [("Python", str(env.get("python", "?"))),
+             ("packages", ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
+              or "–"),
+             ("git revision", str(env.get("git_revision", "?")))]
     if args := c.get("arguments"):
-        rows.append(("arguments", json.dumps(args, sort_keys=True)))
+        rows.append(("arguments", _arguments(args)))
     return rows
+
+
+def _num(v: object) -> str:
+    """5.0 → 5, 0.25 → 0.25, None → ?, anything else as text."""
+    if v is None:
+        return "?"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+_SECRET = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<at>@)", re.I)
+
+
+def redact(text: str) -> str:
+    """Mask a password in any URL (as targets.queue.topology.redact does: guest stays)."""
+    return _SECRET.sub(lambda m: m[0] if m["pw"] == "guest" else f"{m['head']}***{m['at']}",
+                       text)
+
+
+def _arguments(args: object) -> str:
+    if not isinstance(args, dict):
+        return redact(str(args))
+    shown = {k: v for k, v in args.items() if v not in (None, [], "", {})}
+    return redact(", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in sorted(shown.items()))
+                  or "defaults")
+
+
+def _plain(v: object) -> str:
+    if isinstance(v, list | tuple):
+        return ",".join(_plain(x) for x in v)
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    return _num(v)
+
+
+def _broker(c: dict[str, Any]) -> str | None:
+    """'shared …' or 'private …' when run.json says (top-level or environment "broker")."""
+    b = c.get("broker")
+    if b is None:
+        b = (c.get("environment") or {}).get("broker")
+    if b is None:
+        return None
+    if isinstance(b, str):
+        return redact(b)
+    if not isinstance(b, dict):
+        return str(b)
+    shared = b.get("shared")
+    if shared is None and b.get("private") is not None:
+        shared = not b["private"]
+    kind = str(b.get("kind") or b.get("mode") or "").lower()
+    if shared is None and kind in ("shared", "private"):
+        shared = kind == "shared"
+    where = f" at {redact(str(b['url']))}" if b.get("url") else ""
+    if shared is None:
+        text = f"unknown whether shared or private{where}"
+    elif shared:
+        text = (f"shared{where}: an existing broker, so other work on it counts in the queue's "
+                "CPU per request")
+    else:
+        text = f"private{where}: started for this run and stopped after it"
+    return text
 
 
 def _load_text(load: dict[str, Any]) -> str:
     if not load:
         return "–"
-    parts = [str(load.get("model", "?")) + " loop"]
+    model = str(load.get("model", "?"))
+    parts = [model + " loop"]
     if load.get("rate") is not None:
         parts.append(f"{float(load['rate']):,.0f} requests/s")
     stages = load.get("stages") or []
@@ -185,22 +291,37 @@ def _load_text(load: dict[str, Any]) -> str:
         parts.append(f"{float(stages[0].get('rate', 0)):,.0f} requests/s")
     elif stages:
         parts.append("stages " + ", ".join(
-            f"{st.get('rate')}/s for {st.get('duration_s', st.get('duration'))} s"
+            f"{_num(st.get('rate'))}/s for {_num(st.get('duration_s', st.get('duration')))} s"
             for st in stages))
-    open_loop = load.get("model", "open") == "open"
-    keys = ("arrival", "in_flight", "timeout_s") if open_loop else ("users", "think_time_s",
-                                                                      "timeout_s")
-    for key in keys:
-        if load.get(key) is not None:
-            parts.append(f"{key.replace('_', ' ')} {load[key]}")
+    if model == "open":
+        if load.get("arrival"):
+            parts.append(f"{load['arrival']} arrivals")
+        if load.get("in_flight") is not None:
+            parts.append(f"at most {_num(load['in_flight'])} in flight")
+    else:
+        if load.get("users") is not None:
+            parts.append(f"{_num(load['users'])} users")
+        if load.get("think_time_s") is not None:
+            parts.append(f"think time {_num(load['think_time_s'])} s")
+    if load.get("timeout_s") is not None:
+        parts.append(f"timeout {_num(load['timeout_s'])} s")
     return ", ".join(parts)
+
+
+def _cpus(v: object) -> str:
+    if v in (None, [], ""):
+        return "not pinned"
+    if isinstance(v, list | tuple | set):
+        return ",".join(str(x) for x in v)
+    return str(v)
 
 
 def _pinning(p: object) -> str:
     if not p:
-        return "none"
+        return "not pinned"
     if isinstance(p, dict):
-        return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in p.items())
+        names = {"target_cpus": "target CPUs", "load_cpus": "load generator CPUs"}
+        return "; ".join(f"{names.get(k, k.replace('_', ' '))}: {_cpus(v)}" for k, v in p.items())
     return str(p)
 
 

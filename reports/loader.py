@@ -105,6 +105,17 @@ class Run:
         """run.json rows of one target (one per repetition)."""
         return [t for t in self.context.get("targets", []) if t.get("name") == target]
 
+    def measured_s(self, target: str, repetition: int | None = None) -> float | None:
+        """Length of the measured window of a target (run.json target row `duration_s`,
+        else the scenario's `duration_s`): seconds after it are the drain, not measurement."""
+        rows = [t for t in self.target_info(target)
+                if repetition is None or int(t.get("repetition", 1)) == repetition]
+        values = [float(t["duration_s"]) for t in rows if t.get("duration_s") is not None]
+        if values:
+            return max(values)
+        d = self.scenario.get("duration_s")
+        return float(d) if d is not None else None
+
     def failed_targets(self) -> dict[str, str]:
         """Target → error for every target row whose status is not ok."""
         out: dict[str, str] = {}
@@ -200,7 +211,8 @@ def load_run(path: Path) -> Run:
         warnings.append(f"target {name} failed: {error}")
     warnings += [str(w) for w in context.get("warnings", [])]
 
-    summary = _read_csv(path / "summary.csv", SUMMARY_COLUMNS, warnings)
+    summary = _read_csv(path / "summary.csv", SUMMARY_COLUMNS, warnings,
+                        optional=OPTIONAL_SUMMARY_COLUMNS)
     timeline = _read_csv(path / "timeline.csv", TIMELINE_COLUMNS, warnings)
     errors = _read_csv(path / "errors.csv", ERRORS_COLUMNS, warnings)
     intervals = _read_histograms(path / "histograms", warnings)
@@ -246,6 +258,8 @@ SUMMARY_COLUMNS = [
     "service_p99_ms", "service_p999_ms", "service_max_ms", "cpu_us_per_request", "rss_mb_max",
     "saturated",
 ]
+# Columns added after format 1 was first written: read when present, NaN (no warning) when not.
+OPTIONAL_SUMMARY_COLUMNS = ["client_cpu_us_per_request"]
 TIMELINE_COLUMNS = [
     "target", "repetition", "second", "operation", "count", "errors", "latency_p50_ms",
     "latency_p99_ms", "service_p99_ms", "intended", "achieved", "schedule_lag_p99_ms",
@@ -255,18 +269,23 @@ ERRORS_COLUMNS = ["target", "repetition", "operation", "kind", "count"]
 _STRING_COLUMNS = {"target", "transport", "client", "operation", "kind", "saturated"}
 
 
-def _read_csv(path: Path, columns: list[str], warnings: list[str]) -> pd.DataFrame:
-    """Read a CSV of the format; a missing file or column becomes empty data and a warning."""
+def _read_csv(path: Path, columns: list[str], warnings: list[str],
+              optional: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a CSV of the format; a missing file or column becomes empty data and a warning
+    (an `optional` column becomes NaN silently)."""
     if not path.exists():
         warnings.append(f"{path.parent.name}/{path.name} is missing")
         return pd.DataFrame({c: pd.Series(dtype=object if c in _STRING_COLUMNS else float)
-                             for c in columns})
+                             for c in [*columns, *optional]})
     try:
         df = pd.read_csv(path, dtype={c: str for c in _STRING_COLUMNS})
     except pd.errors.EmptyDataError:
         warnings.append(f"{path.name} is empty")
         return pd.DataFrame({c: pd.Series(dtype=object if c in _STRING_COLUMNS else float)
-                             for c in columns})
+                             for c in [*columns, *optional]})
+    for c in optional:
+        if c not in df.columns:
+            df[c] = math.nan
     missing = [c for c in columns if c not in df.columns]
     if missing:
         warnings.append(f"{path.name} lacks columns {', '.join(missing)}")

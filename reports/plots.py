@@ -134,8 +134,26 @@ def percentile_spectrum(run: Run, operation: str) -> Figure | None:
     return fig
 
 
+def _in_window(run: Run, df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of df (target, repetition, second) inside each target's measured window: the
+    drain after it (slow requests completing late) is not measured time."""
+    if df.empty:
+        return df
+    keep = []
+    for r in df[["target", "repetition", "second"]].itertuples(index=False):
+        end = run.measured_s(str(r.target), int(r.repetition))
+        keep.append(r.second >= 0 and (end is None or r.second < end))
+    return df[keep]
+
+
+def _window_end(run: Run) -> float | None:
+    """The x limit of time plots: the longest measured window (None: let matplotlib pick)."""
+    return max((run.measured_s(t) or 0 for t in run.targets), default=0) or None
+
+
 def per_second_latency(run: Run) -> pd.DataFrame:
-    """target, repetition, second, p50, p99 over every operation, from the histograms."""
+    """target, repetition, second, p50, p99 over every operation, from the histograms,
+    inside the measured window."""
     iv = run.intervals
     rows: list[dict[str, object]] = []
     if not iv.empty:
@@ -150,11 +168,13 @@ def per_second_latency(run: Run) -> pd.DataFrame:
         for r in t.itertuples():
             rows.append({"target": r.target, "repetition": r.repetition, "second": r.second,
                          "p50": r.latency_p50_ms, "p99": r.latency_p99_ms})
-    return pd.DataFrame(rows, columns=["target", "repetition", "second", "p50", "p99"])
+    return _in_window(run, pd.DataFrame(rows, columns=["target", "repetition", "second", "p50",
+                                                       "p99"]))
 
 
 def latency_over_time(run: Run, spans: Sequence[Span] = ()) -> Figure | None:
-    """p50 (dashed) and p99 (solid) per second, every operation together."""
+    """p50 (dashed) and p99 (solid) per second, every operation together; each second is
+    drawn at its middle (second 0 covers 0–1 s)."""
     data = per_second_latency(run).dropna(subset=["p99"])
     if data.empty:
         return None
@@ -162,65 +182,101 @@ def latency_over_time(run: Run, spans: Sequence[Span] = ()) -> Figure | None:
     for target in run.targets:
         for i, (_rep, g) in enumerate(data[data["target"] == target].groupby("repetition")):
             c, alpha = colour(target, run.targets), 1.0 if i == 0 else 0.45
-            ax.plot(g["second"], g["p99"], color=c, alpha=alpha, lw=1.5,
+            ax.plot(g["second"] + 0.5, g["p99"], color=c, alpha=alpha, lw=1.5,
                     label=f"{target} p99" if i == 0 else None)
-            ax.plot(g["second"], g["p50"], color=c, alpha=alpha, lw=1.2, ls="--",
+            ax.plot(g["second"] + 0.5, g["p50"], color=c, alpha=alpha, lw=1.2, ls="--",
                     label=f"{target} p50" if i == 0 else None)
     _shade(ax, spans)
     _log_ms(ax, "latency (ms, log)")
+    ax.set_xlim(0, _window_end(run))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("second of measurement")
+    ax.set_xlabel("second of measurement (warm-up and drain excluded)")
     ax.set_title("Latency over time (all operations)", loc="left")
     _legend_below(ax, 2 * len(run.targets))
     return fig
 
 
+def offered_rate(run: Run, t: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """The offered rate as a step line (x, y): the scenario's stages, else the median of the
+    timeline's per-second `intended` counts."""
+    if run.stages:
+        xs, ys = [], []
+        for start, end, rate in run.stages:
+            xs += [start, end]
+            ys += [rate, rate]
+        return xs, ys
+    per = t.dropna(subset=["intended"]).groupby("second")["intended"].median()
+    return [float(x) for x in per.index], [float(y) for y in per]
+
+
 def throughput_over_time(run: Run, spans: Sequence[Span] = ()) -> Figure | None:
-    """Achieved requests per second per target, intended rate dotted."""
+    """Successful requests completed per second per target, inside the measured window, against the
+    offered rate (a black dashed step line drawn on top, so it stays visible where a target
+    kept up exactly)."""
     t = run.timeline
     if t.empty:
         return None
-    t = t[(t["operation"] == "all") & (t["second"] >= 0)]
-    if t.empty or t["achieved"].isna().all():
+    t = _in_window(run, t[t["operation"] == "all"])
+    if t.empty or t["count"].isna().all():
         return None
+    t = t.assign(ok=t["count"] - t["errors"].fillna(0))
     fig, ax = _figure()
-    intended_drawn = False
     for target in run.targets:
         for i, (_rep, g) in enumerate(t[t["target"] == target].groupby("repetition")):
-            ax.plot(g["second"], g["achieved"], color=colour(target, run.targets),
-                    alpha=1.0 if i == 0 else 0.45, lw=1.5, label=target if i == 0 else None)
-            if not intended_drawn and g["intended"].notna().any():
-                ax.plot(g["second"], g["intended"], color="#555", ls=":", lw=1.2,
-                        label="intended")
-                intended_drawn = True
+            ax.plot(g["second"] + 0.5, g["ok"], color=colour(target, run.targets),
+                    alpha=1.0 if i == 0 else 0.45, lw=1.5, marker="o", ms=3,
+                    label=target if i == 0 else None)
+    xs, ys = offered_rate(run, t)
+    if xs:
+        ax.plot(xs, ys, color="black", ls=(0, (4, 3)), lw=1.3, zorder=5, label="offered rate")
     _shade(ax, spans)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(bottom=0, top=max(float(t["ok"].max()), max(ys, default=0)) * 1.15 or 1)
+    ax.set_xlim(0, _window_end(run))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("second of measurement")
-    ax.set_ylabel("requests/s")
-    ax.set_title("Achieved throughput over time", loc="left")
+    ax.set_xlabel("second of measurement (warm-up and drain excluded)")
+    ax.set_ylabel("successful requests/s")
+    ax.set_title("Throughput over time", loc="left")
     _legend_below(ax, len(run.targets) + 1)
     return fig
 
 
 def cpu_per_request(figs: pd.DataFrame, order: Sequence[str]) -> Figure | None:
-    """CPU-µs per request per target (all operations), whiskers at the repetitions' range."""
-    sel = figs[(figs["operation"] == "all") & (figs["metric"] == "cpu")].dropna(subset=["value"])
-    if sel.empty:
+    """CPU-µs per request per target (all operations), whiskers at the repetitions' range:
+    the target's processes and, when the run measured it, the load generator's, side by side."""
+    def pick(metric: str) -> pd.DataFrame:
+        sel = figs[(figs["operation"] == "all") & (figs["metric"] == metric)]
+        return sel.dropna(subset=["value"]).set_index("target")
+
+    server, client = pick("cpu"), pick("client_cpu")
+    targets = [t for t in dict.fromkeys([*server.index, *client.index])]
+    if not targets:
         return None
-    fig, ax = _figure(5.5, 2.2 + 0.25 * len(sel))
-    y = np.arange(len(sel))
-    err = np.array([sel["value"] - sel["lo"], sel["hi"] - sel["value"]])
-    ax.barh(y, sel["value"], xerr=err if (sel["reps"] >= 2).any() else None,
-            color=[colour(t, order) for t in sel["target"]], capsize=3)
-    for yi, v, hi in zip(y, sel["value"], sel["hi"], strict=True):
-        ax.text(max(v, hi), yi, f"  {v:,.0f} µs", va="center", fontsize=8)
-    ax.set_yticks(y, list(sel["target"]))
+    parts = [("target", server, 1.0), ("load generator", client, 0.45)]
+    parts = [p for p in parts if not p[1].empty]
+    height = 0.8 / len(parts)
+    fig, ax = _figure(5.5, 1.6 + 0.3 * len(targets) * len(parts))
+    top = 0.0
+    for k, (name, sel, alpha) in enumerate(parts):
+        for i, target in enumerate(targets):
+            if target not in sel.index:
+                continue
+            r = sel.loc[target]
+            y = i + (k - (len(parts) - 1) / 2) * height
+            err = [[r["value"] - r["lo"]], [r["hi"] - r["value"]]] if r["reps"] >= 2 else None
+            ax.barh(y, r["value"], height=height * 0.92, xerr=err, capsize=3,
+                    color=colour(target, order), alpha=alpha)
+            who = f"{name}: " if len(parts) > 1 else ""
+            ax.text(max(r["value"], r["hi"]), y, f"  {who}{r['value']:,.0f} µs", va="center",
+                    fontsize=8)
+            top = max(top, float(r["hi"]), float(r["value"]))
+    ax.set_yticks(range(len(targets)), targets)
     ax.invert_yaxis()
-    ax.set_xlabel("CPU µs per completed request (target processes, broker included)")
-    ax.set_title("CPU per request", loc="left")
+    ax.set_xlabel("CPU µs per request (every completed request, failures included)")
+    title = "CPU per request" + (": target vs load generator" if len(parts) > 1 else
+                                 " (target processes, broker included for the queue)")
+    ax.set_title(title, loc="left")
     ax.grid(axis="y", visible=False)
-    ax.set_xlim(0, float(sel["hi"].max()) * 1.25)
+    ax.set_xlim(0, top * 1.45 or 1)
     return fig
 
 

@@ -7,7 +7,9 @@ Where figures come from:
   the per-repetition values. summary.csv is used only when a run has no histograms.
 - throughput, error rate, CPU-µs per request and memory: summary.csv, the median of the
   repetitions, spread min–max. CPU and memory are per target (its `all` row) and are shown
-  in every operation's table.
+  in every operation's table. CPU comes twice: the target's processes (broker included for
+  the queue) and the load generator's (`client_cpu_us_per_request`, a later column: runs
+  without it simply lack that table column).
 The ratio compares targets within one run (the same offered load); best is 1.00.
 """
 
@@ -42,15 +44,19 @@ METRICS: tuple[Metric, ...] = (
     Metric("max", "latency max", "ms"),
     Metric("service_p99", "service p99", "ms"),
     Metric("error_rate", "error rate", "%"),
-    Metric("cpu", "CPU/request", "µs"),
+    Metric("cpu", "target CPU/request", "µs"),
+    Metric("client_cpu", "load generator CPU/request", "µs"),
     Metric("memory", "peak memory", "MB"),
 )
 METRIC = {m.key: m for m in METRICS}
+OPTIONAL_METRICS = frozenset({"client_cpu"})  # columns only some runs have
+PER_TARGET = frozenset({"cpu", "client_cpu", "memory"})  # from the target's `all` row
 _LATENCY = {"p50": ("latency", 50.0), "p90": ("latency", 90.0), "p99": ("latency", 99.0),
             "p999": ("latency", 99.9), "max": ("latency", 100.0),
             "service_p99": ("service", 99.0)}
 _SUMMARY_COLUMN = {"throughput": "throughput_rps", "error_rate": "error_rate",
                    "cpu": "cpu_us_per_request", "memory": "rss_mb_max",
+                   "client_cpu": "client_cpu_us_per_request",
                    "p50": "latency_p50_ms", "p90": "latency_p90_ms", "p99": "latency_p99_ms",
                    "p999": "latency_p999_ms", "max": "latency_max_ms",
                    "service_p99": "service_p99_ms"}
@@ -87,7 +93,9 @@ def figures(run: Run) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=FIGURE_COLUMNS)
     if df.empty:
         return df
-    df = df[df.groupby(["target", "operation"])["value"].transform(lambda s: s.notna().any())]
+    # a (target, operation) the target never ran has only its per-target CPU and memory
+    own = df["value"].where(~df["metric"].isin(PER_TARGET))
+    df = df[own.groupby([df["target"], df["operation"]]).transform(lambda s: s.notna().any())]
     return _with_ratios(df.reset_index(drop=True))
 
 
@@ -133,7 +141,7 @@ def _target_figures(run: Run, target: str, op: str) -> dict[str, Figure]:
             vals = [v[key] for v in per_rep_hist.values() if key in v and not math.isnan(v[key])]
             out[key] = _fig(pooled.get(key, math.nan), vals, samples)
             continue
-        op_for = "all" if key in ("cpu", "memory") else op
+        op_for = "all" if key in PER_TARGET else op
         vals = _summary_values(run, target, op_for, _SUMMARY_COLUMN[key])
         if key == "error_rate":
             vals = [v * 100 for v in vals]
@@ -256,13 +264,15 @@ def tables(df: pd.DataFrame) -> list[Table]:
     out = []
     if df.empty:
         return out
+    known = set(df.loc[df["value"].notna(), "metric"])
+    shown = [m for m in METRICS if m.key not in OPTIONAL_METRICS or m.key in known]
     for op in dict.fromkeys(df["operation"]):
         sel = df[df["operation"] == op]
         reps = int(sel["reps"].max()) if not sel.empty else 1
         rows = []
         for target in dict.fromkeys(sel["target"]):
             cells = []
-            for m in METRICS:
+            for m in shown:
                 f = sel[(sel["target"] == target) & (sel["metric"] == m.key)]
                 if f.empty:
                     cells.append(Cell("–", "", "", False))
@@ -275,7 +285,7 @@ def tables(df: pd.DataFrame) -> list[Table]:
                                   bool(r["best"])))
             rows.append((str(target), cells))
         out.append(Table(op, OPERATION_LABEL.get(op, op),
-                         [(m.label, m.unit) for m in METRICS], rows, reps))
+                         [(m.label, m.unit) for m in shown], rows, reps))
     return out
 
 

@@ -28,6 +28,9 @@ class TargetSpec:
     error_share: float = 0.0
     cpu_us: float = 300.0
     status: str = "ok"
+    accepted_ms: float | None = None  # a queue: creations also recorded as create_accepted
+    peak_slowdown: float = 1.0  # creations this much slower while the highest stage runs
+    client_cpu_us: float | None = None  # summary.csv client_cpu_us_per_request, if any
 
 
 @dataclass
@@ -45,6 +48,7 @@ class RunSpec:
     faults: list[dict[str, object]] = field(default_factory=list)
     status: str = "complete"
     seed: int = 7
+    drain: int = 0  # seconds after the window with late completions (timeline, histograms)
 
 
 def new_histogram() -> HdrHistogram:
@@ -73,7 +77,10 @@ def write_run(root: Path, spec: RunSpec, run_id: str | None = None) -> Path:
             if t.status != "ok":
                 continue
             _one_target(path, spec, t, rep, rng, summary_rows, timeline_rows, error_rows)
-    _write_csv(path / "summary.csv", SUMMARY_COLUMNS, summary_rows)
+    client_cpu = any(t.client_cpu_us is not None for t in spec.targets)
+    _write_csv(path / "summary.csv",
+               SUMMARY_COLUMNS + (["client_cpu_us_per_request"] if client_cpu else []),
+               summary_rows)
     _write_csv(path / "timeline.csv", TIMELINE_COLUMNS, timeline_rows)
     _write_csv(path / "errors.csv", ["target", "repetition", "operation", "kind", "count"],
                error_rows)
@@ -116,43 +123,60 @@ def _rate_at(spec: RunSpec, second: int) -> float:
 def _one_target(path: Path, spec: RunSpec, t: TargetSpec, rep: int, rng: random.Random,
                 summary: list, timeline: list, errors: list) -> None:
     ops = [*spec.operations]
+    recorded = [*ops, *(["create_accepted"] if t.accepted_ms and "create" in ops else [])]
     hists = {m: {} for m in ("latency", "service")}  # metric → (second, op, outcome) → hist
-    totals = {(m, op): new_histogram() for m in ("latency", "service") for op in [*ops, "all"]}
-    counts = {op: [0, 0] for op in [*ops, "all"]}
+    totals = {(m, op): new_histogram() for m in ("latency", "service")
+              for op in [*recorded, "all"]}
+    counts = {op: [0, 0] for op in [*recorded, "all"]}
     share = 0.8 if t.name in spec.saturated else 1.0
-    for second in range(-spec.warmup, spec.seconds):
-        n = int(_rate_at(spec, max(second, 0)) * share)
-        per_second = {(m, op): new_histogram() for m in ("latency", "service") for op in ops}
+    peak = max((float(st["rate"]) for st in spec.stages or []), default=None)
+    for second in range(-spec.warmup, spec.seconds + spec.drain):
+        drain = second >= spec.seconds
+        n = 3 if drain else int(_rate_at(spec, max(second, 0)) * share)
+        per_second = {(m, op): new_histogram() for m in ("latency", "service")
+                      for op in recorded}
         errs = {op: new_histogram() for op in ops}
+        slow = t.peak_slowdown if peak is not None and _rate_at(spec, second) == peak else 1.0
         for _ in range(n):
             op = rng.choices(ops, weights=[spec.operations[o] for o in ops])[0]
-            service_us = max(1, int(rng.lognormvariate(0, t.sigma) * t.median_ms * 1000))
+            factor = slow if op == "create" else 1.0
+            service_us = max(1, int(rng.lognormvariate(0, t.sigma) * t.median_ms * factor
+                                    * 1000))
             latency_us = service_us + rng.randrange(0, 200)
             if rng.random() < t.error_share:
                 errs[op].record_value(latency_us)
-                if second >= 0:
+                if second >= 0:  # late completions (drain) are measured too
                     counts[op][1] += 1
                     counts["all"][1] += 1
                 continue
-            per_second["latency", op].record_value(latency_us)
-            per_second["service", op].record_value(service_us)
-            if second >= 0:
-                counts[op][0] += 1
+            samples = [(op, latency_us, service_us)]
+            if op == "create" and "create_accepted" in recorded:
+                accept_us = max(1, int(rng.lognormvariate(0, t.sigma) * t.accepted_ms * 1000))
+                samples.append(("create_accepted", accept_us + rng.randrange(0, 200),
+                                accept_us))
+            for name, lat_us, svc_us in samples:
+                per_second["latency", name].record_value(lat_us)
+                per_second["service", name].record_value(svc_us)
+                if second >= 0:  # late completions (drain) are measured too
+                    counts[name][0] += 1
+                    for m, v in (("latency", lat_us), ("service", svc_us)):
+                        totals[m, name].record_value(v)
+                        if name not in NOT_IN_ALL:
+                            totals[m, "all"].record_value(v)
+            if second >= 0:  # late completions (drain) are measured too
                 counts["all"][0] += 1
-                for m, v in (("latency", latency_us), ("service", service_us)):
-                    totals[m, op].record_value(v)
-                    totals[m, "all"].record_value(v)
         for (m, op), h in per_second.items():
             hists[m][second, op, "ok"] = h
         for op, h in errs.items():
             if h.get_total_count():
                 hists["latency"][second, op, "error"] = h
         if second >= 0:
-            for op in ops:
+            for op in recorded:
                 lat, svc = per_second["latency", op], per_second["service", op]
                 timeline.append({
                     "target": t.name, "repetition": rep, "second": second, "operation": op,
-                    "count": lat.get_total_count(), "errors": errs[op].get_total_count(),
+                    "count": lat.get_total_count(),
+                    "errors": errs[op].get_total_count() if op in errs else 0,
                     "latency_p50_ms": lat.get_value_at_percentile(50) / 1000,
                     "latency_p99_ms": lat.get_value_at_percentile(99) / 1000,
                     "service_p99_ms": svc.get_value_at_percentile(99) / 1000})
@@ -160,7 +184,8 @@ def _one_target(path: Path, spec: RunSpec, t: TargetSpec, rep: int, rng: random.
                 "target": t.name, "repetition": rep, "second": second, "operation": "all",
                 "count": sum(per_second["latency", o].get_total_count() for o in ops),
                 "errors": sum(errs[o].get_total_count() for o in ops),
-                "intended": _rate_at(spec, second), "achieved": n, "schedule_lag_p99_ms": 0.1,
+                "intended": 0 if drain else _rate_at(spec, second),
+                "achieved": 0 if drain else n, "schedule_lag_p99_ms": 0.1,
                 "cpu_percent": t.cpu_us * n / 10_000, "rss_mb": 60.0 + second})
     for metric, by_key in hists.items():
         buf = io.StringIO()
@@ -173,7 +198,7 @@ def _one_target(path: Path, spec: RunSpec, t: TargetSpec, rep: int, rng: random.
             writer.output_interval_histogram(h, float(second), float(second) + 1.0,
                                              max_value_unit_ratio=1000.0)
         (path / "histograms" / f"{t.name}-r{rep}-{metric}.hlog").write_text(buf.getvalue())
-    for op in [*ops, "all"]:
+    for op in [*recorded, "all"]:
         ok, err = counts[op]
         lat, svc = totals["latency", op], totals["service", op]
         row: dict[str, object] = {
@@ -190,6 +215,8 @@ def _one_target(path: Path, spec: RunSpec, t: TargetSpec, rep: int, rng: random.
         if op == "all":
             row["cpu_us_per_request"] = t.cpu_us * (1 + 0.02 * rep)
             row["rss_mb_max"] = 60.0 + spec.seconds
+            if t.client_cpu_us is not None:
+                row["client_cpu_us_per_request"] = t.client_cpu_us * (1 + 0.02 * rep)
         summary.append(row)
     for op in ops:
         if counts[op][1]:

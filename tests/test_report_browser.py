@@ -145,7 +145,8 @@ def _check(info: dict[str, Any], page: Path, operations: set[str]) -> None:
         assert img["data"], f"image not inline: {img}"
     assert {t["op"] for t in info["tables"]} == operations
     for t in info["tables"]:
-        assert t["rows"] >= 1 and t["cols"] == 11, t
+        # target + 10 metrics, + the load generator's CPU when the run measured it
+        assert t["rows"] >= 1 and t["cols"] in (11, 12), t
     assert info["claims"] == 5
     assert info["findings"] >= 1
     # The page fetched nothing but itself: no fonts, scripts or styles from anywhere.

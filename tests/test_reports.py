@@ -217,7 +217,10 @@ def test_claims_judge_only_what_the_run_can_decide(run_dir: Path) -> None:
     claims = {c.key: c for c in check_claims(run, figures(run))}
     assert set(claims) == {"grpc-fast", "rest-blocking", "queue-spikes", "queue-isolation",
                            "sync-cascade"}
-    assert claims["grpc-fast"].verdict in {SUPPORTED, REFUTED, UNDECIDED}
+    # one repetition: the noise is not measured, so an observation at most, never a verdict
+    assert claims["grpc-fast"].verdict == UNDECIDED
+    assert claims["grpc-fast"].reason.startswith("one repetition")
+    assert claims["grpc-fast"].observation.startswith("observed in this run")
     assert any("p50" in e and "ms" in e for e in claims["grpc-fast"].evidence)
     assert any("too few requests" in e for e in claims["grpc-fast"].evidence)  # p99, 300 req
     assert any("throughput not compared" in e for e in claims["grpc-fast"].evidence)
@@ -386,3 +389,258 @@ def test_latency_of_a_saturated_target_does_not_decide_the_claim(tmp_path: Path)
     assert claim.verdict == UNDECIDED
     assert any("not counted: the generator fell behind on REST" in e for e in claim.evidence)
     assert any("so part of that gap may be the generator's" in s for s in findings(run, df))
+
+
+# ---- QA 4: claims need measured noise, skip saturated targets, never decide within noise ----
+
+def _claim(run_dir: Path, key: str):
+    run = load_run(run_dir)
+    (claim,) = [c for c in check_claims(run, figures(run)) if c.key == key]
+    return claim
+
+
+def test_one_repetition_gives_an_observation_never_a_verdict(tmp_path: Path) -> None:
+    # gRPC three times faster, one repetition: clear, but the noise was never measured.
+    spec = RunSpec(targets=[TargetSpec("rest", 6.0), TargetSpec("grpc", 2.0)], seconds=10)
+    claim = _claim(write_run(tmp_path, spec), "grpc-fast")
+    assert claim.verdict == UNDECIDED
+    assert "noise is not measured" in claim.reason
+    assert claim.observation == ("observed in this run, not a verdict: gRPC lower on 3 and REST "
+                                 "lower on 0 of 3 figures beyond the ±10 % default band")
+    assert all("noise not measured" in e for e in claim.evidence if ", p50:" in e)
+
+
+def _queue_run(tmp_path: Path, *, saturated: set[str] = frozenset(), reps: int = 2,
+               accepted_ms: float = 1.0, peak_slowdown: float = 1.0,
+               stages: list[dict[str, float]] | None = None, seed: int = 7) -> Path:
+    return write_run(tmp_path, RunSpec(
+        scenario="mixed", targets=[TargetSpec("rest", 8.0),
+                                   TargetSpec("queue", 10.0, accepted_ms=accepted_ms,
+                                              peak_slowdown=peak_slowdown)],
+        operations={"get": 0.2, "create": 0.8}, repetitions=reps, seconds=10, seed=seed,
+        saturated=set(saturated), stages=stages))
+
+
+def test_saturated_queue_does_not_decide_rest_blocking(tmp_path: Path) -> None:
+    # QA 4: the verdict came from the queue's saturated accept p50 while the findings on
+    # the same page said that gap was not decided.
+    claim = _claim(_queue_run(tmp_path, saturated={"queue"}), "rest-blocking")
+    assert claim.verdict == UNDECIDED
+    assert "generator fell behind on the queue" in claim.reason
+    assert "not counted" in claim.evidence[0]
+    measured = _claim(_queue_run(tmp_path / "ok"), "rest-blocking")
+    assert measured.verdict == SUPPORTED, measured.evidence  # the same run, kept up
+
+
+def test_failed_target_is_left_out_of_claims_and_findings(tmp_path: Path) -> None:
+    spec = RunSpec(targets=[TargetSpec("rest", 6.0), TargetSpec("grpc", 2.0)], repetitions=2,
+                   seconds=10)
+    path = write_run(tmp_path, spec)
+    ctx = json.loads((path / "run.json").read_text())
+    ctx["targets"][1]["status"] = "failed"  # grpc r1 failed mid-run, data kept
+    ctx["targets"][1]["error"] = "lost its broker"
+    (path / "run.json").write_text(json.dumps(ctx))
+    run = load_run(path)
+    df = figures(run)
+    assert "grpc" in set(df["target"])  # still in the tables
+    (claim,) = [c for c in check_claims(run, df) if c.key == "grpc-fast"]
+    assert claim.verdict == NOT_MEASURED
+    sentences = findings(run, df)
+    assert "gRPC failed during the run: its figures are in the tables but are not compared." \
+        in sentences
+    assert not any("than REST" in s or "than gRPC" in s for s in sentences)
+
+
+STAGES = [{"rate": 100.0, "duration_s": 5.0}, {"rate": 300.0, "duration_s": 5.0}]
+
+
+def test_spike_within_noise_is_not_decided(tmp_path: Path) -> None:
+    # QA 4: queue_buffers_spikes said SUPPORTED when the accept wait changed within noise.
+    # Nothing slowed at the peak: nothing was buffered, so the run cannot show buffering.
+    claim = _claim(_queue_run(tmp_path, stages=STAGES, reps=3, accepted_ms=5.0), "queue-spikes")
+    assert claim.verdict == UNDECIDED, claim.evidence
+    assert "nothing had to be buffered" in claim.reason
+    assert any("within the measured noise" in e for e in claim.evidence)
+
+
+def test_spike_absorbed_by_the_queue_is_supported(tmp_path: Path) -> None:
+    # The consumer fell behind at the peak (completed creations 4× slower), the producers'
+    # accept wait did not move: that is buffering, decided on two repetitions.
+    claim = _claim(_queue_run(tmp_path, stages=STAGES, reps=3, accepted_ms=5.0,
+                              peak_slowdown=4.0), "queue-spikes")
+    assert claim.verdict == SUPPORTED, claim.evidence
+    assert any("completed" in e and "beyond the measured noise" in e for e in claim.evidence)
+
+
+def test_mixed_shape_spike_claim_says_precisely_why_not(tmp_path: Path) -> None:
+    # The shipped `mixed` scenario: one repetition, stages 150/300/450 req/s of 10 s, 20 %
+    # creations. Before: "too few creations in the stages to judge their p99" whatever ran.
+    # Now the tail is judged at p90 (300 creations in the base stage) and the reason left is
+    # the one that can be fixed: a single repetition measures no noise.
+    stages = [{"rate": r, "duration_s": 10.0} for r in (150.0, 300.0, 450.0)]
+    path = write_run(tmp_path, RunSpec(
+        scenario="mixed", operations={"get": 0.7, "list": 0.1, "create": 0.2}, seconds=30,
+        stages=stages, targets=[TargetSpec("rest", 2.0),
+                                TargetSpec("queue", 3.0, accepted_ms=1.0)]))
+    claim = _claim(path, "queue-spikes")
+    assert claim.verdict == UNDECIDED
+    assert claim.reason.startswith("one repetition")
+    assert any(e.startswith("judged at p90") for e in claim.evidence)
+    assert claim.observation.startswith("observed in this run, not a verdict: the accept wait")
+
+
+def test_claim_gap_is_stated_against_the_larger_value(tmp_path: Path) -> None:
+    spec = RunSpec(targets=[TargetSpec("rest", 6.0), TargetSpec("grpc", 2.0)], repetitions=2,
+                   seconds=10)
+    run = load_run(write_run(tmp_path, spec))
+    df = figures(run)
+    (claim,) = [c for c in check_claims(run, df) if c.key == "grpc-fast"]
+    (line,) = [e for e in claim.evidence if e.startswith("order lookups, p50")]
+    g, r = figure(df, "grpc", "get", "p50").value, figure(df, "rest", "get", "p50").value
+    assert f"(gRPC {(r - g) / r * 100:.0f} % lower)" in line
+
+
+# ---- findings wording --------------------------------------------------------------------
+
+@pytest.mark.parametrize(("a", "b", "words"), [
+    (1.24, 3342.0, "a 2,700× lower median latency"),  # was "a 100 % lower median latency"
+    (1.0, 11.0, "an 11× lower median latency"),
+    (1.0, 2.5, "a 2.5× lower median latency"),
+    (1.89, 2.08, "a 9 % lower median latency"),
+    (3.0, 1.0, "a 3.0× higher median latency"),
+    (1.18, 1.0, "an 18 % higher median latency"),
+])
+def test_large_differences_are_ratios(a: float, b: float, words: str) -> None:
+    from reports.findings import change_words
+
+    assert change_words(a, b, "median latency") == words
+
+
+# ---- run context ---------------------------------------------------------------------------
+
+def test_run_context_reads_like_prose(tmp_path: Path) -> None:
+    from reports.html import _context
+
+    path = write_run(tmp_path, RunSpec())
+    ctx = json.loads((path / "run.json").read_text())
+    ctx["environment"]["pinning"] = {"target_cpus": None, "load_cpus": None}
+    ctx["arguments"]["amqp_url"] = "amqp://bob:s3cret@10.0.0.5:5672/"
+    ctx["broker"] = {"url": "amqp://guest:guest@127.0.0.1:5672/", "shared": True,
+                     "private": False}
+    (path / "run.json").write_text(json.dumps(ctx))
+    rows = dict(_context(load_run(path)))
+    assert "timeout 5 s" in rows["load"] and "timeout s" not in rows["load"]
+    assert rows["pinning"] == "target CPUs: not pinned; load generator CPUs: not pinned"
+    assert "None" not in " ".join(rows.values())
+    assert rows["duration"] == "5 s measured after 1 s warm-up, 1 repetition"
+    assert rows["broker"].startswith("shared at amqp://guest:guest@127.0.0.1:5672/")
+    assert "s3cret" not in rows["arguments"] and "bob:***@" in rows["arguments"]
+    ctx["broker"] = {"private": True}
+    (path / "run.json").write_text(json.dumps(ctx))
+    assert dict(_context(load_run(path)))["broker"].startswith("private")
+    del ctx["broker"]
+    (path / "run.json").write_text(json.dumps(ctx))
+    assert "broker" not in dict(_context(load_run(path)))  # older runs: no row, no error
+
+
+# ---- plots: measured window, offered rate, CPU ---------------------------------------------
+
+def test_time_plots_stop_at_the_measured_window(tmp_path: Path) -> None:
+    # Two drain seconds after a 5 s window: late completions, not measured time.
+    run = load_run(write_run(tmp_path, RunSpec(seconds=5, drain=2)))
+    assert run.timeline["second"].max() == 6
+    for fn in (plots.latency_over_time, plots.throughput_over_time):
+        ax = fn(run).axes[0]
+        xs = [x for line in ax.lines for x in line.get_xdata()]
+        assert max(xs) <= 5.0, fn.__name__
+        assert ax.get_xlim()[1] == 5.0
+
+
+def test_offered_rate_line_is_visible(run_dir: Path) -> None:
+    ax = plots.throughput_over_time(load_run(run_dir)).axes[0]
+    (offered,) = [ln for ln in ax.lines if ln.get_label() == "offered rate"]
+    others = [ln for ln in ax.lines if ln is not offered]
+    assert offered.get_zorder() > max(ln.get_zorder() for ln in others)  # drawn on top
+    assert offered.get_color() == "black" and offered.get_linewidth() >= 1.2
+    assert set(offered.get_ydata()) == {100.0}
+    assert "offered rate" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_cpu_plot_and_tables_show_the_load_generator(tmp_path: Path, run_dir: Path) -> None:
+    spec = RunSpec(targets=[TargetSpec("rest", 4.0, cpu_us=400, client_cpu_us=250),
+                            TargetSpec("grpc", 2.0, cpu_us=300, client_cpu_us=150)])
+    run = load_run(write_run(tmp_path, spec))
+    assert not any("lacks columns" in w for w in run.warnings)
+    df = figures(run)
+    assert figure(df, "rest", "get", "client_cpu").value == pytest.approx(250 * 1.02)
+    (get,) = [t for t in tables(df) if t.operation == "get"]
+    labels = [c[0] for c in get.columns]
+    assert labels.index("load generator CPU/request") == labels.index("target CPU/request") + 1
+    ax = plots.cpu_per_request(df, run.targets).axes[0]
+    assert "per request" in ax.get_xlabel() and "failures included" in ax.get_xlabel()
+    assert "completed request," not in ax.get_xlabel().replace("every completed request", "")
+    assert len(ax.patches) == 4  # two targets × (target, load generator)
+    texts = [t.get_text() for t in ax.texts]
+    assert any("load generator: 255 µs" in t for t in texts), texts
+    # an older run without the column: no warning, no column, a single bar per target
+    copy = copy_run(run_dir, tmp_path / "old")
+    s = pd.read_csv(copy / "summary.csv")
+    s.drop(columns=[c for c in s.columns if c.startswith("client_cpu")]).to_csv(
+        copy / "summary.csv", index=False)
+    old = load_run(copy)
+    assert not any("client_cpu" in w for w in old.warnings)
+    old_df = figures(old)
+    assert all("load generator" not in c[0] for t in tables(old_df) for c in t.columns)
+    assert len(plots.cpu_per_request(old_df, old.targets).axes[0].patches) == 2
+
+
+# ---- QA 12: report --out -----------------------------------------------------------------
+
+def test_out_refuses_to_overwrite_a_file_that_is_not_a_report(run_dir: Path,
+                                                              tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious\n")
+    p = commbench("report", str(run_dir), "--out", str(notes))
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "not a commbench report" in p.stderr
+    assert notes.read_text() == "precious\n"
+    page = tmp_path / "page.html"
+    page.write_text("<html>someone else's page</html>")
+    with pytest.raises(UserError, match="not a commbench report"):
+        write_report(run_dir, page)
+    assert page.read_text() == "<html>someone else's page</html>"
+    # a report is replaced by a new one
+    out = write_report(run_dir, tmp_path / "r.html")
+    assert write_report(run_dir, out) == out
+
+
+def test_out_without_html_is_a_folder(run_dir: Path, tmp_path: Path) -> None:
+    p = commbench("report", str(run_dir), "--out", str(tmp_path / "myreport"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(tmp_path / "myreport" / "report.html")
+    assert (tmp_path / "myreport" / "report.html").read_text().startswith(
+        "<!DOCTYPE html>\n<!-- commbench-report")
+    assert (tmp_path / "myreport" / "report" / "tables" / "all.csv").exists()
+    with pytest.raises(UserError, match="no such folder"):
+        write_report(run_dir, tmp_path / "missing" / "deeper")
+    help_text = commbench("report", "--help").stdout
+    assert "folder" in help_text and "commbench report" in help_text
+
+
+def test_measured_noise_can_refute(tmp_path: Path) -> None:
+    # Two repetitions, REST's completed creations 10× faster than the queue's accept.
+    path = write_run(tmp_path, RunSpec(
+        scenario="mixed", targets=[TargetSpec("rest", 0.5),
+                                   TargetSpec("queue", 10.0, accepted_ms=5.0)],
+        operations={"get": 0.2, "create": 0.8}, repetitions=2, seconds=5))
+    claim = _claim(path, "rest-blocking")
+    assert claim.verdict == REFUTED, claim.evidence
+    assert "beyond the measured noise" in claim.evidence[0]
+
+
+def test_operation_table_lists_only_targets_that_ran_it(tmp_path: Path) -> None:
+    # Before: REST and gRPC rows in the "accepted by the broker" table, all dashes but CPU.
+    run = load_run(_queue_run(tmp_path, reps=1))
+    df = figures(run)
+    assert set(df.loc[df["operation"] == "create_accepted", "target"]) == {"queue"}
+    assert set(df.loc[df["operation"] == "create", "target"]) == {"rest", "queue"}
