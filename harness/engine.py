@@ -1,11 +1,12 @@
 """The load engine of one generator process, on asyncio (uvloop in practice).
 
-Open loop: one dispatcher coroutine walks the arrival schedule, sleeps until the next
-intended start and then starts every arrival whose time has come (a batch per wake-up, so
-dispatch stays cheap), never more than `in_flight` at once. When the bound is reached it
-waits, and that wait counts: latency runs from the intended start, so a stalled target or a
-saturated generator shows up in latency instead of being omitted. Service time runs from
-the actual send; schedule lag (send − intended) is recorded per second.
+Open loop: a dispatcher walks the arrival schedule and starts every arrival whose intended
+start has come (a batch per wake-up), never more than `in_flight` at once. It is woken by a
+microsecond timer (a timerfd: uvloop's timers have 1 ms granularity) and never sends early.
+When the bound is reached it waits for a finishing request, and that wait counts: latency
+runs from the intended start, so a stalled target or a saturated generator shows up in
+latency instead of being omitted. Service time runs from the actual send; schedule lag
+(send − intended) is recorded per second.
 
 Closed loop: N virtual users each loop send → await → think; latency equals service time.
 
@@ -15,6 +16,9 @@ Every timestamp is time.monotonic_ns() (CLOCK_MONOTONIC: one clock for all proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +33,74 @@ from targets.core.errors import OrderError
 UNFINISHED = "unfinished"  # still in flight when the drain deadline passed
 DRAIN_GRACE_S = 2.0
 TICK_SLACK_NS = 2_000_000  # close a second 2 ms after it ends
+COUNT_EVERY_NS = 50_000_000  # intended arrivals are counted in 50 ms steps, not per second
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+_CLOCK_MONOTONIC = 1
+PRECISE_TIMER = True  # False: loop.call_at (1 ms granularity on uvloop)
+_TFD_NONBLOCK, _TFD_CLOEXEC, _TFD_TIMER_ABSTIME = 0o4000, 0o2000000, 1
+
+
+class Timer:
+    """Calls `callback` at a monotonic_ns() instant, to the microsecond: a Linux timerfd
+    (CLOCK_MONOTONIC, absolute) watched by the event loop. uvloop's own timers have 1 ms
+    granularity, which would add up to a millisecond of schedule lag to every dispatch.
+    Elsewhere it falls back to loop.call_at."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+        self._fd = -1
+        try:
+            if not PRECISE_TIMER:
+                raise OSError("precise timer disabled")
+            libc = ctypes.CDLL(None, use_errno=True)
+            self._settime = libc.timerfd_settime
+            self._fd = libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        except (OSError, AttributeError):
+            self._fd = -1
+        if self._fd >= 0:
+            self._spec = _Itimerspec()
+            self._spec_ref = ctypes.byref(self._spec)
+            loop.add_reader(self._fd, self._fire)
+
+    @property
+    def precise(self) -> bool:
+        return self._fd >= 0
+
+    def at(self, t_ns: int) -> None:
+        """(Re-)arm for `t_ns` (replaces any earlier instant)."""
+        if self._fd >= 0:
+            v = self._spec.it_value
+            v.tv_sec, v.tv_nsec = divmod(t_ns, NS)
+            self._settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None)
+        else:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = self._loop.call_at(self._loop.time() + (t_ns - mono()) / NS,
+                                              self._callback)
+
+    def _fire(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._fd, 8)
+        self._callback()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
 
 mono = time.monotonic_ns
 
@@ -64,8 +136,9 @@ class Engine:
         self.sink = sink
         self.stats = EngineStats()
         self.in_flight = 0
-        self._slot = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._blocked = False  # open loop: dispatch waits for a free in-flight slot
+        self._next: tuple[int, Request] | None = None
 
     async def run(self, t0_ns: int) -> EngineStats:
         """Run warm-up and measurement starting at monotonic time `t0_ns`, then drain."""
@@ -73,15 +146,16 @@ class Engine:
         warm_ns = round(sc.warmup_s * NS)
         self.measure_start_ns = t0_ns + warm_ns
         self.end_ns = self.measure_start_ns + round(sc.duration_s * NS)
-        intended_in = None
+        first = -((warm_ns + NS - 1) // NS)
+        self.intended: _Intended | None = None
         if sc.load.model == "open":
             counter = IntendedCounter(segments(sc.load, sc.warmup_s), sc.load.arrival,
                                       self.cfg.schedule_seed, self.cfg.index, self.cfg.count,
                                       warm_ns)
-            intended_in = lambda s: counter.count_until(counter.second_boundary(s))  # noqa: E731
-        first = -((warm_ns + NS - 1) // NS)
-        self.rec = Recorder(self.measure_start_ns, first, self.sink, intended_in)
-        ticker = asyncio.create_task(self._tick())
+            self.intended = _Intended(counter, first)
+        self.rec = Recorder(self.measure_start_ns, first, self.sink,
+                            self.intended.of if self.intended is not None else None)
+        ticker = asyncio.create_task(self._tick(t0_ns))
         try:
             now = mono()
             if t0_ns > now:
@@ -101,40 +175,82 @@ class Engine:
             self.rec.close_all()
         return self.stats
 
-    async def _tick(self) -> None:
-        second = (mono() - self.measure_start_ns) // NS
+    async def _tick(self, t0_ns: int) -> None:
+        """Close each second just after it ends; in between, count intended arrivals in
+        small steps so that no single wake-up walks a whole second of the schedule."""
+        second = (mono() - self.measure_start_ns) // NS + 1
         while True:
-            second += 1
-            wake = self.measure_start_ns + second * NS + TICK_SLACK_NS
-            await asyncio.sleep(max(0, wake - mono()) / NS)
-            self.rec.close_until(mono())
+            close_at = self.measure_start_ns + second * NS + TICK_SLACK_NS
+            now = mono()
+            if now >= close_at:
+                self.rec.close_until(now)
+                second = (now - self.measure_start_ns) // NS + 1
+                continue
+            if self.intended is not None:
+                self.intended.advance(now - t0_ns)
+                await asyncio.sleep(min(close_at - now, COUNT_EVERY_NS) / NS)
+            else:
+                await asyncio.sleep((close_at - now) / NS)
 
     # -- open loop -----------------------------------------------------------------------
 
     async def _open_loop(self, t0_ns: int) -> None:
+        """Dispatch the schedule; returns once every arrival has been started."""
         sc, cfg = self.cfg.scenario, self.cfg
         arrivals = process_arrivals(segments(sc.load, sc.warmup_s), sc.load.arrival,
                                     cfg.schedule_seed, cfg.index, cfg.count)
         requests = Workload(sc.operations, sc.data, cfg.id_prefix, "open").own(cfg.index,
                                                                               cfg.count)
-        limit = sc.load.in_flight
+        self._pending = ((t0_ns + offset, req)
+                         for (_k, offset), req in zip(arrivals, requests, strict=False))
         loop = asyncio.get_running_loop()
-        for (_k, offset), req in zip(arrivals, requests, strict=False):
-            intended = t0_ns + offset
-            now = mono()
-            if intended > now:
-                await asyncio.sleep((intended - now) / NS)
-            if self.in_flight >= limit:
-                self.stats.in_flight_waits += 1
-                while self.in_flight >= limit:
-                    self._slot.clear()
-                    await self._slot.wait()
-            self.in_flight += 1
-            task = loop.create_task(self._call(req, intended))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._limit = sc.load.in_flight
+        self._create_task = loop.create_task
+        self._dispatched = loop.create_future()
+        self._timer = Timer(loop, self._dispatch)
+        try:
+            self._next = next(self._pending, None)
+            self._dispatch()
+            await self._dispatched
+        finally:
+            self._next = None  # no dispatch after this point, whatever calls _dispatch
+            self._timer.close()
 
-    async def _call(self, req: Request, intended: int) -> None:
+    def _dispatch(self) -> None:
+        """Start every arrival that is due, up to the in-flight bound; then arm the timer for
+        the next one. Called by the timer, and by a finishing request when the bound had
+        stopped dispatch (that wait counts: latency runs from the intended start)."""
+        try:
+            self._dispatch_due()
+        except Exception as exc:  # from a callback: hand it to the awaiting run, not the loop
+            self._next = None
+            if not self._dispatched.done():
+                self._dispatched.set_exception(exc)
+
+    def _dispatch_due(self) -> None:
+        nxt = self._next
+        tasks, create_task, call, limit = self._tasks, self._create_task, self._call, self._limit
+        while nxt is not None:
+            intended, req = nxt
+            if intended > mono():
+                self._next = nxt
+                self._timer.at(intended)
+                return
+            if self.in_flight >= limit:
+                self._next = nxt
+                self.stats.in_flight_waits += 1
+                self._blocked = True
+                return
+            self.in_flight += 1
+            tasks.add(create_task(call(req, intended, True)))
+            nxt = next(self._pending, None)
+        self._next = None
+        if not self._dispatched.done():
+            self._dispatched.set_result(None)
+
+    async def _call(self, req: Request, intended: int, own_task: bool = False) -> None:
+        """One request. `own_task`: it runs as its own task (open loop), listed in
+        self._tasks until it ends (removed here: cheaper than a done callback)."""
         sent = mono()
         rec = self.rec
         rec.started(sent, sent - intended)
@@ -152,8 +268,12 @@ class Engine:
             kind = type(exc).__name__
         finally:
             self.in_flight -= 1
-            self._slot.set()
+            if own_task:
+                self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
         rec.record(req.op, kind, intended, sent, mono())
+        if self._blocked:
+            self._blocked = False
+            self._dispatch()
 
     async def _send(self, req: Request, intended: int, sent: int) -> None:
         c = self.client
@@ -207,6 +327,33 @@ class Engine:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+
+
+class _Intended:
+    """Intended arrivals per second, counted from a private copy of the schedule (so the
+    counts do not depend on how far behind dispatch runs) in small steps as time passes."""
+
+    def __init__(self, counter: IntendedCounter, first_second: int) -> None:
+        self._counter = counter
+        self._second = first_second  # the second being counted
+        self._counts: dict[int, int] = {}
+
+    def advance(self, offset_ns: int) -> None:
+        """Count every arrival with an offset (from the start of warm-up) before `offset_ns`."""
+        c = self._counter
+        while True:
+            boundary = c.second_boundary(self._second)
+            n = c.count_until(min(offset_ns, boundary))
+            if n:
+                self._counts[self._second] = self._counts.get(self._second, 0) + n
+            if offset_ns < boundary:
+                return
+            self._second += 1
+
+    def of(self, second: int) -> int:
+        """All intended arrivals of `second` (the recorder asks once, as it closes it)."""
+        self.advance(self._counter.second_boundary(second))
+        return self._counts.pop(second, 0)
 
 
 async def run_engine(client: OrderClient, cfg: EngineConfig, t0_ns: int,
