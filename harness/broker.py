@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.errors import UserError
-from harness.launcher import _child_setup
+from harness.lifecycle import child_setup
 from targets.queue.topology import redact, url_problem
 
 PROBE_TIMEOUT_S = 3.0
@@ -167,7 +167,7 @@ class _Node:
             return subprocess.Popen(
                 argv, env=self.env, cwd=self.base, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=lambda: _child_setup(()),  # prctl must run in the child
+                preexec_fn=lambda: child_setup(()),  # prctl must run in the child
             )
 
     def start(self) -> float:

@@ -127,27 +127,14 @@ def run(
 ) -> None:
     """Measure the targets under a scenario and write results/<run-id>/."""
     from harness.runner import RunOptions, parse_cpus, run_command
+    from harness.scenario import duration_option
 
     opts = RunOptions(scenario=scenario, targets=targets, rate=rate,
-                      duration_s=_duration_option(duration), repetitions=repetitions,
+                      duration_s=duration_option(duration, "--duration"), repetitions=repetitions,
                       processes=processes, target_cpus=parse_cpus(target_cpus, "--target-cpus"),
                       load_cpus=parse_cpus(load_cpus, "--load-cpus"), concurrent=concurrent,
                       results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir)
     raise typer.Exit(run_command(opts, report=report))
-
-
-def _duration_option(text: str | None) -> float | None:
-    from harness.scenario import parse_duration
-
-    if text is None:
-        return None
-    try:
-        seconds = parse_duration(float(text))
-    except ValueError:
-        seconds = parse_duration(text)
-    if seconds is None or seconds <= 0:
-        raise UserError(f'--duration takes a duration such as "30s", "500ms" or "2m"; got {text!r}')
-    return seconds
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -179,13 +166,14 @@ def locust(
 ) -> None:
     """Drive one target with locust (web UI, headless, master/worker) through the project's
     clients; every locust test writes results/<run-id>/. Arguments after -- go to locust."""
-    from harness.locust_command import LocustOptions, parse_warmup, run_locust
+    from harness.locust_command import LocustOptions, run_locust
     from harness.runner import parse_cpus
+    from harness.scenario import duration_option
 
     opts = LocustOptions(
         scenario=scenario, target=target, url=url, web=web, users=users, spawn_rate=spawn_rate,
-        run_time=run_time, warmup_s=parse_warmup(warmup), master=master, worker=worker,
-        master_host=master_host,
+        run_time=run_time, warmup_s=duration_option(warmup, "--warmup", allow_zero=True),
+        master=master, worker=worker, master_host=master_host,
         master_port=master_port, expect_workers=expect_workers, web_host=web_host,
         web_port=web_port, results_dir=results_dir, scenarios_dir=scenarios_dir,
         amqp_url=amqp_url, target_cpus=parse_cpus(target_cpus, "--target-cpus"),

@@ -8,7 +8,6 @@ for the server's readiness line, not for a guessed delay.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import selectors
@@ -22,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.lifecycle import child_setup
 from targets.registry import get_transport
 from targets.serving import AMQP_URL_ENV, READY_PREFIX, ServeConfig
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -82,13 +81,6 @@ def serve_command(transport: str, config: ServeConfig) -> list[str]:
     ]
 
 
-def _child_setup(cpus: Sequence[int]) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if cpus:
-        os.sched_setaffinity(0, set(cpus))
-
-
 class Launcher:
     """Owns every service it starts; `stop_all` runs on every exit path (use it as a context
     manager, and the CLI turns SIGTERM into the same unwinding as Ctrl-C)."""
@@ -127,7 +119,7 @@ class Launcher:
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=lambda: _child_setup(cpus),
+            preexec_fn=lambda: child_setup(cpus),
             env=env,
         )
         try:

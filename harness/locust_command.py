@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import math
 import os
 import signal
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.lifecycle import child_setup, signals_ignored
 from harness.locust_results import CONFIG_ENV, LocustConfig
 from harness.scenario import Scenario, TargetRef, find_scenario, load_scenario, parse_target
 from targets.registry import get_transport
@@ -35,7 +35,6 @@ from targets.serving import DEFAULT_AMQP_URL, ServeConfig
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 STOP_TIMEOUT_S = 20.0  # locust's own shutdown: final seconds from workers, the result folder
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -67,21 +66,6 @@ class LocustOptions:
         d["results_dir"], d["scenarios_dir"] = str(self.results_dir), str(self.scenarios_dir)
         d["target_cpus"], d["load_cpus"] = list(self.target_cpus), list(self.load_cpus)
         return d
-
-
-def parse_warmup(text: str | None) -> float | None:
-    """--warmup: a duration of zero or more ("0s", "2s", "500ms"); None keeps the scenario's."""
-    from harness.scenario import parse_duration
-
-    if text is None:
-        return None
-    try:
-        seconds = parse_duration(float(text))
-    except ValueError:
-        seconds = parse_duration(text)
-    if seconds is None or seconds < 0:
-        raise UserError(f'--warmup takes a duration such as "0s", "2s" or "500ms"; got {text!r}')
-    return seconds
 
 
 def default_users(sc: Scenario) -> int:
@@ -158,7 +142,7 @@ def run_locust(opts: LocustOptions) -> int:
             _say(f"locust web UI: http://{opts.web_host}:{opts.web_port}/ (Ctrl-C to stop)")
         return _run(cmd, config, opts.load_cpus)
     finally:
-        with _signals_ignored():
+        with signals_ignored():
             stack.close()
 
 
@@ -235,12 +219,13 @@ def _run(cmd: Sequence[str], config: LocustConfig, load_cpus: Sequence[int]) -> 
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(list(cmd), env=env, stdin=subprocess.DEVNULL,
                             start_new_session=True,
-                            preexec_fn=lambda: _child_setup(load_cpus))
+                            # SIGTERM, not SIGKILL: if commbench dies, locust still writes what it measured.
+                            preexec_fn=lambda: child_setup(load_cpus, signal.SIGTERM))
     try:
         with _sigint_to_interrupt():
             return proc.wait()
     finally:
-        with _signals_ignored():
+        with signals_ignored():
             _stop(proc)
 
 
@@ -257,24 +242,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     if proc.poll() is None:
         proc.wait()
-
-
-def _child_setup(cpus: Sequence[int]) -> None:
-    # SIGTERM, not SIGKILL: if commbench dies, locust still writes what it measured.
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if cpus:
-        os.sched_setaffinity(0, set(cpus))
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """While stopping: a second Ctrl-C must not leave locust or the target behind."""
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @contextlib.contextmanager

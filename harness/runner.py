@@ -28,7 +28,6 @@ import importlib.metadata
 import multiprocessing.connection as mpc
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from harness.broker import delete_namespace
 from harness.engine import EngineConfig, EngineStats
 from harness.errors import UserError
 from harness.launcher import Launcher, Service
+from harness.lifecycle import signals_ignored
 from harness.probes import ProcessProbe, broker_pids
 from harness.progress import ProgressView, summary_table
 from harness.recorder import NS, MergedSecond, Merger, new_histogram, percentile_ms
@@ -245,11 +245,11 @@ class Runner:
                         for r in runs:
                             self._measure([r])
         except KeyboardInterrupt:
-            with _signals_ignored():
+            with signals_ignored():
                 outcome = self._finish("partial")
             raise Interrupted(outcome) from None
         except BaseException:
-            with _signals_ignored():
+            with signals_ignored():
                 self._finish("partial")
             raise
         finally:
@@ -296,15 +296,15 @@ class Runner:
             for r in runs:
                 self._complete(r)
         except KeyboardInterrupt:
-            with _signals_ignored():
+            with signals_ignored():
                 self._abort(runs, "interrupted")
             raise
         except BaseException:
-            with _signals_ignored():
+            with signals_ignored():
                 self._abort(runs, "failed")
             raise
         finally:
-            with _signals_ignored():
+            with signals_ignored():
                 for r in runs:
                     self._release(r)
 
@@ -610,16 +610,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, outcome: RunOutcome) -> None:
         super().__init__()
         self.outcome = outcome
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _last_line(path: Path) -> str:

@@ -483,3 +483,16 @@ def list_scenarios(directory: Path) -> list[tuple[Path, Scenario | ScenarioError
         except UserError as exc:  # e.g. a file removed while listing: listed, not fatal
             out.append((path, ScenarioError([str(exc)])))
     return out
+
+
+def duration_option(text: str | None, option: str, allow_zero: bool = False) -> float | None:
+    """A command-line duration ("30s", "500ms", "2m" or seconds); None keeps the scenario's."""
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(float(text))
+    except ValueError:
+        seconds = parse_duration(text)
+    if seconds is None or seconds < 0 or (seconds == 0 and not allow_zero):
+        raise UserError(f'{option} takes a duration such as "30s", "500ms" or "2m"; got {text!r}')
+    return seconds

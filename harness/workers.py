@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import multiprocessing
 import multiprocessing.connection as mpc
-import os
 import signal
 import threading
 import time
@@ -23,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.engine import EngineConfig, EngineStats, run_engine
+from harness.lifecycle import child_setup
 from harness.recorder import SecondRecord
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
-_PR_SET_PDEATHSIG = 1
 
 Message = tuple[Any, ...]  # ("ready"|"second"|"done"|"error", index, payload)
 
@@ -44,10 +42,7 @@ class WorkerSpec:
 def worker_main(conn: mpc.Connection, spec: WorkerSpec) -> None:
     """Entry point of a generator process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if spec.cpus:
-        os.sched_setaffinity(0, set(spec.cpus))
+    child_setup(spec.cpus)
     import uvloop
 
     index = spec.engine.index

@@ -31,7 +31,7 @@ import psutil
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from harness.locust_command import LocustOptions, locust_command, parse_warmup
+from harness.locust_command import LocustOptions, locust_command
 from harness.locust_results import (
     CLOSED_LOOP_WARNING,
     LocustConfig,
@@ -41,7 +41,7 @@ from harness.locust_results import (
     to_wire,
 )
 from harness.recorder import ACCEPTED, NS, SecondRecord
-from harness.scenario import load_scenario
+from harness.scenario import duration_option, load_scenario
 from reports.loader import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,7 +283,8 @@ def test_locust_command_lines(scenario: Path) -> None:
                             sc, None)
     assert worker[5:] == ["--worker", "--master-host", "10.0.0.1", "--master-port", "5557",
                           "--loglevel", "INFO"]
-    assert parse_warmup("0s") == 0.0 and parse_warmup("500ms") == 0.5 and parse_warmup(None) is None
+    warmup = lambda text: duration_option(text, "--warmup", allow_zero=True)  # noqa: E731
+    assert warmup("0s") == 0.0 and warmup("500ms") == 0.5 and warmup(None) is None
 
 
 BRIDGE_SCRIPT = textwrap.dedent("""
