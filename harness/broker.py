@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 
 from harness.errors import UserError
 from harness.lifecycle import child_setup
-from targets.queue.topology import redact, url_problem
+from targets.queue.topology import url_problem
+from targets.redact import redact
 
 PROBE_TIMEOUT_S = 3.0
 READY_TIMEOUT_S = 60.0

@@ -40,6 +40,7 @@ class Service:
     log_path: Path
     cpus: tuple[int, ...] = ()
     _drain: threading.Thread | None = field(default=None, repr=False)
+    _stopped: bool = field(default=False, repr=False)
 
     @property
     def pid(self) -> int:
@@ -55,6 +56,9 @@ class Service:
                 os.killpg(self.process.pid, sig)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        if self._stopped:  # stopping twice could signal a recycled process group
+            return self.process.returncode
+        self._stopped = True
         if self.alive():
             self.signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
             self.signal(signal.SIGTERM)

@@ -51,7 +51,7 @@ from harness.recorder import NS, MergedSecond, Merger, new_histogram, percentile
 from harness.results import ResourceSample, ResultWriter, TargetResults, run_id_for, utc_iso
 from harness.scenario import Scenario, TargetRef, find_scenario, load_scenario, parse_target
 from harness.workers import WorkerPool, WorkerSpec
-from targets.queue.topology import redact
+from targets.redact import redact, redact_text
 from targets.registry import get_transport
 from targets.serving import DEFAULT_AMQP_URL, ServeConfig
 
@@ -217,8 +217,12 @@ class Runner:
 
     def run(self) -> RunOutcome:
         sc, opts = self.scenario, self.opts
-        opts.results_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = ResultWriter(opts.results_dir, self.run_id)
+        try:
+            opts.results_dir.mkdir(parents=True, exist_ok=True)
+            self.writer = ResultWriter(opts.results_dir, self.run_id)
+        except OSError as exc:
+            raise UserError(f"--results-dir {opts.results_dir}: cannot write results there "
+                            f"({exc.strerror})") from None
         self.run_id = self.writer.run_id  # with a suffix when another run took the name
         self.progress = ProgressView(self.console)
         self.progress.note(f"run {self.run_id}: {sc.name}, targets "
@@ -622,13 +626,6 @@ def _last_line(path: Path) -> str:
         return ""
     last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
     return redact_text(last[:300])
-
-
-def redact_text(text: str) -> str:
-    """Mask the password of every amqp(s):// URL in a piece of text."""
-    import re
-
-    return re.sub(r"amqps?://[^\s'\"]+", lambda m: redact(m.group(0)), text)
 
 
 def environment(opts: RunOptions) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from reports.claims import Claim, check_claims
 from reports.findings import findings, noise_note
 from reports.loader import Run, load_runs, same_scenario, scenario_warning
 from reports.tables import OPERATION_LABEL, Table, figures, tables, write_tables
+from targets.redact import redact_text
 
 _TEMPLATES = Path(__file__).parent / "templates"
 # The first lines of every report this module writes; an existing file without it (or
@@ -69,7 +69,7 @@ def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None =
     for run in runs:
         folder = assets if len(runs) == 1 else assets / run.run_id
         sections.append(_section(run, folder, out.parent))
-        warnings += [redact(f"{run.run_id}: {w}" if len(runs) > 1 else w) for w in run.warnings]
+        warnings += [redact_text(f"{run.run_id}: {w}" if len(runs) > 1 else w) for w in run.warnings]
     cross: list[Plot] = []
     if same_scenario(runs):
         order = list(dict.fromkeys(t for r in runs for t in r.targets))
@@ -224,20 +224,11 @@ def _num(v: object) -> str:
     return str(v)
 
 
-_SECRET = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<at>@)", re.I)
-
-
-def redact(text: str) -> str:
-    """Mask a password in any URL (as targets.queue.topology.redact does: guest stays)."""
-    return _SECRET.sub(lambda m: m[0] if m["pw"] == "guest" else f"{m['head']}***{m['at']}",
-                       text)
-
-
 def _arguments(args: object) -> str:
     if not isinstance(args, dict):
-        return redact(str(args))
+        return redact_text(str(args))
     shown = {k: v for k, v in args.items() if v not in (None, [], "", {})}
-    return redact(", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in sorted(shown.items()))
+    return redact_text(", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in sorted(shown.items()))
                   or "defaults")
 
 
@@ -259,7 +250,7 @@ def _broker(c: dict[str, Any]) -> str | None:
     if b is None:
         return None
     if isinstance(b, str):
-        return redact(b)
+        return redact_text(b)
     if not isinstance(b, dict):
         return str(b)
     shared = b.get("shared")
@@ -268,7 +259,7 @@ def _broker(c: dict[str, Any]) -> str | None:
     kind = str(b.get("kind") or b.get("mode") or "").lower()
     if shared is None and kind in ("shared", "private"):
         shared = kind == "shared"
-    where = f" at {redact(str(b['url']))}" if b.get("url") else ""
+    where = f" at {redact_text(str(b['url']))}" if b.get("url") else ""
     if shared is None:
         text = f"unknown whether shared or private{where}"
     elif shared:

@@ -25,6 +25,8 @@ def commbench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
         (["verify", "--targets", "rest", "--url", "grpc=127.0.0.1:1"], "--url names 'grpc', which is not in"),
         (["verify", "--targets", "queue", "--amqp-url", "notaurl"], "'notaurl' is not a broker URL"),
         (["verify", "--targets", "rest", "--logs", "/proc/commbench/x"], "cannot write the log"),
+        (["run", "scenarios/quick.toml", "--targets", "rest", "--results-dir", "/proc/commbench/x"],
+         "--results-dir /proc/commbench/x: cannot write results there"),
         (["serve", "smtp"], "unknown target 'smtp'"),
         (["serve", "rest", "--store", "postgres"], "unknown store 'postgres'"),
         (["serve", "rest", "--store", "sqlite:/nonexistent/dir/x.db"], "cannot open the SQLite store"),

@@ -27,7 +27,8 @@ from harness.results import (
     ResultWriter,
     run_id_for,
 )
-from harness.runner import Runner, RunOptions, TargetRun, redact_text
+from harness.runner import Runner, RunOptions, TargetRun
+from targets.redact import redact_text
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
 TINY = """

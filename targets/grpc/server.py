@@ -99,8 +99,7 @@ def _check_port_free(host: str, port: int) -> None:
         bind_socket(host, port).close()
 
 
-async def _serve(config: ServeConfig) -> None:
-    service = build_service(config.store, config.seed)
+async def _serve(config: ServeConfig, service: OrderService) -> None:
     _check_port_free(config.host, config.port)
     server = grpc.aio.server(options=_SERVER_OPTIONS)
     pb_grpc.add_OrderServiceServicer_to_server(OrderServicer(service), server)
@@ -131,5 +130,9 @@ async def _serve(config: ServeConfig) -> None:
 
 def serve(config: ServeConfig) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully (in-flight calls get STOP_GRACE_S)."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(config))
+    service = build_service(config.store, config.seed)
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(config, service))
+    finally:
+        service.store.close()  # a durable store checkpoints its WAL on close

@@ -27,10 +27,10 @@ from targets.queue import codec
 from targets.queue.topology import (
     declare_client,
     declare_shared,
-    redact,
     split_target_url,
     url_problem,
 )
+from targets.redact import redact
 
 BROKER_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
                  ConnectionError)

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from targets.core.errors import InvalidRequest, OrderError, TransportError, error_from_kind
-from targets.core.model import CreateOrder
+from targets.core.model import CreateOrder, create_to_dict
 
 CONTENT_TYPE = "application/json"
 MAX_CLIENT_ID = 64
@@ -65,9 +65,4 @@ def command_keys(d: dict[str, Any]) -> tuple[Any, str]:
 
 
 def encode_command(req: CreateOrder, client_id: str) -> bytes:
-    return dumps({
-        "request_id": req.request_id,
-        "user_id": req.user_id,
-        "items": [{"sku": i.sku, "quantity": i.quantity} for i in req.items],
-        "client_id": client_id,
-    })
+    return dumps({**create_to_dict(req), "client_id": client_id})

@@ -39,10 +39,10 @@ from targets.queue.topology import (
     PREFETCH,
     REJECTED,
     declare_shared,
-    redact,
     target_url,
     url_problem,
 )
+from targets.redact import redact
 from targets.serving import ServeConfig, ServeError, announce_ready
 
 CONNECT_TIMEOUT_S = 5.0
@@ -175,8 +175,7 @@ async def _connect(amqp_url: str, ns: str) -> AbstractRobustConnection:
         ) from None
 
 
-async def _serve(config: ServeConfig) -> None:
-    service = build_service(config.store, config.seed)
+async def _serve(config: ServeConfig, service: OrderService) -> None:
     connection = await _connect(config.amqp_url, config.namespace)
     try:
         consuming = await connection.channel(publisher_confirms=False)
@@ -231,5 +230,9 @@ async def _serve(config: ServeConfig) -> None:
 def serve(config: ServeConfig) -> None:
     """Run until SIGTERM/SIGINT; raise ServeError when the broker does not answer."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(config))
+    service = build_service(config.store, config.seed)
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(config, service))
+    finally:
+        service.store.close()  # a durable store checkpoints its WAL on close

@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
+from targets.redact import redact
+
 DEFAULT_NAMESPACE = "commbench"
 PREFETCH = 64  # unacked messages per server consumer: bounds in-flight work and memory
 CREATED = "order.created"  # event routing key prefix; the full key ends with the client id
@@ -138,12 +140,3 @@ def url_problem(amqp_url: str) -> str | None:
     except ValueError:
         return f"{redact(amqp_url)!r} has an invalid port"
     return None
-
-
-def redact(amqp_url: str) -> str:
-    """The broker URL for logs and messages: a password other than `guest` is masked."""
-    parts = urlsplit(amqp_url)
-    if parts.password is None or parts.password == "guest":
-        return amqp_url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

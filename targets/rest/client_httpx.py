@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from targets.api import DEFAULT_TIMEOUT_S
@@ -16,7 +18,10 @@ class HttpxOrderClient(RestOrderClient):
     variant = "httpx"
 
     def __init__(self, url: str, timeout: float) -> None:
-        # httpx applies the timeout to each phase (connect, write, read, pool wait).
+        # httpx applies its timeout to each phase (connect, write, read, pool wait), so one
+        # call could wait several times as long as on the other clients; the call as a whole
+        # is bounded below, like aiohttp's total timeout and gRPC's deadline.
+        self._timeout = timeout
         self._client = httpx.AsyncClient(
             base_url=url.rstrip("/"),
             timeout=httpx.Timeout(timeout),
@@ -28,8 +33,9 @@ class HttpxOrderClient(RestOrderClient):
     async def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         headers = JSON_HEADERS if body is not None else None
         try:
-            resp = await self._client.request(method, path, content=body, headers=headers)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._timeout):
+                resp = await self._client.request(method, path, content=body, headers=headers)
+        except (httpx.TimeoutException, TimeoutError):
             raise TransportError("timeout", f"{method} {path}: no answer in time") from None
         except httpx.ConnectError as exc:
             raise TransportError("refused", f"{method} {path}: {exc}") from None
