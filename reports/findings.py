@@ -52,8 +52,7 @@ def saturated_targets(run: Run) -> list[str]:
 
 def failed_target_names(run: Run) -> set[str]:
     """Targets with any repetition whose status is not ok (their figures are not compared)."""
-    return {str(t.get("name")) for t in run.context.get("targets", [])
-            if isinstance(t, dict) and t.get("status", "ok") != "ok"}
+    return set(run.failed_targets())
 
 
 def compared_targets(run: Run, df: pd.DataFrame) -> list[str]:
@@ -84,7 +83,7 @@ def is_open_loop(run: Run) -> bool:
 
 def throughput_comparable(run: Run, targets: list[str]) -> tuple[bool, str]:
     """Whether throughput measured the targets' capacity here, and if not, why in words."""
-    failed = [t for t in targets if any(k.startswith(f"{t} (") for k in _failed_labels(run))]
+    failed = [t for t in targets if t in failed_target_names(run)]
     if failed:
         return False, f"{', '.join(map(label, failed))} failed during the run"
     sat = [t for t in saturated_targets(run) if t in targets]
@@ -95,14 +94,6 @@ def throughput_comparable(run: Run, targets: list[str]) -> tuple[bool, str]:
         return False, ("open loop: every target was offered the same rate and kept up, so "
                        "throughput equals the offered rate and does not separate them")
     return True, ""
-
-
-def _failed_labels(run: Run) -> list[str]:
-    out = []
-    for t in run.context.get("targets", []):
-        if t.get("status", "ok") != "ok":
-            out.append(f"{t.get('name')} (repetition {t.get('repetition', 1)})")
-    return out
 
 
 def times(x: float) -> str:

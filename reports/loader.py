@@ -105,7 +105,7 @@ class Run:
         """run.json rows of one target (one per repetition)."""
         return [t for t in self.context.get("targets", []) if t.get("name") == target]
 
-    def measured_s(self, target: str, repetition: int | None = None) -> float | None:
+    def window_s(self, target: str, repetition: int | None = None) -> float | None:
         """Length of the measured window of a target (run.json target row `duration_s`,
         else the scenario's `duration_s`): seconds after it are the drain, not measurement."""
         rows = [t for t in self.target_info(target)
@@ -117,12 +117,8 @@ class Run:
         return float(d) if d is not None else None
 
     def failed_targets(self) -> dict[str, str]:
-        """Target → error for every target row whose status is not ok."""
-        out: dict[str, str] = {}
-        for t in self.context.get("targets", []):
-            if t.get("status", "ok") != "ok":
-                out[t["name"]] = str(t.get("error") or t.get("status"))
-        return out
+        """Target → error for every target with a repetition whose status is not ok."""
+        return {str(t.get("name")): _error(t) for t in _failed_rows(self.context)}
 
     def histogram(
         self,
@@ -353,13 +349,20 @@ def _not_a_run(path: Path) -> str:
     return f"{path}: not a commbench run (no run.json)"
 
 
+def _failed_rows(context: dict[str, Any]) -> list[dict[str, Any]]:
+    """run.json target rows (one per target and repetition) whose status is not ok."""
+    return [t for t in context.get("targets", [])
+            if isinstance(t, dict) and t.get("status", "ok") != "ok"]
+
+
+def _error(row: dict[str, Any]) -> str:
+    return str(row.get("error") or row.get("status"))
+
+
 def _failed(context: dict[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for t in context.get("targets", []):
-        if isinstance(t, dict) and t.get("status", "ok") != "ok":
-            label = f"{t.get('name')} (repetition {t.get('repetition', 1)})"
-            out[label] = str(t.get("error") or t.get("status"))
-    return out
+    """`name (repetition n)` → error, for warnings."""
+    return {f"{t.get('name')} (repetition {t.get('repetition', 1)})": _error(t)
+            for t in _failed_rows(context)}
 
 
 def _truthy(v: object) -> bool:

@@ -141,14 +141,14 @@ def _in_window(run: Run, df: pd.DataFrame) -> pd.DataFrame:
         return df
     keep = []
     for r in df[["target", "repetition", "second"]].itertuples(index=False):
-        end = run.measured_s(str(r.target), int(r.repetition))
+        end = run.window_s(str(r.target), int(r.repetition))
         keep.append(r.second >= 0 and (end is None or r.second < end))
     return df[keep]
 
 
 def _window_end(run: Run) -> float | None:
     """The x limit of time plots: the longest measured window (None: let matplotlib pick)."""
-    return max((run.measured_s(t) or 0 for t in run.targets), default=0) or None
+    return max((run.window_s(t) or 0 for t in run.targets), default=0) or None
 
 
 def per_second_latency(run: Run) -> pd.DataFrame:
