@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from harness.engine import EngineConfig, EngineStats
-from harness.launcher import _child_setup
+from harness.lifecycle import child_setup as _child_setup
 from harness.probes import ProcessProbe
 from harness.recorder import NS, Merger, Totals, percentile_ms
 from harness.scenario import Scenario, parse_scenario

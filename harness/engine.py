@@ -21,7 +21,7 @@ import ctypes
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from harness.recorder import ACCEPTED, NS, Recorder, SecondRecord
 from harness.scenario import Scenario
@@ -45,7 +45,6 @@ class _Itimerspec(ctypes.Structure):
 
 
 _CLOCK_MONOTONIC = 1
-PRECISE_TIMER = True  # False: loop.call_at (1 ms granularity on uvloop)
 _TFD_NONBLOCK, _TFD_CLOEXEC, _TFD_TIMER_ABSTIME = 0o4000, 0o2000000, 1
 
 
@@ -61,8 +60,6 @@ class Timer:
         self._handle: asyncio.TimerHandle | None = None
         self._fd = -1
         try:
-            if not PRECISE_TIMER:
-                raise OSError("precise timer disabled")
             libc = ctypes.CDLL(None, use_errno=True)
             self._settime = libc.timerfd_settime
             self._fd = libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
@@ -72,10 +69,6 @@ class Timer:
             self._spec = _Itimerspec()
             self._spec_ref = ctypes.byref(self._spec)
             loop.add_reader(self._fd, self._fire)
-
-    @property
-    def precise(self) -> bool:
-        return self._fd >= 0
 
     def at(self, t_ns: int) -> None:
         """(Re-)arm for `t_ns` (replaces any earlier instant)."""
@@ -122,10 +115,9 @@ class EngineConfig:
 
 @dataclass
 class EngineStats:
-    sent: int = 0
+    """What a process reports besides its seconds (run.json `in_flight_waits`)."""
+
     in_flight_waits: int = 0  # times the dispatcher found the in-flight bound reached
-    unfinished: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -242,19 +234,23 @@ class Engine:
                 self._blocked = True
                 return
             self.in_flight += 1
-            tasks.add(create_task(call(req, intended, True)))
+            tasks.add(create_task(call(req, intended)))
             nxt = next(self._pending, None)
         self._next = None
         if not self._dispatched.done():
             self._dispatched.set_result(None)
 
-    async def _call(self, req: Request, intended: int, own_task: bool = False) -> None:
-        """One request. `own_task`: it runs as its own task (open loop), listed in
-        self._tasks until it ends (removed here: cheaper than a done callback)."""
+    async def _call(self, req: Request, intended: int | None) -> None:
+        """One request. `intended` None: closed loop, the intended start is the send itself
+        (one timestamp: latency equals service time). Otherwise open loop: it runs as its own
+        task, counted in self.in_flight and listed in self._tasks until it ends (removed
+        here: cheaper than a done callback)."""
         sent = mono()
+        dispatched = intended is not None
+        if intended is None:
+            intended = sent
         rec = self.rec
         rec.started(sent, sent - intended)
-        self.stats.sent += 1
         kind: str | None = None
         try:
             await self._send(req, intended, sent)
@@ -262,13 +258,12 @@ class Engine:
             kind = exc.kind
         except asyncio.CancelledError:
             rec.record(req.op, UNFINISHED, intended, sent, mono())
-            self.stats.unfinished += 1
             raise
         except Exception as exc:  # a client bug must not stop the run; it is counted
             kind = type(exc).__name__
         finally:
-            self.in_flight -= 1
-            if own_task:
+            if dispatched:
+                self.in_flight -= 1
                 self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
         rec.record(req.op, kind, intended, sent, mono())
         if self._blocked:
@@ -311,12 +306,8 @@ class Engine:
         k = 0
         while mono() < self.end_ns:
             req = wl.draw(k)
-            assert req is not None
             k += 1
-            # The intended start of a closed-loop request is its send: latency = service.
-            sent = mono()
-            self.in_flight += 1
-            await self._call(req, sent)
+            await self._call(req, None)
             if think > 0:
                 await asyncio.sleep(think)
 

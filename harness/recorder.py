@@ -215,7 +215,6 @@ class Totals:
     started: int = 0
     clamped: int = 0
     warmup_spill: int = 0
-    seconds: int = 0
 
     def histogram(self, ops: Iterable[str], outcome: str, metric: str) -> HdrHistogram:
         """The merge of several operations' histograms (a fresh histogram)."""
@@ -284,7 +283,6 @@ class Merger:
             m = self._pending.pop(second)
             if second >= 0:
                 t = self.totals
-                t.seconds += 1
                 for key, h in m.hists.items():
                     if key in t.hists:
                         t.hists[key].add(h)

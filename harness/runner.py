@@ -50,7 +50,7 @@ from harness.progress import ProgressView, summary_table
 from harness.recorder import NS, MergedSecond, Merger, new_histogram, percentile_ms
 from harness.results import ResourceSample, ResultWriter, TargetResults, run_id_for, utc_iso
 from harness.scenario import Scenario, TargetRef, find_scenario, load_scenario, parse_target
-from harness.workers import WorkerPool, WorkerSpec
+from harness.workers import Message, WorkerPool, WorkerSpec
 from targets.redact import redact, redact_text
 from targets.registry import get_transport
 from targets.serving import DEFAULT_AMQP_URL, ServeConfig
@@ -444,21 +444,32 @@ class Runner:
                      if i not in r.pool.done]  # type: ignore[union-attr]
             mpc.wait(conns, max(0.0, (due - mono()) / NS))
             for r in active:
-                assert r.pool is not None and r.merger is not None
-                for kind, index, payload in r.pool.poll(0):
-                    if kind == "second":
-                        r.merger.add(index, payload)
-                    elif kind == "done":
-                        r.merger.finish(index)
-                        if payload is not None:
-                            r.stats.append(payload)
-                    elif kind == "error":
-                        r.merger.finish(index)
-                        r.fail(f"load process {index}: {str(payload).splitlines()[0]}")
-                        r.pool.stop()
+                assert r.pool is not None
+                self._collect(r, r.pool.poll(0))
                 self._probe(r)
                 if self._target_died(r):
                     r.pool.stop()
+
+    def _collect(self, r: TargetRun, msgs: list[Message]) -> None:
+        """Hand generator messages to the run: seconds to the merger, a process's stats as it
+        finishes, and an error as a failure (stopping the other processes); an error while
+        an interrupted or failed run stops is kept as a warning."""
+        assert r.pool is not None and r.merger is not None
+        for kind, index, payload in msgs:
+            if kind == "second":
+                r.merger.add(index, payload)
+            elif kind == "done":
+                r.merger.finish(index)
+                if payload is not None:
+                    r.stats.append(payload)
+            elif kind == "error":
+                r.merger.finish(index)
+                message = f"load process {index}: {str(payload).splitlines()[0]}"
+                if r.status == "running":
+                    r.fail(message)
+                else:  # already stopping: keep the reason without replacing the first one
+                    self.warnings.append(f"{r.label}: {message}")
+                r.pool.stop()
 
     def _target_died(self, r: TargetRun) -> bool:
         """Mark a running target whose server has exited failed, with the reason it gave (the
@@ -560,11 +571,7 @@ class Runner:
                 r.pool.stop()
                 deadline = time.monotonic() + 3  # let the generators flush their seconds
                 while not r.pool.finished and time.monotonic() < deadline:
-                    for kind, index, payload in r.pool.poll(0.2):
-                        if kind == "second":
-                            r.merger.add(index, payload)
-                        else:
-                            r.merger.finish(index)
+                    self._collect(r, r.pool.poll(0.2))
             with contextlib.suppress(Exception):
                 self._complete(r)
 

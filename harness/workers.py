@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.engine import EngineConfig, EngineStats, run_engine
+from harness.engine import Engine, EngineConfig
 from harness.lifecycle import child_setup
-from harness.recorder import SecondRecord
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -69,9 +68,8 @@ async def _worker(conn: mpc.Connection, spec: WorkerSpec) -> None:
         msg = await loop.run_in_executor(None, conn.recv)
         if msg[0] != "start":
             return
-        engine_task = asyncio.ensure_future(
-            run_engine(client, spec.engine, msg[1],
-                       lambda rec: conn.send(("second", index, rec))))
+        engine = Engine(client, spec.engine, lambda rec: conn.send(("second", index, rec)))
+        engine_task = asyncio.ensure_future(engine.run(msg[1]))
 
         def watch_stop() -> None:
             with contextlib.suppress(EOFError, OSError):
@@ -81,10 +79,9 @@ async def _worker(conn: mpc.Connection, spec: WorkerSpec) -> None:
         # A daemon thread, not the executor: the executor is joined at loop shutdown and
         # this one may still be blocked in recv when the run ends normally.
         threading.Thread(target=watch_stop, name="stop-watch", daemon=True).start()
-        stats: EngineStats | None = None
         with contextlib.suppress(asyncio.CancelledError):
-            stats = await engine_task
-        conn.send(("done", index, stats))
+            await engine_task
+        conn.send(("done", index, engine.stats))  # also when stopped: what it counted so far
     finally:
         await client.close()
 
@@ -174,16 +171,3 @@ class WorkerPool:
         for conn in self.conns:
             conn.close()
 
-
-def merge_messages(msgs: list[Message], merger: Any) -> list[str]:
-    """Feed "second"/"done"/"error" messages to a Merger; return the error texts."""
-    errors: list[str] = []
-    for kind, index, payload in msgs:
-        if kind == "second":
-            assert isinstance(payload, SecondRecord)
-            merger.add(index, payload)
-        elif kind in ("done", "error"):
-            merger.finish(index)
-            if kind == "error":
-                errors.append(str(payload))
-    return errors

@@ -19,7 +19,8 @@ import pytest
 from hdrh.log import HistogramLogReader
 
 from harness.broker import delete_namespace
-from harness.recorder import new_histogram
+from harness.engine import EngineStats
+from harness.recorder import Merger, SecondRecord, new_histogram
 from harness.results import (
     ERROR_COLUMNS,
     SUMMARY_COLUMNS,
@@ -28,6 +29,7 @@ from harness.results import (
     run_id_for,
 )
 from harness.runner import Runner, RunOptions, TargetRun
+from harness.workers import WorkerPool
 from targets.redact import redact_text
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
@@ -301,6 +303,28 @@ def test_every_run_has_its_own_queue_namespace(tmp_path):
     ra, rb = (TargetRun(r.scenario.targets[0], 1, r.scenario) for r in (a, b))
     assert a._namespace(ra) != b._namespace(rb)
     assert re.fullmatch(rf"cb-{a.run_id}-[0-9a-f]{{8}}-queue-r1", a._namespace(ra))
+
+
+@pytest.mark.parametrize("status", ["running", "interrupted"])
+def test_generator_messages_are_collected_alike_running_or_stopping(tmp_path, status):
+    """While the load runs and while an interrupted run stops, messages are read one way:
+    seconds merged, each process's stats kept as it finishes (run.json in_flight_waits), and
+    an error fails a running target or, once it is stopping, becomes a warning."""
+    runner = Runner(RunOptions(str(tiny(tmp_path, "1s"))))
+    r = TargetRun(runner.scenario.targets[0], 1, runner.scenario, status=status)
+    merged: list[int] = []
+    r.pool, r.merger = WorkerPool([]), Merger(2, lambda m: merged.append(m.started))
+    runner._collect(r, [("second", 0, SecondRecord(0, started=4)),
+                        ("second", 1, SecondRecord(0, started=5)),
+                        ("done", 0, EngineStats(in_flight_waits=3)),
+                        ("error", 1, "Boom: it broke\nTraceback ...")])
+    assert merged == [9]
+    assert [s.in_flight_waits for s in r.stats] == [3]
+    if status == "running":
+        assert (r.status, r.error) == ("failed", "load process 1: Boom: it broke")
+    else:
+        assert r.status == "interrupted"
+        assert runner.warnings == ["rest r1: load process 1: Boom: it broke"]
 
 
 def test_broker_urls_are_recorded_without_their_password():

@@ -3,6 +3,7 @@ statistical bounds (fixed seeds), stage boundaries, and the split over processes
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 from collections import Counter
@@ -114,3 +115,33 @@ def test_workload_is_deterministic_and_independent_of_processes():
     creates = [r.create for r in one if r.create is not None]
     assert len({c.request_id for c in creates}) == len(creates)
     assert all(1 <= len(c.items) <= 3 and 1 <= c.user_id <= 50 for c in creates)
+
+
+def _fingerprint(reqs: list) -> str:
+    text = "\n".join(f"{r.k}|{r.op}|{r.order_id}|{r.user_id}|{r.limit}|{r.create!r}"
+                     for r in reqs)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(("ops", "want"), [
+    (Operations(get=70, list=10, create=20, list_limit=7), "b977066c098da965"),
+    (Operations(create=1), "703459331b276531"),  # one operation: no random number for it
+])
+def test_workload_stream_is_fixed(ops, want):
+    """The requests of a seed do not change between harness versions (fingerprint taken from
+    the version that drew every number with random()), so runs stay comparable."""
+    data = DataSpec(users=50, orders_per_user=4, seed=7)
+    wl = Workload(ops, data, "p", "open")
+    assert _fingerprint([wl.draw(k) for k in range(2000)]) == want
+
+
+@pytest.mark.parametrize("ops", [Operations(get=1), Operations(get=1, list=1, create=1)])
+def test_workload_skip_consumes_what_draws_do(ops):
+    """skip(n) leaves the generator where n draws would: the next request is the same."""
+    data = DataSpec(users=50, orders_per_user=4, seed=3)
+    drawn, skipped = Workload(ops, data, "p", "s"), Workload(ops, data, "p", "s")
+    for n in (1, 3, 0, 7):
+        for k in range(n):
+            drawn.draw(k)
+        skipped.skip(n)
+        assert skipped.draw(99) == drawn.draw(99)
