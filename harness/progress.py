@@ -92,9 +92,9 @@ class ProgressView:
 def summary_table(rows: Iterable[dict[str, Any]]) -> Table:
     t = Table(title="summary (latency from intended start; percentiles of successful requests)")
     cols = ("target", "rep", "operation", "count", "errors", "req/s", "p50 ms", "p99 ms",
-            "p99.9 ms", "max ms", "service p99 ms", "CPU µs/req", "")
+            "p99.9 ms", "max ms", "service p99 ms", "CPU µs/req", "generator")
     for c in cols:
-        t.add_column(c, justify="left" if c in ("target", "operation", "") else "right")
+        t.add_column(c, justify="left" if c in ("target", "operation", "generator") else "right")
 
     def ms(v: object) -> str:
         return f"{v:.2f}" if isinstance(v, float) else "–"

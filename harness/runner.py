@@ -28,6 +28,8 @@ import importlib.metadata
 import multiprocessing.connection as mpc
 import os
 import platform
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -252,6 +254,13 @@ class Runner:
             with signals_ignored():
                 outcome = self._finish("partial")
             raise Interrupted(outcome) from None
+        except UserError:
+            if not self.runs:  # refused before anything ran (e.g. the broker): no result
+                shutil.rmtree(self.writer.dir, ignore_errors=True)
+                raise
+            with signals_ignored():
+                self._finish("partial")
+            raise
         except BaseException:
             with signals_ignored():
                 self._finish("partial")
@@ -476,8 +485,13 @@ class Runner:
         queue server exits when it loses the broker)."""
         if r.service is None or r.service.alive() or r.status != "running":
             return False
+        code = r.service.process.returncode
+        if code < 0:  # killed: its last log line is whatever it happened to say before
+            r.fail(f"target was killed by {signal.Signals(-code).name} during the run; "
+                   f"see logs/{r.service.log_path.name}")
+            return True
         reason = _last_line(r.service.log_path)
-        r.fail(f"target exited with code {r.service.process.returncode} during the run"
+        r.fail(f"target exited with code {code} during the run"
                + (f" ({reason})" if reason else "")
                + f"; see logs/{r.service.log_path.name}")
         return True

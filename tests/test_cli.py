@@ -92,3 +92,11 @@ def test_the_broker_url_never_reaches_a_servers_command_line() -> None:
 
     argv = serve_command("queue", ServeConfig(amqp_url="amqp://u:s3cret@127.0.0.1:5672/"))
     assert not any("s3cret" in a for a in argv)  # ps would show it; it travels in the environment
+
+
+@pytest.mark.skipif(not _system_broker(), reason="needs a RabbitMQ on 127.0.0.1:5672 to refuse a login")
+def test_a_run_refused_by_the_broker_leaves_no_result_folder(tmp_path: Path) -> None:
+    proc = commbench("run", "scenarios/quick.toml", "--targets", "queue", "--results-dir", str(tmp_path),
+                     "--amqp-url", "amqp://guest:wrong@127.0.0.1:5672/")
+    assert proc.returncode == 2 and "refused the login" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing that looks like a run

@@ -254,7 +254,7 @@ def test_a_target_that_dies_is_failed_and_the_others_are_kept(tmp_path):
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "complete"
     status = {t["name"]: (t["status"], t["error"]) for t in meta["targets"]}
-    assert status["rest"][0] == "failed" and "target exited" in status["rest"][1]
+    assert status["rest"][0] == "failed" and "target was killed by SIGKILL" in status["rest"][1]
     assert status["grpc"] == ("ok", None)
     _, summary = rows(run_dir / "summary.csv")
     assert {r["target"] for r in summary if r["operation"] == "all"} == {"rest", "grpc"}
