@@ -6,13 +6,17 @@ harness/locustfile.py: locust monkey-patches the standard library with gevent wh
 imported, and that must never reach the rest of commbench. Locust runs in its own session
 with a parent-death signal; Ctrl-C (or SIGTERM) here sends it SIGTERM, which locust turns
 into a clean shutdown that writes the result folder of a running test, and then the target
-is stopped. Nothing outlives the command.
+is stopped (and the queue target's broker namespace deleted). Nothing outlives the command.
+
+When locust exits, every warning of the result folders it wrote is printed, and the exit
+code is 1 if a test measured nothing (locust's own code otherwise).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import signal
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +34,14 @@ from typing import Any
 from harness.errors import UserError
 from harness.lifecycle import child_setup, signals_ignored
 from harness.locust_results import CONFIG_ENV, LocustConfig
-from harness.scenario import Scenario, TargetRef, find_scenario, load_scenario, parse_target
+from harness.scenario import (
+    Scenario,
+    TargetRef,
+    find_scenario,
+    load_scenario,
+    parse_duration,
+    parse_target,
+)
 from targets.registry import get_transport
 from targets.serving import DEFAULT_AMQP_URL, ServeConfig
 
@@ -119,15 +131,18 @@ def run_locust(opts: LocustOptions) -> int:
         _check_port_free(opts.web_host, opts.web_port, "--web-port")
     if opts.master:
         _check_port_free("", opts.master_port, "--master-port")
+    if not opts.worker:
+        _check_run_time(opts, sc)
 
     stack = contextlib.ExitStack()
     try:
         url: str | None = opts.url
         pids: list[int] = []
         conformance = None
+        namespace = None
         if not opts.worker:
             if url is None:
-                url, pids = _start_target(stack, opts, sc, ref)
+                url, pids, namespace = _start_target(stack, opts, sc, ref)
             conformance = _gate(ref, url, sc)
             _say(f"{ref.name} at {url}: conformance {conformance}")
         config = LocustConfig(
@@ -136,44 +151,102 @@ def run_locust(opts: LocustOptions) -> int:
             target_pids=tuple(pids), target_started=bool(pids), target_cpus=opts.target_cpus,
             load_cpus=opts.load_cpus,
             arguments={**opts.arguments(), "url": url, "conformance": conformance},
-            environment={} if opts.worker else _environment(opts))
+            environment={} if opts.worker else _environment(opts), namespace=namespace,
+            manifest=None if opts.worker else _manifest(stack))
         cmd = locust_command(opts, sc, url)
         if opts.web and not opts.worker:
             _say(f"locust web UI: http://{opts.web_host}:{opts.web_port}/ (Ctrl-C to stop)")
-        return _run(cmd, config, opts.load_cpus)
+        code = 0
+        try:
+            code = _run(cmd, config, opts.load_cpus)
+        finally:
+            if config.manifest is not None:
+                empty = report_results(Path(config.manifest))
+                if empty and code == 0:
+                    code = 1
+        return code
     finally:
         with signals_ignored():
             stack.close()
 
 
+def _check_run_time(opts: LocustOptions, sc: Scenario) -> None:
+    """A run time within the warm-up would measure nothing: say so before starting."""
+    if opts.run_time is None:
+        return
+    run_s = parse_duration(opts.run_time)
+    if run_s is None:
+        with contextlib.suppress(ValueError):
+            run_s = parse_duration(float(opts.run_time))
+    warmup = sc.warmup_s if opts.warmup_s is None else opts.warmup_s
+    if run_s is not None and warmup > 0 and run_s <= warmup:
+        raise UserError(f"-t {opts.run_time} is not longer than the {warmup:g} s warm-up of "
+                        f"{sc.name}: nothing would be measured; use --warmup 0s or a "
+                        f"-t longer than {warmup:g}s")
+
+
+def _manifest(stack: contextlib.ExitStack) -> str:
+    """A file the locust process appends one line to per result folder it writes."""
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="commbench-locust-")))
+    return str(folder / "results.jsonl")
+
+
+def report_results(manifest: Path) -> bool:
+    """Print where each test's result went and its warnings; True if one measured nothing."""
+    if not manifest.exists():
+        return False
+    empty = False
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        measured = int(entry.get("measured") or 0)
+        _say(f"results in {entry.get('path')} ({entry.get('status')}, {measured} requests "
+             "measured)")
+        for warning in entry.get("warnings") or []:
+            _say(f"warning: {warning}")
+        if measured == 0:
+            empty = True
+            _say("error: this test measured nothing")
+    return empty
+
+
 def _start_target(stack: contextlib.ExitStack, opts: LocustOptions, sc: Scenario,
-                  ref: TargetRef) -> tuple[str, list[int]]:
+                  ref: TargetRef) -> tuple[str, list[int], str | None]:
+    """Start the target (and the broker for the queue); the stack stops it and deletes the
+    queue target's broker namespace."""
     from harness.launcher import Launcher
     from harness.probes import broker_pids
 
     amqp_url = opts.amqp_url
-    if get_transport(ref.transport).needs_broker:
-        from harness.broker import ensure_broker
+    needs_broker = get_transport(ref.transport).needs_broker
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    # the runner's style (cb-<run-id>-<token>-<target>): unique on a shared broker
+    namespace = f"cb-locust-{stamp}-{uuid.uuid4().hex[:8]}-{ref.name}"
+    if needs_broker:
+        from harness.broker import delete_namespace, ensure_broker
 
         broker = stack.enter_context(ensure_broker(opts.amqp_url))
         amqp_url = broker.url
         _say(f"broker: {'a private broker at ' if broker.private else ''}{broker.url}")
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        # registered before the target starts, so it runs after the target stopped
+        stack.callback(delete_namespace, amqp_url, namespace)
     store = "memory"
     if sc.data.store == "sqlite":
         data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="commbench-locust-")))
         store = f"sqlite:{data / 'orders.sqlite'}"
     log_dir = opts.results_dir / ".logs"
     launcher = stack.enter_context(Launcher(log_dir))
-    config = ServeConfig(store=store, amqp_url=amqp_url, namespace=f"cb-locust-{stamp}",
+    config = ServeConfig(store=store, amqp_url=amqp_url, namespace=namespace,
                          seed=sc.data.seed_spec())
     _say(f"starting {ref.name} (log: {log_dir / f'{ref.name}-locust.log'}) …")
     service = launcher.start(ref.transport, config, name=f"{ref.name}-locust",
                              cpus=opts.target_cpus)
     pids = [service.pid]
-    if get_transport(ref.transport).needs_broker:
+    if needs_broker:
         pids += broker_pids(amqp_url) or []
-    return service.url, pids
+    return service.url, pids, namespace if needs_broker else None
 
 
 def _environment(opts: LocustOptions) -> dict[str, Any]:

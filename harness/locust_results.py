@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.recorder import ACCEPTED, NS, Merger, Recorder, SecondRecord
+from harness.recorder import ACCEPTED, NS, Merger, Recorder, SecondRecord, Totals
 from harness.results import ResourceSample, ResultWriter, TargetResults, run_id_for, utc_iso
 from harness.scenario import LoadSpec, Scenario, TargetRef, load_scenario
 from targets.core.errors import OrderError
@@ -37,7 +37,8 @@ from targets.core.errors import OrderError
 CONFIG_ENV = "COMMBENCH_LOCUST"
 CLOSE_SLACK_NS = NS  # a second is closed one second after it ends: events reach the
 #                      recorder from greenlets, a little after the coroutine finished
-MESSAGE_START = "commbench_start"  # master → workers: the test's time base and id token
+MESSAGE_START = "commbench_start"  # master → workers: the test's time base, warm-up, id token
+MESSAGE_STOP = "commbench_stop"  # master → workers: stop your users and flush every second
 MESSAGE_SECOND = "commbench_second"  # worker → master: one closed second
 MESSAGE_DONE = "commbench_done"  # worker → master: nothing more for this test
 CLOSED_LOOP_WARNING = ("locust drives a closed loop: each user waits for its answer before "
@@ -62,6 +63,8 @@ class LocustConfig:
     load_cpus: tuple[int, ...] = ()
     arguments: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)  # run.json's, taken by the CLI
+    namespace: str | None = None  # the queue target's broker namespace (run.json)
+    manifest: str | None = None  # a file the CLI reads back: one JSON line per result folder
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -353,6 +356,12 @@ class ResultCollector:
         if not self.config.target_started:
             warnings.append("the target was not started by commbench (--url): no CPU or "
                             "memory figures")
+        recorded = sum(i.get("requests", 0) for i in t.node_info.values())
+        counted = (locust_stats or {}).get("num_requests")
+        if not missing and counted is not None and counted > recorded:
+            warnings.append(f"locust counted {counted} requests but only {recorded} reached "
+                            f"this result: {counted - recorded} missing")
+            status = "partial"
         t.merger.flush_all()
         self._probe_test(t, stop_epoch_ns, final=True)
         duration = (stop_epoch_ns - t.measure_start_ns) / NS
@@ -369,7 +378,16 @@ class ResultCollector:
                          rss_mb_max=t.rss_max, saturated=False)
         path = t.writer.finish(self._meta(t, status, duration, warnings, locust_stats))
         self.finished.append(path)
+        self._announce(path, status, measured_count(totals), warnings)
         return path
+
+    def _announce(self, path: Path, status: str, measured: int, warnings: list[str]) -> None:
+        """Tell the CLI (which prints it when locust exits) what this test wrote."""
+        if self.config.manifest:
+            line = json.dumps({"path": str(path), "status": status, "measured": measured,
+                               "warnings": warnings})
+            with open(self.config.manifest, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
 
     def _meta(self, t: _Test, status: str, duration: float, warnings: list[str],
               locust_stats: dict[str, Any] | None) -> dict[str, Any]:
@@ -409,11 +427,17 @@ class ResultCollector:
                 else "stopped before the end of the test",
                 "warmup_s": t.warmup_s, "duration_s": max(duration, 0.0), "saturated": False,
                 "conformance": cfg.arguments.get("conformance"),
-                "users": t.max_users, "log": None,
+                "users": t.max_users, "log": None, "namespace": cfg.namespace,
             }],
             "locust": locust_stats or {},
             "warnings": warnings,
         }
+
+
+def measured_count(totals: Totals) -> int:
+    """Requests (ok or failed) completed in the measured window, queue accepts excluded."""
+    return sum(h.get_total_count() for (op, _outcome, metric), h in totals.hists.items()
+               if metric == "latency" and op != ACCEPTED)
 
 
 def _unique(results_dir: Path, run_id: str) -> str:

@@ -14,7 +14,13 @@ drawn by the workload, not by locust's task weights: two draws would break that 
 Locust's statistics name requests `get`, `list` and `create`.
 
 Process roles: the local runner records and writes; a worker records and sends each closed
-second to the master (locust custom messages); the master merges and writes.
+second to the master (locust custom messages); the master merges and writes. The master's
+warm-up and time base are the test's (sent to the workers at its start). When a test stops,
+the master first asks its workers to stop their users and flush (`commbench_stop`): each
+worker closes its open seconds, sends them, its final locust stats and `commbench_done`;
+the master waits for every worker's `commbench_done` (at most FINAL_WAIT_S) before it lets
+locust go on stopping, which on a headless master otherwise kills its message loop 0.5 s
+after telling the workers to quit.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from harness.locust_results import (
     MESSAGE_DONE,
     MESSAGE_SECOND,
     MESSAGE_START,
+    MESSAGE_STOP,
     LocustConfig,
     NodeRecorder,
     ResultCollector,
@@ -102,6 +109,7 @@ class _Process:
         self.ticker: gevent.Greenlet | None = None
         self.finalizer: gevent.Greenlet | None = None
         self.all_done = Event()
+        self.stop_ns: int | None = None  # master: when the test began stopping
         self.interrupted = False
 
     # -- clients -----------------------------------------------------------------------
@@ -150,6 +158,7 @@ class _Process:
             self.node = NodeRecorder(
                 lambda rec: runner.send_message(MESSAGE_SECOND, to_wire(rec)))
             runner.register_message(MESSAGE_START, self._on_master_start)
+            runner.register_message(MESSAGE_STOP, self._on_master_stop)
         elif isinstance(runner, MasterRunner):
             self.collector = ResultCollector(CONFIG, environment.host or "", "master")
             runner.register_message(MESSAGE_SECOND, self._on_second)
@@ -160,12 +169,19 @@ class _Process:
         events = environment.events
         events.request.add_listener(self._on_request)
         events.test_start.add_listener(self._on_test_start)
+        events.test_stopping.add_listener(self._on_test_stopping)
         events.test_stop.add_listener(self._on_test_stop)
         events.quitting.add_listener(self._on_quitting)
         events.quit.add_listener(self._on_quit)
 
     def _on_master_start(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.master_start = dict(msg.data)
+
+    def _on_master_stop(self, environment: Environment, msg: Any, **_: Any) -> None:
+        """Stop the users now: their test_stop flushes this worker's seconds (see
+        _on_test_stop) while the master still listens."""
+        if self.node is not None and self.node.active and self.runner is not None:
+            self.runner.stop()
 
     def _on_second(self, environment: Environment, msg: Any, **_: Any) -> None:
         if self.collector is not None:
@@ -205,13 +221,16 @@ class _Process:
             self.collector.url = environment.host or ""
             self.collector.begin(now, nodes)
             self.all_done.clear()
-            runner.send_message(MESSAGE_START, {"epoch_ns": now, "token": token})
+            runner.send_message(MESSAGE_START, {"epoch_ns": now, "token": token,
+                                                "warmup_s": self.collector.warmup_s})
         elif isinstance(runner, WorkerRunner):
             start = self.master_start or {"epoch_ns": now, "token": f"{now // 1_000_000:x}"}
             self.master_start = None
             self.prefix = f"lc{start['token']}-w{max(0, runner.worker_index)}"
             assert self.node is not None
-            self.node.begin(int(start["epoch_ns"]), CONFIG.warmup(SCENARIO))
+            # the master's warm-up, not this command's: seconds must mean the same everywhere
+            self.node.begin(int(start["epoch_ns"]),
+                            float(start.get("warmup_s", CONFIG.warmup(SCENARIO))))
         else:
             assert self.node is not None and self.collector is not None
             self.prefix = f"lc{now // 1_000_000:x}"
@@ -220,6 +239,24 @@ class _Process:
             self.node.begin(now, CONFIG.warmup(SCENARIO))
         self._start_ticker()
 
+    def _on_test_stopping(self, environment: Environment, **_: Any) -> None:
+        """Master: have every worker of the test stop and flush, and wait for them (bounded),
+        so that no worker's last seconds arrive after the master stopped listening."""
+        runner, collector = self.runner, self.collector
+        if not isinstance(runner, MasterRunner) or collector is None or collector.test is None:
+            return
+        self.stop_ns = time.time_ns()
+        for node in collector.waiting_for:
+            runner.send_message(MESSAGE_STOP, None, client_id=node)
+        if gevent.getcurrent() in runner.greenlet:
+            return  # stopping from locust's own message loop: waiting here would block it
+        deadline = time.monotonic() + FINAL_WAIT_S
+        while collector.waiting_for and time.monotonic() < deadline:
+            self.all_done.wait(1.0)
+            alive = {c.id for c in runner.clients.all if c.state != STATE_MISSING}
+            for node in collector.waiting_for - alive:  # quit or lost: no more seconds
+                collector.node_gone(node)
+
     def _on_test_stop(self, environment: Environment, **_: Any) -> None:
         stop_ns = time.time_ns()
         self._stop_ticker()
@@ -227,11 +264,21 @@ class _Process:
         if isinstance(runner, WorkerRunner):
             assert self.node is not None
             if self.node.active:
-                runner.send_message(MESSAGE_DONE, self.node.end())
+                info = self.node.end()  # sends the open seconds to the master
+                # locust's own final report before commbench_done, so the master's locust
+                # statistics are complete when it writes (locust's reports are increments)
+                send_stats = getattr(runner, "_send_stats", None)
+                if send_stats is not None:
+                    send_stats()
+                runner.send_message(MESSAGE_DONE, info)
         elif isinstance(runner, MasterRunner):
             collector = self.collector
             assert collector is not None
             if collector.test is None:
+                return
+            stop_ns, self.stop_ns = self.stop_ns or stop_ns, None
+            if not collector.waiting_for:
+                self._write(stop_ns)
                 return
             self.finalizer = gevent.spawn(self._finalize_when_done, stop_ns)
         else:

@@ -8,9 +8,11 @@ descendant inherits, that none outlives it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -173,6 +175,40 @@ def chromium(url: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
                               capture_output=True, timeout=60, start_new_session=True)
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def broker_objects(amqp_url: str, namespace: str) -> dict[str, bool]:
+    """The namespace's queues and exchanges that still exist on the broker (passive
+    declares: a missing one closes the channel with 404)."""
+    import aio_pika
+    from aiormq.exceptions import ChannelNotFoundEntity
+
+    from targets.queue.topology import Names
+
+    names = Names(namespace)
+
+    async def check() -> dict[str, bool]:
+        found: dict[str, bool] = {}
+        connection = await aio_pika.connect(amqp_url, timeout=10)
+        async with connection:
+            for kind, name in [("queue", names.rpc), ("queue", names.commands),
+                               ("queue", names.dead), ("exchange", names.events),
+                               ("exchange", names.dlx)]:
+                channel = await connection.channel()
+                try:
+                    if kind == "queue":
+                        await channel.declare_queue(name, passive=True)
+                    else:
+                        await channel.get_exchange(name, ensure=True)
+                    found[name] = True
+                except ChannelNotFoundEntity:
+                    continue
+                finally:
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+        return found
+
+    return asyncio.run(check())
 
 
 def stats_by_name(stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -389,18 +425,28 @@ def test_headless_run_against_the_queue(tmp_path: Path, scenario: Path, mark: st
     check_folder(folder, "queue", counts)
     # queue creations are recorded twice: accepted (broker confirm) and completed
     assert summary_counts(folder)[ACCEPTED] == counts["create"]["num_requests"]
+    # a namespace of its own (a uuid token), deleted once the target stopped
+    namespace = load_run(folder).context["targets"][0]["namespace"]
+    assert re.fullmatch(r"cb-locust-\d{8}-\d{6}-[0-9a-f]{8}-queue", namespace), namespace
+    assert broker_objects(amqp_url, namespace) == {}
 
 
 @pytest.mark.slow
-def test_master_and_worker_count_at_the_master(tmp_path: Path, scenario: Path,
-                                               mark: str) -> None:
+@pytest.mark.parametrize("run_time", ["3s", "8s"])
+def test_master_and_worker_count_at_the_master(tmp_path: Path, mark: str,
+                                               run_time: str) -> None:
+    """Every request the worker made is in the master's result: the worker measures with
+    the master's warm-up (the master says --warmup 0s, the worker's scenario says 2 s) and
+    flushes its last seconds before the master stops listening."""
+    scenario = tmp_path / "locust-warm.toml"
+    scenario.write_text(SCENARIO.replace('warmup = "0s"', 'warmup = "2s"'))
     results, stats = tmp_path / "results", tmp_path / "master-stats"
     port = free_port()
     env = env_with(mark)
     master = subprocess.Popen(
         commbench_locust(scenario, results, "--target", "rest", "--headless", "--master",
                          "--expect-workers", "1", "--master-port", str(port), "-u", "6",
-                         "-t", "3s", "--", "--json-file", str(stats)),
+                         "-t", run_time, "--warmup", "0s", "--", "--json-file", str(stats)),
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "master.log", "wb"),
         cwd=ROOT, start_new_session=True)
     worker = subprocess.Popen(
@@ -419,9 +465,13 @@ def test_master_and_worker_count_at_the_master(tmp_path: Path, scenario: Path,
     counts = locust_json(stats.with_suffix(".json"))
     (folder,) = run_folders(results)
     check_folder(folder, "rest", counts)
-    generator = load_run(folder).context["generator"]
+    run = load_run(folder)
+    generator = run.context["generator"]
     assert generator["mode"] == "master" and len(generator["workers"]) == 1
     assert generator["users"] == 6
+    # locust's statistics in run.json include the worker's final report
+    assert run.context["locust"]["num_requests"] == summary_counts(folder)["all"] \
+        == sum(c["num_requests"] for c in counts.values())
 
 
 @pytest.mark.slow
@@ -448,6 +498,41 @@ def test_ctrl_c_writes_a_partial_result_and_stops_everything(tmp_path: Path, sce
     run = load_run(folder)
     assert run.context["status"] == "partial"
     assert summary_counts(folder)["all"] > 0
+
+
+def test_a_run_time_within_the_warm_up_is_refused_up_front(tmp_path: Path, scenario: Path,
+                                                          mark: str) -> None:
+    """-t not longer than the warm-up would measure nothing: one line, exit 2, nothing
+    started."""
+    results = tmp_path / "results"
+    r = subprocess.run(
+        commbench_locust(scenario, results, "--target", "rest", "--headless", "-u", "2",
+                         "-t", "3s", "--warmup", "3s"),
+        env=env_with(mark), capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "warm-up" in lines[0] and "--warmup 0s" in lines[0], lines
+    assert not results.exists() or not run_folders(results)
+
+
+@pytest.mark.slow
+def test_a_test_that_measured_nothing_says_so_and_fails(tmp_path: Path, scenario: Path,
+                                                        mark: str) -> None:
+    """locust's own --run-time (after --) ends the test inside the warm-up: the warnings of
+    run.json are printed and the command exits 1."""
+    results = tmp_path / "results"
+    r = subprocess.run(
+        commbench_locust(scenario, results, "--target", "rest", "--headless", "-u", "2",
+                         "--warmup", "5s", "--", "--run-time", "1s"),
+        env=env_with(mark), capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 1, r.stderr[-3000:]
+    (folder,) = run_folders(results)
+    run = load_run(folder)
+    assert run.context["status"] == "partial"
+    nothing = [w for w in run.context["warnings"] if "nothing was measured" in w]
+    assert nothing and f"commbench: warning: {nothing[0]}" in r.stderr
+    assert f"commbench: warning: {CLOSED_LOOP_WARNING}" in r.stderr
+    assert "measured nothing" in r.stderr
 
 
 @pytest.mark.slow
