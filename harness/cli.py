@@ -79,7 +79,9 @@ def report(
     runs: Annotated[list[Path], typer.Argument(help="one or more run folders (results/<run-id>)")],
     out: Annotated[Path | None, typer.Option(
         help="FILE.html to write, or a folder (any path not ending in .html; created if "
-             "missing) to write report.html into; default: <first run>/report.html. An "
+             "missing) to write report.html into; default: <run>/report.html for one run, "
+             "<first run>/report-with-<other run ids joined by -and->.html for several (a "
+             "run's own report.html is never replaced by a combined one). An "
              "existing file is replaced only if it is a commbench report")] = None,
 ) -> None:
     """Write one self-contained HTML report (tables, plots, findings, claims); print its path."""
@@ -96,7 +98,9 @@ def compare(
         help="exit 1 when a figure moves past this, e.g. p99:+10% or throughput:-5% "
              "(repeatable; metrics p50 p90 p99 p999 max throughput error_rate cpu); a "
              "percentile with too few samples to judge is listed NOT CHECKED and changes "
-             "the exit code neither way")] = None,
+             "the exit code neither way; so is an open-loop throughput when a target's "
+             "intended rate differs between the runs by more than 1 % (offered load "
+             "differs: throughput then follows the schedule, not the system)")] = None,
     noise: Annotated[float, typer.Option(
         help="noise band used when a run has one repetition (0.1 = ±10 %)")] = 0.10,
 ) -> None:

@@ -4,9 +4,13 @@ Each claim gets a verdict: supported, refuted, not decided, or not measured here
 lacks what would decide it: a target, an operation, a load spike, an injected fault). The
 numbers behind every verdict are listed; nothing is judged on data that cannot decide it:
 
-- A verdict needs measured noise: every figure it rests on comes from at least two
-  repetitions whose min–max ranges separate (reports.stats.differs). A single repetition
-  gives at most an *observation*, stated beside "not decided", never supported/refuted.
+- A verdict needs measured noise: every figure it rests on comes from at least three
+  repetitions (CLAIM_MIN_REPS) whose min–max ranges separate and whose gap exceeds 10 %
+  (CLAIM_MIN_EFFECT). The ranges of two repetitions separate by chance about one time in
+  three per figure, so one or two repetitions give at most an *observation*, stated beside
+  "not decided", never supported/refuted.
+- A claim resting on several figures is supported (refuted) only when every decided figure
+  points its way and none points the other; the reason says on how many figures.
 - A difference within the noise never decides anything.
 - Targets that failed, or on which the generator fell behind (saturated), are left out
   exactly as the findings leave them out (reports.findings.compared_targets and
@@ -31,12 +35,12 @@ from reports.findings import (
 )
 from reports.loader import Run, percentiles_ms
 from reports.stats import (
+    CLAIM_MIN_EFFECT,
+    CLAIM_MIN_REPS,
     DEFAULT_NOISE,
-    MIN_EFFECT,
     Figure,
     differs,
     enough_tail,
-    noise_measured,
     rel_gap,
     tail_need,
 )
@@ -46,6 +50,20 @@ SUPPORTED, REFUTED, UNDECIDED, NOT_MEASURED = (
     "supported", "refuted", "not decided", "not measured here")
 ONE_REP = ("one repetition: the run-to-run noise is not measured, so the run gives no "
            "verdict (repeat it, e.g. --repetitions 3, to decide)")
+TWO_REPS = ("two repetitions: their min–max ranges separate by chance about one time in "
+            f"three per figure, so the run gives no verdict (a verdict needs at least "
+            f"{CLAIM_MIN_REPS} repetitions, e.g. --repetitions {CLAIM_MIN_REPS})")
+
+
+def too_few_reps(reps: int) -> str:
+    """Why a run with fewer than CLAIM_MIN_REPS repetitions gives no verdict."""
+    return ONE_REP if reps < 2 else TWO_REPS
+
+
+def _band(reps: int) -> str:
+    """What an unmeasured (or under-measured) difference was judged against."""
+    return (f"the ±{DEFAULT_NOISE * 100:.0f} % default band" if reps < 2 else
+            "the two repetitions' ranges")
 
 
 @dataclass
@@ -61,12 +79,16 @@ class Claim:
 
 @dataclass(frozen=True)
 class Vote:
-    """One figure compared: direction (-1 a lower, +1 a higher, 0 within noise) and whether
-    it was decided on measured noise or only observed beyond the default band."""
+    """One figure compared: direction (-1 a lower, +1 a higher, 0 within noise) and how many
+    repetitions measured its noise (`measured`: enough for a verdict, CLAIM_MIN_REPS)."""
 
     direction: int
-    measured: bool
+    reps: int
     line: str
+
+    @property
+    def measured(self) -> bool:
+        return self.reps >= CLAIM_MIN_REPS
 
     @property
     def decided(self) -> bool:
@@ -95,34 +117,39 @@ def _vote(name_a: str, name_b: str, what: str, metric: str, fa: Figure, fb: Figu
           unit: str, short: tuple[str, str] | None = None) -> Vote:
     """Compare a with b; the line gives both values and the gap against the larger one
     (named by `short`, default the names)."""
-    d = differs(fa, fb)
-    measured = noise_measured(fa, fb)
+    d = differs(fa, fb, min_effect=CLAIM_MIN_EFFECT)
+    reps = min(fa.reps, fb.reps)
     gap = abs(rel_gap(fa.value, fb.value)) * 100
     if math.isnan(gap) or fa.value == fb.value:
         gap_text = "equal"
     else:
         sa, sb = short or (name_a, name_b)
         gap_text = f"{sa if fa.value < fb.value else sb} {gap:.0f} % lower"
-    if measured:
-        mark = ("beyond the measured noise (repetition ranges apart)" if d else
+    if reps >= CLAIM_MIN_REPS:
+        mark = (f"beyond the measured noise (repetition ranges apart, gap over "
+                f"{CLAIM_MIN_EFFECT * 100:.0f} %)" if d else
                 f"within the measured noise (ranges overlap or the gap is under "
-                f"{MIN_EFFECT * 100:.0f} %)")
+                f"{CLAIM_MIN_EFFECT * 100:.0f} %)")
+    elif reps == 2:
+        mark = ("ranges of two repetitions apart, too few repetitions for a verdict" if d else
+                f"within the two repetitions' ranges (or the gap is under "
+                f"{CLAIM_MIN_EFFECT * 100:.0f} %)")
     else:
         mark = (f"beyond the ±{DEFAULT_NOISE * 100:.0f} % default band, noise not measured"
                 if d else f"within the ±{DEFAULT_NOISE * 100:.0f} % default band")
-    return Vote(d, measured, f"{what}, {metric}: {_value(name_a, fa, metric, unit)} vs "
+    return Vote(d, reps, f"{what}, {metric}: {_value(name_a, fa, metric, unit)} vs "
                              f"{_value(name_b, fb, metric, unit)} ({gap_text}), {mark}")
 
 
 def _observed(votes: list[Vote], lower_a: str, lower_b: str) -> str:
-    """One repetition: what the figures showed, stated as an observation only."""
+    """Too few repetitions: what the figures showed, stated as an observation only."""
     a = sum(v.direction < 0 for v in votes)
     b = sum(v.direction > 0 for v in votes)
+    band = _band(min(v.reps for v in votes))
     if not a and not b:
-        return (f"observed in this run: every compared figure within the ±"
-                f"{DEFAULT_NOISE * 100:.0f} % default band")
+        return f"observed in this run: every compared figure within {band}"
     return (f"observed in this run, not a verdict: {lower_a} on {a} and {lower_b} on {b} of "
-            f"{len(votes)} figures beyond the ±{DEFAULT_NOISE * 100:.0f} % default band")
+            f"{len(votes)} figures beyond {band}")
 
 
 def grpc_fast(run: Run, df: pd.DataFrame) -> Claim:
@@ -155,7 +182,7 @@ def grpc_fast(run: Run, df: pd.DataFrame) -> Claim:
                 continue
             # -1: gRPC better (lower latency, higher throughput)
             direction = -v.direction if m == "throughput" else v.direction
-            votes.append(Vote(direction, v.measured, v.line))
+            votes.append(Vote(direction, v.reps, v.line))
             c.evidence.append(v.line)
     cpu_g, cpu_r = figure(df, g, "all", "cpu"), figure(df, r, "all", "cpu")
     if cpu_g.known and cpu_r.known:
@@ -171,20 +198,28 @@ def grpc_fast(run: Run, df: pd.DataFrame) -> Claim:
                     "no figure could be compared") + caveat
         return c
     if not all(v.measured for v in votes):
-        c.verdict, c.reason = UNDECIDED, ONE_REP + caveat
+        c.verdict = UNDECIDED
+        c.reason = too_few_reps(min(v.reps for v in votes)) + caveat
         c.observation = _observed(votes, "gRPC lower", "REST lower")
         return c
     decided = [v.direction for v in votes if v.decided]
+    grpc_n, rest_n = decided.count(-1), decided.count(1)
+    rest = len(votes) - len(decided)
+    tally = f" ({len(decided)} of {len(votes)} figures decided, {rest} within the noise)"
     if not decided:
         c.verdict, c.reason = UNDECIDED, "every difference is within the measured noise"
-    elif all(v < 0 for v in decided):
+    elif grpc_n and not rest_n:
         c.verdict = SUPPORTED
-        c.reason = "gRPC was faster on every figure that differed beyond the measured noise"
-    elif all(v > 0 for v in decided):
+        c.reason = ("gRPC was faster on every figure that differed beyond the measured noise, "
+                    "and no figure pointed the other way" + tally)
+    elif rest_n and not grpc_n:
         c.verdict = REFUTED
-        c.reason = "REST was faster on every figure that differed beyond the measured noise"
+        c.reason = ("REST was faster on every figure that differed beyond the measured noise, "
+                    "and no figure pointed the other way" + tally)
     else:
-        c.verdict, c.reason = UNDECIDED, "the decided figures point both ways"
+        c.verdict = UNDECIDED
+        c.reason = (f"the decided figures point both ways: gRPC faster on {grpc_n}, REST "
+                    f"faster on {rest_n}" + tally)
     if behind:
         c.reason += f"; latency not counted: {behind}"
     c.reason += caveat
@@ -219,11 +254,11 @@ def rest_blocking(run: Run, df: pd.DataFrame) -> Claim:
         c.reason = f"{behind}, so the waits cannot decide the claim" + c.reason
         return c
     if not v.measured:
-        c.verdict, c.reason = UNDECIDED, ONE_REP + c.reason
+        c.verdict, c.reason = UNDECIDED, too_few_reps(v.reps) + c.reason
         c.observation = ("observed in this run, not a verdict: " + (
             "the REST caller waited longer" if v.direction > 0 else
             "the REST caller got its answer sooner" if v.direction < 0 else
-            f"the waits within the ±{DEFAULT_NOISE * 100:.0f} % default band"))
+            f"the waits within {_band(v.reps)}"))
         return c
     if v.direction > 0:
         c.verdict = SUPPORTED
@@ -294,10 +329,11 @@ def queue_buffers_spikes(run: Run, df: pd.DataFrame) -> Claim:
         c.verdict, c.reason = UNDECIDED, f"{behind}, so its waits cannot decide the claim"
         return c
     if not (accept.measured and (done is None or done.measured)):
-        c.verdict, c.reason = UNDECIDED, ONE_REP
+        reps = min(accept.reps, done.reps if done else accept.reps)
+        c.verdict, c.reason = UNDECIDED, too_few_reps(reps)
         c.observation = ("observed in this run, not a verdict: the accept wait " + (
             "grew during the spike" if accept.direction > 0 else
-            f"stayed within the ±{DEFAULT_NOISE * 100:.0f} % default band"
+            f"stayed within {_band(reps)}"
             if accept.direction == 0 else "fell during the spike"))
         return c
     if accept.direction > 0:

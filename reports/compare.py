@@ -10,6 +10,12 @@ Too few samples: a tail percentile with fewer than MIN_TAIL_SAMPLES requests bey
 either run) cannot be judged. Its change is printed but marked "too few samples", never
 "within noise", and --fail-on does not check it: it is listed as NOT CHECKED and changes
 the exit code neither way (a gate on p99 needs runs long enough to have a p99).
+
+Offered load: in an open loop the achieved throughput is the schedule's Poisson draw, not
+the system's capacity. When either run is open loop and a target's intended rate (its
+`all` rows' intended_rps) differs between A and B by more than OFFERED_TOLERANCE, that
+target's throughput changes are marked "~ offered load differs", never beyond noise, and
+--fail-on lists them NOT CHECKED instead of judging them.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import UserError
+from reports.findings import is_open_loop
 from reports.loader import Run, load_runs
 from reports.stats import (
     DEFAULT_NOISE,
@@ -36,6 +43,7 @@ from reports.stats import (
 )
 from reports.tables import METRIC, METRICS, figure, figures, fmt
 
+OFFERED_TOLERANCE = 0.01  # intended rates further apart than this: throughput not judged
 FAIL_METRICS = ("p50", "p90", "p99", "p999", "max", "throughput", "error_rate", "cpu",
                 "service_p99", "memory")
 _THRESHOLD = re.compile(r"^(?P<metric>[a-z_0-9]+):(?P<sign>[+-]?)(?P<amount>\d+(?:\.\d+)?)"
@@ -57,8 +65,9 @@ class Threshold:
         return c.metric == self.metric
 
     def crossed(self, c: Change) -> bool:
-        """The change moved past the threshold; never on a figure with too few samples."""
-        if c.metric != self.metric or c.few_samples:
+        """The change moved past the threshold; never on a figure with too few samples or
+        an open-loop throughput whose offered load differs."""
+        if c.metric != self.metric or c.few_samples or c.offered_differs:
             return False
         move = c.change_pct if self.relative else c.b.value - c.a.value
         if math.isnan(move):
@@ -90,6 +99,11 @@ class Change:
     change_pct: float
     beyond_noise: bool
     few_samples: bool
+    offered_differs: bool = False  # open loop, intended rates apart: not judged
+
+    @property
+    def unchecked(self) -> bool:
+        return self.few_samples or self.offered_differs
 
 
 def changes(a: Run, b: Run, band: float = DEFAULT_NOISE) -> tuple[list[Change], list[str]]:
@@ -105,15 +119,38 @@ def changes(a: Run, b: Run, band: float = DEFAULT_NOISE) -> tuple[list[Change], 
     for key in keys_b:
         if key not in keys_a:
             notes.append(f"{key[0]} {key[1]}: only in B")
+    offered = offered_differs(a, b)
     for target, op in (k for k in keys_a if k in keys_b):
         for m in METRICS:
             x, y = figure(fa, target, op, m.key), figure(fb, target, op, m.key)
             if not (x.known or y.known):
                 continue
             few = not (enough_tail(m.key, x) and enough_tail(m.key, y))
-            beyond = bool(differs(y, x, band, reference="b")) and not few
-            out.append(Change(target, op, m.key, x, y, pct_change(y.value, x.value), beyond, few))
+            load = m.key == "throughput" and target in offered
+            beyond = bool(differs(y, x, band, reference="b")) and not (few or load)
+            out.append(Change(target, op, m.key, x, y, pct_change(y.value, x.value), beyond, few,
+                              load))
     return out, notes
+
+
+def intended_rates(run: Run) -> dict[str, float]:
+    """Each target's intended (scheduled) rate, mean over repetitions; empty when unknown."""
+    s = run.summary
+    if s.empty or "intended_rps" not in s:
+        return {}
+    rows = s[(s["operation"] == "all") & s["intended_rps"].notna()]
+    means = rows.groupby("target")["intended_rps"].mean()
+    return {t: float(means[t]) for t in run.targets if t in means.index}
+
+
+def offered_differs(a: Run, b: Run) -> dict[str, tuple[float, float]]:
+    """Targets whose open-loop intended rate differs between the runs by more than
+    OFFERED_TOLERANCE (relative to A), with both rates."""
+    if not (is_open_loop(a) or is_open_loop(b)):
+        return {}
+    ia, ib = intended_rates(a), intended_rates(b)
+    return {t: (ia[t], ib[t]) for t in ia if t in ib
+            and abs(pct_change(ib[t], ia[t])) > OFFERED_TOLERANCE * 100}
 
 
 def _keys(df: pd.DataFrame) -> list[tuple[str, str]]:
@@ -133,34 +170,71 @@ def noise_statement(a: Run, b: Run, band: float) -> str:
             "(--noise to change it)")
 
 
+def offered_statement(a: Run, b: Run) -> str | None:
+    """The open-loop throughput rule, with the targets it set aside (None for closed loops)."""
+    if not (is_open_loop(a) or is_open_loop(b)):
+        return None
+    rule = (f"offered load: open loop, so throughput follows the arrival schedule; a target "
+            f"whose intended rate differs by more than {OFFERED_TOLERANCE * 100:.0f} % "
+            "between A and B has its throughput marked ~ and not checked by --fail-on")
+    apart = offered_differs(a, b)
+    if not apart:
+        return rule + "; intended rates agree here"
+    return rule + "; here: " + ", ".join(
+        f"{t} intended {x:,.1f} → {y:,.1f} req/s" for t, (x, y) in apart.items())
+
+
+def _columns(rows: Sequence[Change]) -> list[tuple[str, int, str]]:
+    """(heading, width, alignment) of each column, wide enough for its longest entry."""
+    metric = max([len("metric"), *(len(_metric_label(c.metric)) for c in rows)])
+    target = max([len("target"), *(len(c.target) for c in rows)])
+    op = max([len("operation"), *(len(c.operation) for c in rows)])
+    return [("target", target, "<"), ("operation", op, "<"), ("metric", metric, "<"),
+            ("A", 12, ">"), ("B", 12, ">"), ("change", 9, ">")]
+
+
+def _metric_label(metric: str) -> str:
+    m = METRIC[metric]
+    return f"{m.label} ({m.unit})"
+
+
 def render(a: Run, b: Run, rows: Sequence[Change], notes: Sequence[str], band: float,
            crossed: Sequence[tuple[Change, Threshold]],
            unchecked: Sequence[tuple[Change, Threshold]] = ()) -> str:
-    """Plain text for a terminal or a CI log (no colour, fixed columns)."""
+    """Plain text for a terminal or a CI log (no colour, columns sized to their contents)."""
     hit = {id(c) for c, _ in crossed}
     lines = [f"commbench compare  A: {a.run_id}  B: {b.run_id}  (scenario {a.scenario_name})",
-             noise_statement(a, b, band),
-             f"marks: * beyond noise, ? too few samples (under {MIN_TAIL_SAMPLES} requests "
-             "beyond this percentile: not judged, not checked by --fail-on), "
-             "! --fail-on threshold crossed", ""]
-    head = f"{'target':<12} {'operation':<16} {'metric':<22} {'A':>12} {'B':>12} {'change':>9}"
+             noise_statement(a, b, band)]
+    if offered := offered_statement(a, b):
+        lines.append(offered)
+    lines += [f"marks: * beyond noise, ? too few samples (under {MIN_TAIL_SAMPLES} requests "
+              "beyond this percentile: not judged, not checked by --fail-on), "
+              "~ offered load differs (not judged, not checked by --fail-on), "
+              "! --fail-on threshold crossed", ""]
+    cols = _columns(rows)
+    head = " ".join(f"{h:{al}{w}}" for h, w, al in cols)
     lines += [head, "-" * len(head)]
     for c in rows:
-        m = METRIC[c.metric]
         change = "–" if math.isnan(c.change_pct) else (
             "new" if math.isinf(c.change_pct) else f"{c.change_pct:+.1f} %")
-        mark = ("*" if c.beyond_noise else "?" if c.few_samples else " ") + (
-            "!" if id(c) in hit else "")
-        lines.append(f"{c.target:<12} {c.operation:<16} {m.label + ' (' + m.unit + ')':<22} "
-                     f"{fmt(c.a.value, c.metric):>12} {fmt(c.b.value, c.metric):>12} "
-                     f"{change:>9} {mark}".rstrip())
+        mark = ("*" if c.beyond_noise else "?" if c.few_samples else
+                "~" if c.offered_differs else " ") + ("!" if id(c) in hit else "")
+        cells = (c.target, c.operation, _metric_label(c.metric), fmt(c.a.value, c.metric),
+                 fmt(c.b.value, c.metric), change)
+        lines.append((" ".join(f"{v:{al}{w}}" for v, (_, w, al) in zip(cells, cols, strict=True))
+                      + f" {mark}").rstrip())
     lines += ["", *notes]
     for c, t in crossed:
         lines.append(f"FAIL {t.text}: {_what(c)}"
                      + ("" if c.beyond_noise else ", within noise"))
     for c, t in unchecked:
-        lines.append(f"NOT CHECKED {t.text}: {_what(c)}: too few samples (a {c.metric} needs "
-                     f"{tail_need(c.metric):,} requests; A has {_n(c.a)}, B has {_n(c.b)})")
+        if c.offered_differs:
+            lines.append(f"NOT CHECKED {t.text}: {_what(c)}: offered load differs (open loop, "
+                         f"intended rates more than {OFFERED_TOLERANCE * 100:.0f} % apart)")
+        else:
+            lines.append(f"NOT CHECKED {t.text}: {_what(c)}: too few samples (a {c.metric} "
+                         f"needs {tail_need(c.metric):,} requests; A has {_n(c.a)}, B has "
+                         f"{_n(c.b)})")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -188,7 +262,7 @@ def compare(path_a: Path, path_b: Path, fail_on: Sequence[str] = (),
     if not rows:
         raise UserError("the runs share no target and operation with figures; nothing to compare")
     crossed = [(c, t) for t in thresholds for c in rows if t.crossed(c)]
-    unchecked = [(c, t) for t in thresholds for c in rows if t.applies(c) and c.few_samples]
+    unchecked = [(c, t) for t in thresholds for c in rows if t.applies(c) and c.unchecked]
     warnings = [f"A: {w}" for w in a.warnings] + [f"B: {w}" for w in b.warnings]
     text = render(a, b, rows, [*notes, *(f"warning: {w}" for w in warnings)], band, crossed,
                   unchecked)

@@ -16,6 +16,7 @@ from reports.stats import (
     Figure,
     differs,
     enough_tail,
+    noise_measured,
     noise_rule,
 )
 from reports.tables import figure, fmt
@@ -154,15 +155,18 @@ def pair_sentence(run: Run, df: pd.DataFrame, op: str, a: str, b: str,
     if not parts:
         if lead.startswith(f"{label(a)} served"):
             return f"{lead}, with latency within noise."
+        # one repetition decides nothing (claims.py): say "counted", never "decided"
+        when = "decided" if noise_measured(fa, fb) else "counted"
         return (f"{label(a)} and {label(b)} answered {op_noun(op)} alike: median "
                 f"{fmt(fa.value, 'p50')} vs {fmt(fb.value, 'p50')} ms, a difference within "
-                f"noise (decided only when {noise_rule(fa, fb)}).")
+                f"noise ({when} only when {noise_rule(fa, fb)}).")
     joined = parts[0] if len(parts) == 1 else f"{parts[0]} and {parts[1]}"
     if generator_behind(run, [a, b]):
         behind = [label(t) for t in saturated_targets(run) if t in (a, b)]
         return (f"{label(a)} answered {op_noun(op)} with {joined} than {label(b)}, but the "
                 f"generator fell behind on {', '.join(behind)}, so part of that gap may be "
-                "the generator's: not decided.")
+                "the generator's: " + ("not decided." if noise_measured(fa, fb) else
+                                       "not counted."))
     if lead.startswith(f"{label(a)} served"):
         return f"{lead}, at {joined} than {label(b)}."
     return f"{lead} with {joined} than {label(b)}."
@@ -201,23 +205,45 @@ def _ranked(df: pd.DataFrame, op: str, targets: list[str]) -> list[str]:
     return [t for v, t in sorted(known) if not math.isnan(v)]
 
 
+def _transport(target: str) -> str:
+    return target.partition("-")[0]
+
+
 def _cpu_sentences(df: pd.DataFrame, targets: list[str]) -> list[str]:
+    """Target CPU between transports; between variants of one transport (one server, two
+    clients) the target's CPU differs only by noise, so the load generator's CPU, where the
+    clients' cost lies, is compared instead."""
+    out: list[str] = []
     figs = {t: figure(df, t, "all", "cpu") for t in targets}
     figs = {t: f for t, f in figs.items() if f.known}
-    if len(figs) < 2:
-        return []
-    best = min(figs, key=lambda t: figs[t].value)
-    out = []
-    for t, f in figs.items():
-        if t == best or differs(figs[best], f) >= 0:
+    if len(figs) >= 2:
+        best = min(figs, key=lambda t: figs[t].value)
+        for t, f in figs.items():
+            if _transport(t) == _transport(best) or differs(figs[best], f) >= 0:
+                continue
+            out.append(f"{label(best)} used {_less(figs[best], f)} per request than "
+                       f"{label(t)} ({figs[best].value:,.0f} vs {f.value:,.0f} µs).")
+    for transport in dict.fromkeys(map(_transport, targets)):
+        client = {t: figure(df, t, "all", "client_cpu") for t in targets
+                  if _transport(t) == transport}
+        client = {t: f for t, f in client.items() if f.known}
+        if len(client) < 2:
             continue
-        b = figs[best]
-        r = f.value / b.value if b.value else math.inf
-        less = (f"{times(r)}× less CPU" if r >= 2 else
-                f"{(1 - b.value / f.value) * 100:.0f} % less CPU")
-        out.append(f"{label(best)} used {less} per request than {label(t)} "
-                   f"({b.value:,.0f} vs {f.value:,.0f} µs).")
+        best = min(client, key=lambda t: client[t].value)
+        for t, f in client.items():
+            if t == best or differs(client[best], f) >= 0:
+                continue
+            out.append(f"The load generator used {_less(client[best], f)} per request with "
+                       f"{label(best)} than with {label(t)} ({client[best].value:,.0f} vs "
+                       f"{f.value:,.0f} µs): both talk to the same server, so the "
+                       "difference is the client's.")
     return out
+
+
+def _less(b: Figure, f: Figure) -> str:
+    r = f.value / b.value if b.value else math.inf
+    return (f"{times(r)}× less CPU" if r >= 2 else
+            f"{(1 - b.value / f.value) * 100:.0f} % less CPU")
 
 
 def _error_sentences(run: Run, df: pd.DataFrame, targets: list[str]) -> list[str]:

@@ -60,7 +60,7 @@ def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None =
     """Render the report of one or more runs; returns the path of the HTML file."""
     paths = [Path(run_dirs)] if isinstance(run_dirs, str | Path) else [Path(p) for p in run_dirs]
     runs = load_runs(paths)
-    out = report_path(Path(out) if out else runs[0].path / "report.html")
+    out = report_path(Path(out) if out else default_path(runs))
     assets = out.with_suffix("")
     warnings: list[str] = []
     if w := scenario_warning(runs):
@@ -88,6 +88,18 @@ def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None =
     except OSError as exc:
         raise UserError(f"{out}: cannot write the report ({exc.strerror})") from None
     return out
+
+
+def default_path(runs: Sequence[Run]) -> Path:
+    """Where a report goes without --out: <run>/report.html for one run; for several,
+    <first run>/report-with-<other run ids joined by "-and-">.html, so a combined report
+    never replaces a run's own report."""
+    if len(runs) == 1:
+        return runs[0].path / "report.html"
+    others = "-and-".join(r.run_id for r in runs[1:])
+    if len(others) > 200:  # file names stop at 255 bytes
+        others = f"{len(runs) - 1}-more-runs"
+    return runs[0].path / f"report-with-{others}.html"
 
 
 def report_path(out: Path) -> Path:

@@ -21,6 +21,11 @@ from typing import Literal
 
 DEFAULT_NOISE = 0.10  # ±10 % when a run has one repetition
 MIN_EFFECT = 0.05  # smaller differences are never called, whatever the repetitions say
+# Claim verdicts ask more: with few repetitions min–max ranges separate by chance (two
+# repetitions per figure: about one time in three), so a verdict needs CLAIM_MIN_REPS
+# repetitions and a gap over CLAIM_MIN_EFFECT.
+CLAIM_MIN_EFFECT = 0.10
+CLAIM_MIN_REPS = 3
 MIN_TAIL_SAMPLES = 10  # requests beyond a percentile needed to judge it
 
 PERCENTILE_OF = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9, "service_p99": 99.0}
@@ -67,15 +72,16 @@ def rel_gap(a: float, b: float, reference: Reference = "larger") -> float:
 
 
 def differs(a: Figure, b: Figure, band: float = DEFAULT_NOISE,
-            reference: Reference = "larger") -> int:
+            reference: Reference = "larger", min_effect: float = MIN_EFFECT) -> int:
     """-1 if a is clearly lower than b, +1 if clearly higher, 0 if within noise or unknown.
 
-    The relative gap is measured against `reference` (see rel_gap)."""
+    The relative gap is measured against `reference` (see rel_gap); with measured noise it
+    must also exceed `min_effect` (claims pass CLAIM_MIN_EFFECT)."""
     if not (a.known and b.known):
         return 0
     gap = rel_gap(a.value, b.value, reference)
     if noise_measured(a, b):
-        if abs(gap) <= MIN_EFFECT:
+        if abs(gap) <= min_effect:
             return 0
         if a.hi < b.lo:
             return -1

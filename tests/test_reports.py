@@ -241,7 +241,7 @@ def test_grpc_claim_within_noise_is_not_decided(tmp_path: Path) -> None:
 
 
 def test_clear_differences_decide_the_grpc_claim(tmp_path: Path) -> None:
-    spec = RunSpec(targets=[TargetSpec("rest", 6.0), TargetSpec("grpc", 2.0)], repetitions=2,
+    spec = RunSpec(targets=[TargetSpec("rest", 6.0), TargetSpec("grpc", 2.0)], repetitions=3,
                    seconds=10)
     run = load_run(write_run(tmp_path, spec))
     df = figures(run)
@@ -272,6 +272,7 @@ def test_report_is_self_contained(run_dir: Path, tmp_path: Path) -> None:
     assert html.count("<table class=\"figures\"") == 4
     assert html.count('<img src="data:image/svg+xml;base64,') == 6  # 3 spectra + 3 plots
     assert "quick" in html and "cores" in html
+    assert "at least three repetitions" in " ".join(html.split())  # the claims' rule
     assert (tmp_path / "r" / "tables" / "get.md").exists()
     assert len(list((tmp_path / "r" / "plots").glob("*.svg"))) == 6
 
@@ -410,7 +411,7 @@ def test_one_repetition_gives_an_observation_never_a_verdict(tmp_path: Path) -> 
     assert all("noise not measured" in e for e in claim.evidence if ", p50:" in e)
 
 
-def _queue_run(tmp_path: Path, *, saturated: set[str] = frozenset(), reps: int = 2,
+def _queue_run(tmp_path: Path, *, saturated: set[str] = frozenset(), reps: int = 3,
                accepted_ms: float = 1.0, peak_slowdown: float = 1.0,
                stages: list[dict[str, float]] | None = None, seed: int = 7) -> Path:
     return write_run(tmp_path, RunSpec(
@@ -465,7 +466,7 @@ def test_spike_within_noise_is_not_decided(tmp_path: Path) -> None:
 
 def test_spike_absorbed_by_the_queue_is_supported(tmp_path: Path) -> None:
     # The consumer fell behind at the peak (completed creations 4× slower), the producers'
-    # accept wait did not move: that is buffering, decided on two repetitions.
+    # accept wait did not move: that is buffering, decided on three repetitions.
     claim = _claim(_queue_run(tmp_path, stages=STAGES, reps=3, accepted_ms=5.0,
                               peak_slowdown=4.0), "queue-spikes")
     assert claim.verdict == SUPPORTED, claim.evidence
@@ -628,11 +629,11 @@ def test_out_without_html_is_a_folder(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_measured_noise_can_refute(tmp_path: Path) -> None:
-    # Two repetitions, REST's completed creations 10× faster than the queue's accept.
+    # Three repetitions, REST's completed creations 10× faster than the queue's accept.
     path = write_run(tmp_path, RunSpec(
         scenario="mixed", targets=[TargetSpec("rest", 0.5),
                                    TargetSpec("queue", 10.0, accepted_ms=5.0)],
-        operations={"get": 0.2, "create": 0.8}, repetitions=2, seconds=5))
+        operations={"get": 0.2, "create": 0.8}, repetitions=3, seconds=5))
     claim = _claim(path, "rest-blocking")
     assert claim.verdict == REFUTED, claim.evidence
     assert "beyond the measured noise" in claim.evidence[0]
@@ -644,3 +645,112 @@ def test_operation_table_lists_only_targets_that_ran_it(tmp_path: Path) -> None:
     df = figures(run)
     assert set(df.loc[df["operation"] == "create_accepted", "target"]) == {"queue"}
     assert set(df.loc[df["operation"] == "create", "target"]) == {"rest", "queue"}
+
+
+# ---- QA 1: a multi-run report never replaces a run's own report -----------------------------
+
+def test_report_of_several_runs_gets_its_own_default_path(run_dir: Path, reps_dir: Path,
+                                                         tmp_path: Path) -> None:
+    # Before: `commbench report A B` wrote A/report.html, replacing A's own report.
+    a, b = copy_run(run_dir, tmp_path / "a"), copy_run(reps_dir, tmp_path / "b")
+    own = write_report(a)
+    before = own.read_text()
+    p = commbench("report", str(a), str(b))
+    assert p.returncode == 0, p.stderr
+    combined = a / f"report-with-{b.name}.html"
+    assert p.stdout.strip() == str(combined)
+    assert combined.read_text().startswith("<!DOCTYPE html>\n<!-- commbench-report")
+    assert own.read_text() == before  # A's own report untouched
+    assert (a / f"report-with-{b.name}" / "plots" / "throughput-latency.svg").exists()
+    assert write_report([a]) == own  # one run: still <run>/report.html
+    help_text = " ".join(commbench("report", "--help").stdout.split())
+    assert "report-with-" in help_text and "never replaced" in help_text
+
+
+# ---- QA 2: claims need three repetitions, a 10 % effect and agreeing figures ----------------
+
+def test_two_repetitions_give_an_observation_not_a_verdict(tmp_path: Path) -> None:
+    # Before: supported. Two repetitions' ranges separate by chance one time in three.
+    spec = RunSpec(targets=[TargetSpec("rest", 6.0), TargetSpec("grpc", 2.0)], repetitions=2,
+                   seconds=10)
+    claim = _claim(write_run(tmp_path, spec), "grpc-fast")
+    assert claim.verdict == UNDECIDED, claim.evidence
+    assert claim.reason.startswith("two repetitions:") and "at least 3" in claim.reason
+    assert claim.observation == ("observed in this run, not a verdict: gRPC lower on 3 and REST "
+                                 "lower on 0 of 3 figures beyond the two repetitions' ranges")
+    assert all("too few repetitions for a verdict" in e for e in claim.evidence if ", p50:" in e)
+    queue = _claim(_queue_run(tmp_path / "q", reps=2), "rest-blocking")
+    assert queue.verdict == UNDECIDED and queue.reason.startswith("two repetitions:")
+
+
+def _grpc_claim_on(tmp_path: Path, p50: dict[tuple[str, str], tuple[float, float, float]]):
+    """The gRPC claim on three repetitions of two identical targets (every figure equal),
+    with the given p50 figures (value, lo, hi) set per (target, operation): pure logic."""
+    spec = RunSpec(targets=[TargetSpec("rest", 3.0), TargetSpec("grpc", 3.0)], repetitions=3,
+                   operations={"get": 0.5, "list": 0.2, "create": 0.3}, seed=11)
+    run = load_run(write_run(tmp_path, spec))
+    df = figures(run)
+    for (_target, op, metric), row in df[df["target"] == "rest"].set_index(
+            ["target", "operation", "metric"]).iterrows():
+        sel = (df["target"] == "grpc") & (df["operation"] == op) & (df["metric"] == metric)
+        df.loc[sel, ["value", "lo", "hi"]] = [row["value"], row["lo"], row["hi"]]
+    for (target, op), (v, lo, hi) in p50.items():
+        sel = (df["target"] == target) & (df["operation"] == op) & (df["metric"] == "p50")
+        df.loc[sel, ["value", "lo", "hi"]] = [v, lo, hi]
+    (claim,) = [c for c in check_claims(run, df) if c.key == "grpc-fast"]
+    return claim
+
+
+def test_claim_needs_a_ten_percent_gap(tmp_path: Path) -> None:
+    # QA: creation p50 0.975 vs 1.06 ms (8 %, ranges apart) called "supported" alone.
+    claim = _grpc_claim_on(tmp_path, {("grpc", "create"): (0.975, 0.97, 0.98),
+                                      ("rest", "create"): (1.06, 1.05, 1.07)})
+    assert claim.verdict == UNDECIDED, claim.evidence
+    (line,) = [e for e in claim.evidence if e.startswith("order creations, p50")]
+    assert "under 10 %" in line
+
+
+def test_claim_over_several_figures_needs_them_to_agree(tmp_path: Path) -> None:
+    one_way = _grpc_claim_on(tmp_path / "a", {("grpc", "create"): (0.8, 0.79, 0.81),
+                                              ("rest", "create"): (1.06, 1.05, 1.07)})
+    assert one_way.verdict == SUPPORTED, one_way.evidence
+    assert "no figure pointed the other way" in one_way.reason
+    assert re.search(r"\(1 of \d+ figures decided, \d+ within the noise\)", one_way.reason)
+    both = _grpc_claim_on(tmp_path / "b", {("grpc", "create"): (0.8, 0.79, 0.81),
+                                           ("rest", "create"): (1.06, 1.05, 1.07),
+                                           ("grpc", "get"): (1.3, 1.29, 1.31),
+                                           ("rest", "get"): (1.0, 0.99, 1.01)})
+    assert both.verdict == UNDECIDED
+    assert both.reason.startswith("the decided figures point both ways: gRPC faster on 1, "
+                                  "REST faster on 1")
+
+
+def test_findings_never_say_decided_on_one_repetition(tmp_path: Path) -> None:
+    # Before: "a difference within noise (decided only when …)" on a single repetition.
+    alike = load_run(write_run(tmp_path / "a", RunSpec(
+        targets=[TargetSpec("rest", 3.0), TargetSpec("grpc", 3.0)], seed=11)))
+    sentences = findings(alike, figures(alike))
+    assert any("alike" in s and "counted only when" in s for s in sentences), sentences
+    behind = load_run(write_run(tmp_path / "b", RunSpec(
+        targets=[TargetSpec("rest", 6.0), TargetSpec("grpc", 2.0)], saturated={"rest"},
+        seconds=10, seed=5)))
+    for s in sentences + findings(behind, figures(behind)):
+        assert "decided" not in s, s
+
+
+# ---- QA 4: variants of one transport share a server: compare the client's CPU -------------
+
+def test_variants_of_one_transport_compare_the_load_generator_cpu(tmp_path: Path) -> None:
+    # Before: "REST used 25 % less CPU per request than REST (httpx)", a server-noise gap.
+    spec = RunSpec(targets=[TargetSpec("rest", 4.0, cpu_us=300, client_cpu_us=150),
+                            TargetSpec("rest-httpx", 4.0, cpu_us=400, client_cpu_us=250),
+                            TargetSpec("grpc", 2.0, cpu_us=800, client_cpu_us=150)])
+    run = load_run(write_run(tmp_path, spec))
+    sentences = findings(run, figures(run))
+    assert not any("per request than REST (httpx)" in s for s in sentences), sentences
+    (client,) = [s for s in sentences if s.startswith("The load generator used")]
+    assert client.startswith("The load generator used 40 % less CPU per request with REST "
+                             "than with REST (httpx) (")
+    assert "same server" in client
+    # between transports the target's CPU is still compared
+    assert any(s.startswith("REST used 2.7× less CPU per request than gRPC") for s in sentences)
