@@ -19,11 +19,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from harness.engine import EngineConfig, EngineStats
-from harness.lifecycle import child_setup as _child_setup
+from harness.lifecycle import child_setup
 from harness.probes import ProcessProbe
 from harness.recorder import NS, Merger, Totals, percentile_ms
 from harness.scenario import Scenario, parse_scenario
@@ -87,7 +88,7 @@ def noop_server(cpus: Sequence[int], log: Path) -> Iterator[Granian]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=lambda: _child_setup(cpus))
+                                start_new_session=True, preexec_fn=lambda: child_setup(cpus))
     try:
         _wait_port(port, proc, READY_TIMEOUT_S)
         yield Granian(f"http://127.0.0.1:{port}", proc.pid)
@@ -279,7 +280,7 @@ def _run_pinned(argv: list[str], cpus: Sequence[int], timeout: float) -> tuple[s
     cpu0, t0 = _children_cpu(), time.monotonic()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=lambda: _child_setup(cpus))
+                            preexec_fn=lambda: child_setup(cpus))
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:
@@ -314,18 +315,27 @@ def wrk_run(url: str, cpus: Sequence[int], connections: int, duration_s: float,
                        _wrk_ms(p99.group(1)) if p99 else None)
 
 
+def _tagged_run(module: str, args: list[str], tag: str, cpus: Sequence[int],
+                budget_s: float) -> dict[str, Any]:
+    """Run `python -m module args` pinned, and read the one `TAG {json}` line it prints."""
+    import json
+
+    out, _, _ = _run_pinned([sys.executable, "-m", module, *args], cpus, budget_s + 60)
+    m = re.search(rf"^{tag} (\{{.*\}})$", out, re.M)
+    if not m:
+        raise RuntimeError(f"cannot read {module}'s output: {out[-800:]}")
+    return dict(json.loads(m.group(1)))
+
+
+def _load_args(users: int, duration_s: float, warmup_s: float) -> list[str]:
+    return ["--users", str(users), "--warmup", str(warmup_s), "--duration", str(duration_s)]
+
+
 def locust_run(url: str, cpus: Sequence[int], users: int, duration_s: float,
                warmup_s: float) -> ToolFigures:
     """bench.locust_fast in its own process: FastHttpUser, headless, one process."""
-    out, _, _ = _run_pinned([sys.executable, "-m", "bench.locust_fast", "--host", url,
-                             "--users", str(users), "--warmup", str(warmup_s),
-                             "--duration", str(duration_s)], cpus, warmup_s + duration_s + 60)
-    m = re.search(r"^LOCUST (\{.*\})$", out, re.M)
-    if not m:
-        raise RuntimeError(f"cannot read locust's output: {out[-800:]}")
-    import json
-
-    d = json.loads(m.group(1))
+    d = _tagged_run("bench.locust_fast", ["--host", url, *_load_args(users, duration_s, warmup_s)],
+                    "LOCUST", cpus, warmup_s + duration_s)
     return ToolFigures("locust FastHttpUser", d["rps"], d["cpu"], d["p50_ms"], d["p99_ms"],
                        f"{d['failures']} failures")
 
@@ -333,15 +343,9 @@ def locust_run(url: str, cpus: Sequence[int], users: int, duration_s: float,
 def bare_run(url: str, mode: str, cpus: Sequence[int], users: int, duration_s: float,
              warmup_s: float) -> ToolFigures:
     """bench.bare_client in its own pinned process: the REST client with no engine around."""
-    out, _, _ = _run_pinned([sys.executable, "-m", "bench.bare_client", "--url", url,
-                             "--mode", mode, "--users", str(users), "--warmup", str(warmup_s),
-                             "--duration", str(duration_s)], cpus, warmup_s + duration_s + 60)
-    m = re.search(r"^BARE (\{.*\})$", out, re.M)
-    if not m:
-        raise RuntimeError(f"cannot read bench.bare_client's output: {out[-800:]}")
-    import json
-
-    d = json.loads(m.group(1))
+    d = _tagged_run("bench.bare_client",
+                    ["--url", url, "--mode", mode, *_load_args(users, duration_s, warmup_s)],
+                    "BARE", cpus, warmup_s + duration_s)
     label = "project REST client, no engine" if mode == "client" else "bare aiohttp, no engine"
     return ToolFigures(label, d["rps"], d["cpu"])
 
@@ -349,14 +353,7 @@ def bare_run(url: str, mode: str, cpus: Sequence[int], users: int, duration_s: f
 def lean_run(url: str, cpus: Sequence[int], users: int, duration_s: float,
              warmup_s: float) -> ToolFigures:
     """bench.lean_http in its own pinned process: the engine with a minimal HTTP client."""
-    out, _, _ = _run_pinned([sys.executable, "-m", "bench.lean_http", "--url", url,
-                             "--users", str(users), "--warmup", str(warmup_s),
-                             "--duration", str(duration_s)], cpus, warmup_s + duration_s + 60)
-    m = re.search(r"^LEAN (\{.*\})$", out, re.M)
-    if not m:
-        raise RuntimeError(f"cannot read bench.lean_http's output: {out[-800:]}")
-    import json
-
-    d = json.loads(m.group(1))
+    d = _tagged_run("bench.lean_http", ["--url", url, *_load_args(users, duration_s, warmup_s)],
+                    "LEAN", cpus, warmup_s + duration_s)
     return ToolFigures("engine + lean HTTP client (bench only)", d["rps"], d["cpu"],
                        note=f"{d['errors']} errors")
