@@ -133,7 +133,6 @@ class TargetRun:
     results: TargetResults | None = None
     merger: Merger | None = None
     conformance: str = ""
-    warnings: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     stats: list[EngineStats] = field(default_factory=list)
     # timing (monotonic ns) and window accounting
