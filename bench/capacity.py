@@ -142,27 +142,25 @@ def main() -> int:
     for name in [t.strip() for t in args.targets.split(",") if t.strip()]:
         print(f"(a) {name}: closed loop, {args.users} users …", flush=True)
         namespace = f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        with ensure_broker(args.amqp_url) if name == "queue" else _nothing(args.amqp_url) as b, \
-                Launcher(logs) as launcher:
+        with ensure_broker(args.amqp_url) if name == "queue" else _nothing(args.amqp_url) as b:
             url = getattr(b, "url", args.amqp_url)
-            svc = launcher.start(name, ServeConfig(amqp_url=url, namespace=namespace, seed=seed),
-                                 cpus=server)
-            roots, note = [svc.pid], ""
-            pinned = _nothing(True)
-            if name == "queue":
-                bpids = broker_pids(url) or []
-                roots += bpids
-                pinned = threads_pinned(bpids, server)
-            try:
+            with Launcher(logs) as launcher:
+                svc = launcher.start(name, ServeConfig(amqp_url=url, namespace=namespace, seed=seed),
+                                     cpus=server)
+                roots, note = [svc.pid], ""
+                pinned = _nothing(True)
+                if name == "queue":
+                    bpids = broker_pids(url) or []
+                    roots += bpids
+                    pinned = threads_pinned(bpids, server)
                 with pinned as ok:
                     if name == "queue":
                         note = ("broker pinned to the server CPU" if ok and roots[1:]
                                 else "broker NOT pinned (not permitted or not found)")
                     best, runs = median_run(args.reps, quiet, lambda n=name, u=svc.url, r=roots:
                                             engine_run(n, n, variants[n], u, closed, load, r))
-            finally:
-                if name == "queue":
-                    delete_namespace(url, namespace)
+            if name == "queue":  # after the server stopped, or it would declare them again
+                delete_namespace(url, namespace)
         targets.append((best, runs, note))
         _show_engine(best, runs)
 
