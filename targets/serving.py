@@ -3,14 +3,17 @@ and the readiness line the launcher waits for (real synchronisation, no sleeps).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from targets.core.seed import SeedSpec
+from targets.core.service import OrderService, build_service
 
 READY_PREFIX = "COMMBENCH_READY "
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -55,3 +58,16 @@ def announce_ready(transport: str, url: str) -> None:
     line = json.dumps({"transport": transport, "url": url, "pid": os.getpid()})
     sys.stdout.write(READY_PREFIX + line + "\n")
     sys.stdout.flush()
+
+
+def run_service(config: ServeConfig, main: Callable[[OrderService], Awaitable[None]]) -> None:
+    """Build the order service, run `main(service)` on uvloop until it returns, and close the
+    store on every path (a durable store checkpoints its WAL on close)."""
+    import uvloop
+
+    service = build_service(config.store, config.seed)
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main(service))
+    finally:
+        service.store.close()

@@ -157,18 +157,24 @@ def test_unknown_target_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_ctrl_c_keeps_a_partial_result_and_leaves_no_process(tmp_path):
-    results = tmp_path / "results"
+def start_long_run(tmp_path: Path, results: Path) -> subprocess.Popen[str]:
+    """`commbench run` of a 60 s scenario in its own session, returned once load is on."""
     proc = subprocess.Popen(
         [COMMBENCH, "run", str(tiny(tmp_path, "60s")), "--results-dir", str(results)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # blocks until the load is on (pytest-timeout bounds it)
+        if line.startswith("load on rest r1"):
+            return proc
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    pytest.fail(f"no load line; stderr: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def test_ctrl_c_keeps_a_partial_result_and_leaves_no_process(tmp_path):
+    results = tmp_path / "results"
+    proc = start_long_run(tmp_path, results)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # blocks until the load is on (pytest-timeout bounds it)
-            if line.startswith("load on rest r1"):
-                break
-        else:
-            pytest.fail(f"no load line; stderr: {proc.stderr.read() if proc.stderr else ''}")
         # Wait for a measured second on disk, so the partial result has data to keep.
         (partial,) = results.glob(".partial-*")
         deadline = time.monotonic() + 30
@@ -208,14 +214,8 @@ def test_ctrl_c_keeps_a_partial_result_and_leaves_no_process(tmp_path):
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     results = tmp_path / "results"
-    proc = subprocess.Popen(
-        [COMMBENCH, "run", str(tiny(tmp_path, "60s")), "--results-dir", str(results)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_long_run(tmp_path, results)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("load on rest r1"):
-                break
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         proc.send_signal(signal.SIGTERM)  # only the harness: it must stop its children itself
         proc.communicate(timeout=60)

@@ -11,16 +11,15 @@ from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import grpc
-import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from targets.core.errors import InvalidRequest, NotFound, OrderError
-from targets.core.service import OrderService, build_service
+from targets.core.service import OrderService
 from targets.grpc import convert
 from targets.grpc import orders_pb2 as pb
 from targets.grpc import orders_pb2_grpc as pb_grpc
-from targets.serving import ServeConfig, ServeError, announce_ready, bind_socket
+from targets.serving import ServeConfig, ServeError, announce_ready, bind_socket, run_service
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["OrderService"].full_name
 STOP_GRACE_S = 2.0  # in-flight calls get this long after SIGTERM; the launcher waits 5 s
@@ -130,9 +129,4 @@ async def _serve(config: ServeConfig, service: OrderService) -> None:
 
 def serve(config: ServeConfig) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully (in-flight calls get STOP_GRACE_S)."""
-    service = build_service(config.store, config.seed)
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(config, service))
-    finally:
-        service.store.close()  # a durable store checkpoints its WAL on close
+    run_service(config, lambda service: _serve(config, service))

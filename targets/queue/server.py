@@ -23,7 +23,6 @@ from typing import Any
 
 import aio_pika
 import aiormq
-import uvloop
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
@@ -31,7 +30,7 @@ from aio_pika.abc import (
 )
 
 from targets.core.errors import OrderError
-from targets.core.service import DEFAULT_LIST_LIMIT, OrderService, build_service
+from targets.core.service import DEFAULT_LIST_LIMIT, OrderService
 from targets.core.validation import create_from_dict
 from targets.queue import codec
 from targets.queue.topology import (
@@ -43,7 +42,7 @@ from targets.queue.topology import (
     url_problem,
 )
 from targets.redact import redact
-from targets.serving import ServeConfig, ServeError, announce_ready
+from targets.serving import ServeConfig, ServeError, announce_ready, run_service
 
 CONNECT_TIMEOUT_S = 5.0
 DRAIN_TIMEOUT_S = 10.0  # how long a stop waits for in-flight messages
@@ -230,9 +229,4 @@ async def _serve(config: ServeConfig, service: OrderService) -> None:
 def serve(config: ServeConfig) -> None:
     """Run until SIGTERM/SIGINT; raise ServeError when the broker does not answer."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    service = build_service(config.store, config.seed)
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(config, service))
-    finally:
-        service.store.close()  # a durable store checkpoints its WAL on close
+    run_service(config, lambda service: _serve(config, service))

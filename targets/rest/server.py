@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 import uvicorn
-import uvloop
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -26,9 +25,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from targets.core.errors import InvalidRequest, NotFound
 from targets.core.model import CreateOrder, ItemRequest
-from targets.core.service import DEFAULT_LIST_LIMIT, OrderService, build_service
+from targets.core.service import DEFAULT_LIST_LIMIT, OrderService
 from targets.rest import wire
-from targets.serving import ServeConfig, announce_ready, bind_socket
+from targets.serving import ServeConfig, announce_ready, bind_socket, run_service
 
 GRACEFUL_SHUTDOWN_S = 3
 
@@ -224,22 +223,20 @@ async def _run(server: _Server, sock: socket.socket) -> None:
 
 def serve(config: ServeConfig) -> None:
     sock = bind_socket(config.host, config.port)  # ServeError: port in use
+
+    async def main(service: OrderService) -> None:
+        uv_config = uvicorn.Config(
+            build_app(service),
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            workers=1,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+        url = _url(config.host, sock)
+        await _run(_Server(uv_config, lambda: announce_ready("rest", url)), sock)
+
     try:
-        service = build_service(config.store, config.seed)
-        try:
-            uv_config = uvicorn.Config(
-                build_app(service),
-                loop="uvloop",
-                http="httptools",
-                access_log=False,
-                workers=1,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-            )
-            url = _url(config.host, sock)
-            server = _Server(uv_config, lambda: announce_ready("rest", url))
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(_run(server, sock))
-        finally:
-            service.store.close()
+        run_service(config, main)
     finally:
         sock.close()
