@@ -42,9 +42,9 @@ from bench.measure import (
     wait_quiet,
     wrk_run,
 )
-from harness.broker import delete_namespace, ensure_broker
-from harness.launcher import Launcher
-from harness.probes import broker_pids
+from harness.run.probes import broker_pids
+from harness.stage.broker import delete_namespace, ensure_broker
+from harness.stage.launcher import Launcher
 from targets.core.seed import SeedSpec
 from targets.serving import DEFAULT_AMQP_URL, ServeConfig
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import uvloop
 
 from bench.measure import closed_scenario, open_scenario, pin, run_queue_wait_s
-from harness.engine import EngineConfig, run_engine
-from harness.recorder import NS, Merger, SecondRecord, percentile_ms
+from harness.load.engine import EngineConfig, run_engine
+from harness.load.recorder import NS, Merger, SecondRecord, percentile_ms
 from harness.scenario import Scenario
 from targets.core.model import CreateOrder, Order
 

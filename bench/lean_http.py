@@ -22,8 +22,8 @@ import httptools
 import uvloop
 
 from bench.measure import closed_scenario
-from harness.engine import EngineConfig, run_engine
-from harness.recorder import Merger, SecondRecord
+from harness.load.engine import EngineConfig, run_engine
+from harness.load.recorder import Merger, SecondRecord
 from targets.core.errors import TransportError
 from targets.rest.client_base import RestOrderClient
 

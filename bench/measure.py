@@ -23,12 +23,12 @@ from typing import Any
 
 import psutil
 
-from harness.engine import EngineConfig, EngineStats
 from harness.lifecycle import child_setup
-from harness.probes import ProcessProbe
-from harness.recorder import NS, Merger, Totals, percentile_ms
+from harness.load.engine import EngineConfig, EngineStats
+from harness.load.recorder import NS, Merger, Totals, percentile_ms
+from harness.load.workers import WorkerPool, WorkerSpec
+from harness.run.probes import ProcessProbe
 from harness.scenario import Scenario, parse_scenario
-from harness.workers import WorkerPool, WorkerSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 START_LEAD_NS = 300_000_000

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import uvloop
 
-from harness.broker import delete_namespace, ensure_broker
-from harness.launcher import Launcher
+from harness.stage.broker import delete_namespace, ensure_broker
+from harness.stage.launcher import Launcher
 from targets.core.model import CreateOrder, ItemRequest
 from targets.core.seed import SeedSpec
 from targets.registry import get_transport

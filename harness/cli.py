@@ -64,7 +64,7 @@ def verify(
     logs: Annotated[Path, typer.Option(help="folder for the targets' logs")] = Path("results/.logs"),
 ) -> None:
     """Start the targets (or use --url), run the conformance checks, print check × target."""
-    from harness.verify import run_verify
+    from harness.stage.verify import run_verify
 
     names = [n.strip() for n in targets.split(",") if n.strip()]
     for n in names:
@@ -130,7 +130,7 @@ def run(
     report: Annotated[bool, typer.Option(help="write report.html into the result folder")] = False,
 ) -> None:
     """Measure the targets under a scenario and write results/<run-id>/."""
-    from harness.runner import RunOptions, parse_cpus, run_command
+    from harness.run.runner import RunOptions, parse_cpus, run_command
     from harness.scenario import duration_option
 
     opts = RunOptions(scenario=scenario, targets=targets, rate=rate,
@@ -170,8 +170,8 @@ def locust(
 ) -> None:
     """Drive one target with locust (web UI, headless, master/worker) through the project's
     clients; every locust test writes results/<run-id>/. Arguments after -- go to locust."""
-    from harness.locust_command import LocustOptions, run_locust
-    from harness.runner import parse_cpus
+    from harness.locust.command import LocustOptions, run_locust
+    from harness.run.runner import parse_cpus
     from harness.scenario import duration_option
 
     opts = LocustOptions(

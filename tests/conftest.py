@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.launcher import Launcher
+from harness.stage.launcher import Launcher
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def amqp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     amqp://guest:guest@127.0.0.1:5672/) if it does, else a private node stopped at session end."""
     import os
 
-    from harness.broker import ensure_broker
+    from harness.stage.broker import ensure_broker
     from targets.serving import DEFAULT_AMQP_URL
 
     url = os.environ.get("COMMBENCH_AMQP_URL", DEFAULT_AMQP_URL)

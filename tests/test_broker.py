@@ -15,9 +15,9 @@ import aio_pika
 import psutil
 import pytest
 
-from harness import broker
-from harness.broker import BrokerInfo, ensure_broker, probe
+from harness.stage import broker
 from harness.errors import UserError
+from harness.stage.broker import BrokerInfo, ensure_broker, probe
 from targets.serving import DEFAULT_AMQP_URL
 from tests.conftest import run
 
@@ -114,7 +114,7 @@ def test_private_broker_dies_with_a_killed_harness(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from harness.broker import ensure_broker
+        from harness.stage.broker import ensure_broker
         with ensure_broker({_closed_url()!r}, Path({str(tmp_path)!r})) as info:
             print(info.node, flush=True)
             sys.stdin.read()  # until the test kills us

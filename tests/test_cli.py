@@ -87,7 +87,7 @@ def test_a_refused_login_is_reported_not_replaced_by_a_private_broker() -> None:
 
 
 def test_the_broker_url_never_reaches_a_servers_command_line() -> None:
-    from harness.launcher import serve_command
+    from harness.stage.launcher import serve_command
     from targets.serving import ServeConfig
 
     argv = serve_command("queue", ServeConfig(amqp_url="amqp://u:s3cret@127.0.0.1:5672/"))

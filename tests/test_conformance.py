@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness.broker import delete_namespace
-from harness.conformance import CHECKS, run_checks
-from harness.launcher import Launcher
-from harness.verify import run_verify
+from harness.stage.broker import delete_namespace
+from harness.stage.conformance import CHECKS, run_checks
+from harness.stage.launcher import Launcher
+from harness.stage.verify import run_verify
 from targets.core.model import Order
 from targets.core.seed import SeedSpec
 from targets.registry import TRANSPORTS, Transport

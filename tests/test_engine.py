@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from harness.engine import EngineConfig, EngineStats, run_engine
-from harness.recorder import NS, Merger, Totals, percentile_ms
+from harness.load.engine import EngineConfig, EngineStats, run_engine
+from harness.load.recorder import NS, Merger, Totals, percentile_ms
+from harness.load.schedule import arrivals, segments
+from harness.load.workers import WorkerPool, WorkerSpec
 from harness.scenario import parse_scenario
-from harness.schedule import arrivals, segments
-from harness.workers import WorkerPool, WorkerSpec
 from targets.registry import get_transport
 from targets.serving import ServeConfig
 from tests.conftest import run

@@ -33,8 +33,9 @@ import psutil
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from harness.locust_command import LocustOptions, locust_command
-from harness.locust_results import (
+from harness.load.recorder import ACCEPTED, NS, SecondRecord
+from harness.locust.command import LocustOptions, locust_command
+from harness.locust.results import (
     CLOSED_LOOP_WARNING,
     LocustConfig,
     NodeRecorder,
@@ -42,7 +43,6 @@ from harness.locust_results import (
     from_wire,
     to_wire,
 )
-from harness.recorder import ACCEPTED, NS, SecondRecord
 from harness.scenario import duration_option, load_scenario
 from reports.loader import load_run
 
@@ -326,7 +326,7 @@ def test_locust_command_lines(scenario: Path) -> None:
 BRIDGE_SCRIPT = textwrap.dedent("""
     from gevent import monkey; monkey.patch_all()
     import asyncio, json, time, gevent
-    from harness.locust_bridge import AsyncBridge
+    from harness.locust.bridge import AsyncBridge
 
     async def fail():
         raise ValueError("boom")
@@ -597,7 +597,7 @@ def test_web_ui_driven_over_http_and_rendered_in_chromium(tmp_path: Path, scenar
 def test_the_cli_side_never_imports_gevent_or_locust() -> None:
     """Monkey-patching stays in the locust subprocess: the modules the CLI imports for
     `commbench locust` load neither gevent nor locust."""
-    code = ("import sys, harness.cli, harness.locust_command, harness.locust_results; "
+    code = ("import sys, harness.cli, harness.locust.command, harness.locust.results; "
             "print(sorted(m for m in ('gevent', 'locust', 'greenlet') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60, cwd=ROOT)

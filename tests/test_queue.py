@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from harness.errors import UserError
-from harness.launcher import Launcher, Service
+from harness.stage.launcher import Launcher, Service
 from targets.core.errors import InvalidRequest, NotFound, TransportError
 from targets.core.model import CreateOrder, ItemRequest
 from targets.core.seed import SeedSpec, seed_orders

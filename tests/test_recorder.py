@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from harness.recorder import (
+from harness.load.recorder import (
     HIGHEST_US,
     NS,
     MergedSecond,
@@ -19,7 +19,7 @@ from harness.recorder import (
     SecondRecord,
     new_histogram,
 )
-from harness.results import HlogWriter
+from harness.run.results import HlogWriter
 
 MS0 = 10 * NS  # measurement starts 10 s into the monotonic clock of these tests
 

@@ -18,18 +18,18 @@ import psutil
 import pytest
 from hdrh.log import HistogramLogReader
 
-from harness.broker import delete_namespace
-from harness.engine import EngineStats
-from harness.recorder import Merger, SecondRecord, new_histogram
-from harness.results import (
+from harness.load.engine import EngineStats
+from harness.load.recorder import Merger, SecondRecord, new_histogram
+from harness.load.workers import WorkerPool
+from harness.run.results import (
     ERROR_COLUMNS,
     SUMMARY_COLUMNS,
     TIMELINE_COLUMNS,
     ResultWriter,
     run_id_for,
 )
-from harness.runner import Runner, RunOptions, TargetRun
-from harness.workers import WorkerPool
+from harness.run.runner import Runner, RunOptions, TargetRun
+from harness.stage.broker import delete_namespace
 from targets.redact import redact_text
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")

@@ -10,9 +10,9 @@ from collections import Counter
 
 import pytest
 
+from harness.load.schedule import NS, IntendedCounter, arrivals, process_arrivals, segments
+from harness.load.workload import Workload
 from harness.scenario import DataSpec, LoadSpec, Operations, Stage
-from harness.schedule import NS, IntendedCounter, arrivals, process_arrivals, segments
-from harness.workload import Workload
 
 
 def load(*stages: tuple[float, float], arrival: str = "poisson") -> LoadSpec:

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from hdrh.histogram import HdrHistogram
 
-from harness.recorder import ACCEPTED, MergedSecond, Totals, max_ms, percentile_ms
+from harness.load.recorder import ACCEPTED, MergedSecond, Totals, max_ms, percentile_ms
 
 FORMAT = "commbench-run/1"
 OPERATION_ORDER = ("get", "list", "create", ACCEPTED)
@@ -306,7 +306,7 @@ def _merge(hists: Iterable[HdrHistogram | None]) -> HdrHistogram | None:
         if h is None:
             continue
         if out is None:
-            from harness.recorder import new_histogram
+            from harness.load.recorder import new_histogram
             out = new_histogram()
         out.add(h)
     return out

@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.recorder import ACCEPTED, NS, Recorder, SecondRecord
+from harness.load.recorder import ACCEPTED, NS, Recorder, SecondRecord
+from harness.load.schedule import IntendedCounter, process_arrivals, segments
+from harness.load.workload import Request, Workload
 from harness.scenario import Scenario
-from harness.schedule import IntendedCounter, process_arrivals, segments
-from harness.workload import Request, Workload
 from targets.api import OrderClient
 from targets.core.errors import OrderError
 

@@ -42,17 +42,17 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from harness.broker import delete_namespace
-from harness.engine import EngineConfig, EngineStats
 from harness.errors import UserError
-from harness.launcher import Launcher, Service
 from harness.lifecycle import signals_ignored
-from harness.probes import ProcessProbe, broker_pids
-from harness.progress import ProgressView, summary_table
-from harness.recorder import NS, MergedSecond, Merger, new_histogram, percentile_ms
-from harness.results import ResourceSample, ResultWriter, TargetResults, run_id_for, utc_iso
+from harness.load.engine import EngineConfig, EngineStats
+from harness.load.recorder import NS, MergedSecond, Merger, new_histogram, percentile_ms
+from harness.load.workers import Message, WorkerPool, WorkerSpec
+from harness.run.probes import ProcessProbe, broker_pids
+from harness.run.progress import ProgressView, summary_table
+from harness.run.results import ResourceSample, ResultWriter, TargetResults, run_id_for, utc_iso
 from harness.scenario import Scenario, TargetRef, find_scenario, load_scenario, parse_target
-from harness.workers import Message, WorkerPool, WorkerSpec
+from harness.stage.broker import delete_namespace
+from harness.stage.launcher import Launcher, Service
 from targets.redact import redact, redact_text
 from targets.registry import get_transport
 from targets.serving import DEFAULT_AMQP_URL, ServeConfig
@@ -275,7 +275,7 @@ class Runner:
         if not any(get_transport(t.transport).needs_broker for t in self.scenario.targets):
             yield self.opts.amqp_url
             return
-        from harness.broker import ensure_broker
+        from harness.stage.broker import ensure_broker
 
         with ensure_broker(self.opts.amqp_url) as broker:
             where = (f"a private broker at {redact(broker.url)} ({broker.startup_s:.1f} s to "
@@ -372,7 +372,7 @@ class Runner:
 
     def _gate(self, r: TargetRun) -> str | None:
         """The conformance gate: a target that fails it is not measured."""
-        from harness.conformance import run_checks
+        from harness.stage.conformance import run_checks
 
         async def check() -> list[Any]:
             factory = get_transport(r.ref.transport).client_factory(r.ref.variant)
@@ -674,7 +674,7 @@ def _cpu_model() -> str:
 
 
 def _git_revision() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=5, check=True).stdout.strip()

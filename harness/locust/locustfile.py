@@ -2,13 +2,13 @@
 commbench result folder for every locust test.
 
 Started by `commbench locust SCENARIO --target NAME` (which sets COMMBENCH_LOCUST and runs
-`python -m locust -f harness/locustfile.py`); this file is only ever imported by locust, so
+`python -m locust -f harness/locust/locustfile.py`); this file is only ever imported by locust, so
 gevent's monkey-patching stays inside that process.
 
 One parameterised user class, `OrderUser`: the transport and client variant come from the
 command line, the URL from locust's host (the web UI's host field may point it at another
 target of the same transport). User n draws its requests exactly as the closed-loop user n
-of `commbench run` does (harness.workload, stream `user/n`), so the operation mix is the
+of `commbench run` does (harness.load.workload, stream `user/n`), so the operation mix is the
 scenario's [operations] weights and the same seed sends the same requests. The operation is
 drawn by the workload, not by locust's task weights: two draws would break that match.
 Locust's statistics name requests `get`, `list` and `create`.
@@ -45,8 +45,10 @@ from locust.runners import (
     WorkerRunner,
 )
 
-from harness.locust_bridge import get_bridge, prepare_grpc_aio, stop_bridge
-from harness.locust_results import (
+from harness.load.recorder import NS
+from harness.load.workload import Request, Workload
+from harness.locust.bridge import get_bridge, prepare_grpc_aio, stop_bridge
+from harness.locust.results import (
     MESSAGE_DONE,
     MESSAGE_SECOND,
     MESSAGE_START,
@@ -58,8 +60,6 @@ from harness.locust_results import (
     from_wire,
     to_wire,
 )
-from harness.recorder import NS
-from harness.workload import Request, Workload
 from targets.api import OrderClient
 from targets.registry import get_transport
 

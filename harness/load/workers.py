@@ -1,6 +1,6 @@
 """Generator processes: `--processes N` splits the schedule over N OS processes (spawn
 context, each with its own uvloop loop and client), which stream their closed seconds to
-the parent; the parent merges them exactly (harness.recorder.Merger).
+the parent; the parent merges them exactly (harness.load.recorder.Merger).
 
 Workers ignore SIGINT (a terminal Ctrl-C reaches the whole foreground group): the parent
 alone decides when they stop, and a parent-death signal ends them if the parent dies.
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.engine import Engine, EngineConfig
 from harness.lifecycle import child_setup
+from harness.load.engine import Engine, EngineConfig
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0

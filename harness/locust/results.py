@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.recorder import ACCEPTED, NS, Merger, Recorder, SecondRecord, Totals
-from harness.results import ResourceSample, ResultWriter, TargetResults, run_id_for, utc_iso
+from harness.load.recorder import ACCEPTED, NS, Merger, Recorder, SecondRecord, Totals
+from harness.run.results import ResourceSample, ResultWriter, TargetResults, run_id_for, utc_iso
 from harness.scenario import LoadSpec, Scenario, TargetRef, load_scenario
 from targets.core.errors import OrderError
 
@@ -226,7 +226,7 @@ class ResultCollector:
         self.finished: list[Path] = []
         self._probe: Any = None
         if config.target_pids:
-            from harness.probes import ProcessProbe
+            from harness.run.probes import ProcessProbe
 
             self._probe = ProcessProbe(config.target_pids)
 

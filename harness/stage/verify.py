@@ -12,9 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness.conformance import CHECKS, Check, run_checks
 from harness.errors import UserError
-from harness.launcher import Launcher
+from harness.stage.conformance import CHECKS, Check, run_checks
+from harness.stage.launcher import Launcher
 from targets.core.errors import InvalidRequest, NotFound, OrderError
 from targets.core.seed import SeedSpec
 from targets.registry import get_transport
@@ -66,7 +66,7 @@ def _broker_if_needed(names: list[str], urls: dict[str, str], amqp_url: str,
     if not _needs_broker(names, urls):
         yield amqp_url
         return
-    from harness.broker import describe, ensure_broker
+    from harness.stage.broker import describe, ensure_broker
 
     with ensure_broker(amqp_url) as broker:
         console.print(describe(broker))
@@ -111,7 +111,7 @@ def run_verify(
                         verify_client(name, variant, url, seed)
                     )
         if _needs_broker(names, urls):
-            from harness.broker import delete_namespace
+            from harness.stage.broker import delete_namespace
 
             delete_namespace(broker_url, namespace)
     console.print(render_table(columns))

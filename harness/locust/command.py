@@ -2,7 +2,7 @@
 
 Starts the target (and, for the queue, the broker) unless --url names a running one, holds
 it to the conformance gate as `commbench run` does, then runs locust as a *subprocess* on
-harness/locustfile.py: locust monkey-patches the standard library with gevent when it is
+harness/locust/locustfile.py: locust monkey-patches the standard library with gevent when it is
 imported, and that must never reach the rest of commbench. Locust runs in its own session
 with a parent-death signal; Ctrl-C (or SIGTERM) here sends it SIGTERM, which locust turns
 into a clean shutdown that writes the result folder of a running test, and then the target
@@ -33,7 +33,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.lifecycle import child_setup, signals_ignored
-from harness.locust_results import CONFIG_ENV, LocustConfig
+from harness.locust.results import CONFIG_ENV, LocustConfig
 from harness.scenario import (
     Scenario,
     TargetRef,
@@ -216,8 +216,8 @@ def _start_target(stack: contextlib.ExitStack, opts: LocustOptions, sc: Scenario
                   ref: TargetRef) -> tuple[str, list[int], str | None]:
     """Start the target (and the broker for the queue); the stack stops it and deletes the
     queue target's broker namespace."""
-    from harness.launcher import Launcher
-    from harness.probes import broker_pids
+    from harness.run.probes import broker_pids
+    from harness.stage.launcher import Launcher
 
     amqp_url = opts.amqp_url
     needs_broker = get_transport(ref.transport).needs_broker
@@ -225,7 +225,7 @@ def _start_target(stack: contextlib.ExitStack, opts: LocustOptions, sc: Scenario
     # the runner's style (cb-<run-id>-<token>-<target>): unique on a shared broker
     namespace = f"cb-locust-{stamp}-{uuid.uuid4().hex[:8]}-{ref.name}"
     if needs_broker:
-        from harness.broker import delete_namespace, ensure_broker
+        from harness.stage.broker import delete_namespace, ensure_broker
 
         broker = stack.enter_context(ensure_broker(opts.amqp_url))
         amqp_url = broker.url
@@ -251,7 +251,7 @@ def _start_target(stack: contextlib.ExitStack, opts: LocustOptions, sc: Scenario
 
 def _environment(opts: LocustOptions) -> dict[str, Any]:
     """run.json's environment, taken here: the locust process should not fork `git`."""
-    from harness.runner import RunOptions, environment
+    from harness.run.runner import RunOptions, environment
 
     return environment(RunOptions(scenario=opts.scenario, target_cpus=opts.target_cpus,
                                   load_cpus=opts.load_cpus))
@@ -261,7 +261,7 @@ def _gate(ref: TargetRef, url: str, sc: Scenario) -> str:
     """The conformance gate of `commbench run`: a target that fails it is not measured."""
     import uvloop
 
-    from harness.conformance import run_checks
+    from harness.stage.conformance import run_checks
 
     async def check() -> list[Any]:
         client = await get_transport(ref.transport).client_factory(ref.variant)(
@@ -288,7 +288,7 @@ def _gate(ref: TargetRef, url: str, sc: Scenario) -> str:
 def _run(cmd: Sequence[str], config: LocustConfig, load_cpus: Sequence[int]) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env[CONFIG_ENV] = config.to_env()
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(list(cmd), env=env, stdin=subprocess.DEVNULL,
                             start_new_session=True,
