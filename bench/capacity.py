@@ -42,8 +42,7 @@ from bench.measure import (
     wait_quiet,
     wrk_run,
 )
-from harness.run.probes import broker_pids
-from harness.stage.broker import delete_namespace, ensure_broker
+from harness.stage.broker import broker_pids, delete_namespace, ensure_broker
 from harness.stage.launcher import Launcher
 from targets.core.seed import SeedSpec
 from targets.serving import DEFAULT_AMQP_URL, ServeConfig

@@ -12,6 +12,7 @@ import click
 import typer
 
 from harness.errors import UserError
+from reports.errors import ReportError
 from targets.core.errors import OrderError
 from targets.core.seed import SeedSpec
 from targets.registry import TRANSPORTS, get_transport
@@ -130,7 +131,8 @@ def run(
     report: Annotated[bool, typer.Option(help="write report.html into the result folder")] = False,
 ) -> None:
     """Measure the targets under a scenario and write results/<run-id>/."""
-    from harness.run.runner import RunOptions, parse_cpus, run_command
+    from harness.run.command import run_command
+    from harness.run.options import RunOptions, parse_cpus
     from harness.scenario import duration_option
 
     opts = RunOptions(scenario=scenario, targets=targets, rate=rate,
@@ -138,7 +140,7 @@ def run(
                       processes=processes, target_cpus=parse_cpus(target_cpus, "--target-cpus"),
                       load_cpus=parse_cpus(load_cpus, "--load-cpus"), concurrent=concurrent,
                       results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir)
-    raise typer.Exit(run_command(opts, report=report))
+    raise typer.Exit(run_command(opts, report=_write_report if report else None))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -171,7 +173,7 @@ def locust(
     """Drive one target with locust (web UI, headless, master/worker) through the project's
     clients; every locust test writes results/<run-id>/. Arguments after -- go to locust."""
     from harness.locust.command import LocustOptions, run_locust
-    from harness.run.runner import parse_cpus
+    from harness.run.options import parse_cpus
     from harness.scenario import duration_option
 
     opts = LocustOptions(
@@ -197,6 +199,12 @@ def scenarios(
             typer.echo(f"{path.stem:<16} INVALID: {str(sc).splitlines()[0]}")
         else:
             typer.echo(f"{sc.name:<16} {sc.description}")
+
+
+def _write_report(run: Path) -> Path:
+    from reports.html import write_report
+
+    return write_report(run)
 
 
 def _transport(name: str):
@@ -246,7 +254,7 @@ def main() -> None:
     except (*_ABORTS, KeyboardInterrupt):
         sys.stderr.write("commbench: interrupted\n")
         sys.exit(130)
-    except (UserError, ServeError) as exc:
+    except (UserError, ServeError, ReportError) as exc:
         sys.stderr.write(f"commbench: {exc}\n")
         sys.exit(2)
     except OrderError as exc:

@@ -1,7 +1,7 @@
 """`commbench compare RUN_A RUN_B`: the change of every figure from A to B, marked where it
 is larger than the runs' own noise, and thresholds (`--fail-on p99:+10%`) for CI gates.
 
-Exit codes: 0 no threshold crossed, 1 a threshold crossed, 2 bad input (UserError).
+Exit codes: 0 no threshold crossed, 1 a threshold crossed, 2 bad input (ReportError).
 Noise: with repetitions in both runs, a change counts when the two min–max ranges do not
 overlap; otherwise the stated default band (reports.stats.DEFAULT_NOISE) applies. A change
 is always relative to A, the baseline, for the band as for the printed percentage.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import UserError
+from reports.errors import ReportError
 from reports.findings import is_open_loop
 from reports.loader import Run, load_runs
 from reports.stats import (
@@ -78,11 +78,11 @@ class Threshold:
 def parse_threshold(text: str) -> Threshold:
     m = _THRESHOLD.match(text.strip().replace(" ", ""))
     if not m:
-        raise UserError(f"--fail-on {text!r}: expected METRIC:[+|-]AMOUNT[%], e.g. p99:+10% "
+        raise ReportError(f"--fail-on {text!r}: expected METRIC:[+|-]AMOUNT[%], e.g. p99:+10% "
                         f"or throughput:-5%; metrics: {', '.join(FAIL_METRICS)}")
     metric = m["metric"]
     if metric not in FAIL_METRICS:
-        raise UserError(f"--fail-on {text!r}: unknown metric {metric!r}; "
+        raise ReportError(f"--fail-on {text!r}: unknown metric {metric!r}; "
                         f"choose one of: {', '.join(FAIL_METRICS)}")
     worse = -1 if METRIC[metric].higher_is_better else 1
     sign = {"+": 1, "-": -1}.get(m["sign"], worse)
@@ -253,14 +253,14 @@ def compare(path_a: Path, path_b: Path, fail_on: Sequence[str] = (),
     """The text to print and the exit code (0, or 1 when a threshold is crossed)."""
     thresholds = [parse_threshold(t) for t in fail_on]
     if not 0 <= band < 10:
-        raise UserError(f"--noise must be a fraction such as 0.1, got {band}")
+        raise ReportError(f"--noise must be a fraction such as 0.1, got {band}")
     a, b = load_runs([path_a, path_b])
     if a.scenario_name != b.scenario_name:
-        raise UserError(f"A ran scenario {a.scenario_name!r}, B ran {b.scenario_name!r}: their "
+        raise ReportError(f"A ran scenario {a.scenario_name!r}, B ran {b.scenario_name!r}: their "
                         "figures are not comparable; compare two runs of one scenario")
     rows, notes = changes(a, b, band)
     if not rows:
-        raise UserError("the runs share no target and operation with figures; nothing to compare")
+        raise ReportError("the runs share no target and operation with figures; nothing to compare")
     crossed = [(c, t) for t in thresholds for c in rows if t.crossed(c)]
     unchecked = [(c, t) for t in thresholds for c in rows if t.applies(c) and c.unchecked]
     warnings = [f"A: {w}" for w in a.warnings] + [f"B: {w}" for w in b.warnings]

@@ -20,9 +20,9 @@ from typing import Any
 
 import jinja2
 
-from harness.errors import UserError
 from reports import plots
 from reports.claims import Claim, check_claims
+from reports.errors import ReportError
 from reports.findings import findings, noise_note
 from reports.loader import Run, load_runs, same_scenario, scenario_warning
 from reports.tables import OPERATION_LABEL, Table, figures, tables, write_tables
@@ -86,7 +86,7 @@ def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None =
     try:
         out.write_text(html, encoding="utf-8")
     except OSError as exc:
-        raise UserError(f"{out}: cannot write the report ({exc.strerror})") from None
+        raise ReportError(f"{out}: cannot write the report ({exc.strerror})") from None
     return out
 
 
@@ -107,19 +107,19 @@ def report_path(out: Path) -> Path:
     folder (created if missing, its parent must exist) that gets report.html inside. An
     existing file is replaced only when it is a commbench report."""
     if out.exists() and not out.is_dir() and not is_report(out):
-        raise UserError(f"{out}: exists and is not a commbench report; not overwriting it "
+        raise ReportError(f"{out}: exists and is not a commbench report; not overwriting it "
                         "(remove it or choose another --out)")
     if out.suffix.lower() not in (".html", ".htm") and not out.is_file() or out.is_dir():
         if not out.parent.is_dir():
-            raise UserError(f"{out.parent}: no such folder for the report")
+            raise ReportError(f"{out.parent}: no such folder for the report")
         out.mkdir(exist_ok=True)
         out = out / "report.html"
     if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: no such folder for the report")
+        raise ReportError(f"{out.parent}: no such folder for the report")
     if out.is_dir():
-        raise UserError(f"{out}: is a folder inside a folder of that name; choose another --out")
+        raise ReportError(f"{out}: is a folder inside a folder of that name; choose another --out")
     if out.exists() and not is_report(out):
-        raise UserError(f"{out}: exists and is not a commbench report; not overwriting it "
+        raise ReportError(f"{out}: exists and is not a commbench report; not overwriting it "
                         "(remove it or choose another --out)")
     return out
 

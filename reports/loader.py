@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
-from harness.errors import UserError
+from reports.errors import ReportError
 
 FORMAT = "commbench-run/1"
 HISTOGRAM_METRICS = ("latency", "service")
@@ -174,24 +174,24 @@ def percentiles_ms(h: HdrHistogram | None, percentiles: Sequence[float]) -> dict
 
 
 def load_run(path: Path) -> Run:
-    """Read one run folder; UserError when it is not a run this version can read."""
+    """Read one run folder; ReportError when it is not a run this version can read."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path}: no such folder")
+        raise ReportError(f"{path}: no such folder")
     if not path.is_dir():
-        raise UserError(f"{path}: not a folder; pass a run folder such as results/<run-id>/")
+        raise ReportError(f"{path}: not a folder; pass a run folder such as results/<run-id>/")
     run_json = path / "run.json"
     if not run_json.exists():
-        raise UserError(_not_a_run(path))
+        raise ReportError(_not_a_run(path))
     try:
         context = json.loads(run_json.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{run_json}: not valid JSON ({exc}); the run folder is damaged") from None
+        raise ReportError(f"{run_json}: not valid JSON ({exc}); the run folder is damaged") from None
     if not isinstance(context, dict):
-        raise UserError(f"{run_json}: expected a JSON object")
+        raise ReportError(f"{run_json}: expected a JSON object")
     found = context.get("format")
     if found != FORMAT:
-        raise UserError(
+        raise ReportError(
             f"{path}: result format {found!r}, this commbench reads {FORMAT!r}; "
             "re-run the scenario, or report it with the commbench version that wrote it"
         )
@@ -223,12 +223,12 @@ def load_run(path: Path) -> Run:
 def load_runs(paths: Sequence[Path]) -> list[Run]:
     """Read several runs; a second copy of the same folder is refused (it would count twice)."""
     if not paths:
-        raise UserError("no run folder given")
+        raise ReportError("no run folder given")
     seen: dict[Path, Path] = {}
     for p in paths:
         real = Path(p).resolve()
         if real in seen:
-            raise UserError(f"{p}: given twice")
+            raise ReportError(f"{p}: given twice")
         seen[real] = Path(p)
     return [load_run(Path(p)) for p in paths]
 

@@ -16,12 +16,37 @@ from targets.serving import ServeConfig
 
 
 @dataclass(frozen=True)
+class BrokerKind:
+    """A broker some transports need. The harness finds or starts it through `provider`, an
+    object with `ensure(url)` (a context manager yielding the broker's `url`, `private` and
+    `startup_s`), `describe(info)`, `pids(url)` and `delete_namespace(url, namespace)`; a second
+    broker kind is a new provider module and a line here."""
+
+    name: str
+    provider: str  # "module:attribute"
+
+    def resolve(self) -> Any:
+        return _resolve(self.provider)
+
+
+RABBITMQ = BrokerKind("rabbitmq", "harness.stage.broker:RABBITMQ")
+
+
+@dataclass(frozen=True)
 class Transport:
+    """What the harness needs to know about a transport, so no code elsewhere checks names."""
+
     name: str
     description: str
     server: str  # "module:function", function(ServeConfig) runs until SIGTERM/SIGINT
     clients: dict[str, str]  # variant name → "module:async factory(url, timeout=)"
-    needs_broker: bool = False
+    broker: BrokerKind | None = None  # the stage finds or starts it; names are namespaced
+    # A create is acknowledged (the broker's confirm) before it completes: recorded apart as
+    # `create_accepted`.
+    accepted_moment: bool = False
+    # "module:async function" run once on the locust bridge's loop before the first client
+    # (a library that needs help inside a gevent-patched process).
+    gevent_setup: str | None = None
 
     @property
     def default_client(self) -> str:
@@ -49,11 +74,12 @@ TRANSPORTS: dict[str, Transport] = {
                    "httpx": "targets.rest.client_httpx:connect"}),
         Transport("grpc", "gRPC: protobuf over HTTP/2, grpc.aio",
                   "targets.grpc.server:serve",
-                  {"grpcio": "targets.grpc.client:connect"}),
+                  {"grpcio": "targets.grpc.client:connect"},
+                  gevent_setup="targets.grpc.gevent_compat:prepare_grpc_aio"),
         Transport("queue", "RabbitMQ through aio-pika: RPC lookups, confirmed commands, events",
                   "targets.queue.server:serve",
                   {"aio-pika": "targets.queue.client:connect"},
-                  needs_broker=True),
+                  broker=RABBITMQ, accepted_moment=True),
     )
 }
 
@@ -65,6 +91,11 @@ def get_transport(name: str) -> Transport:
         raise KeyError(
             f"unknown target {name!r}; known targets: {', '.join(TRANSPORTS)}"
         ) from None
+
+
+def resolve(ref: str) -> Any:
+    """The object a "module:attribute" string names (imported on use)."""
+    return _resolve(ref)
 
 
 def _resolve(ref: str) -> Any:

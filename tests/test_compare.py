@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
 from reports.compare import changes, compare, parse_threshold
+from reports.errors import ReportError as UserError
 from reports.loader import load_run
 from reports.stats import DEFAULT_NOISE, Figure
 from reports.tables import METRICS, OPTIONAL_METRICS

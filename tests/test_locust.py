@@ -35,13 +35,10 @@ from hdrh.histogram import HdrHistogram
 
 from harness.load.recorder import ACCEPTED, NS, SecondRecord
 from harness.locust.command import LocustOptions, locust_command
+from harness.locust.node import LocustConfig, NodeRecorder, from_wire, to_wire
 from harness.locust.results import (
     CLOSED_LOOP_WARNING,
-    LocustConfig,
-    NodeRecorder,
     ResultCollector,
-    from_wire,
-    to_wire,
 )
 from harness.scenario import duration_option, load_scenario
 from reports.loader import load_run

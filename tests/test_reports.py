@@ -18,9 +18,9 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from harness.errors import UserError
 from reports import plots
 from reports.claims import NOT_MEASURED, REFUTED, SUPPORTED, UNDECIDED, check_claims
+from reports.errors import ReportError as UserError
 from reports.findings import findings, throughput_comparable
 from reports.html import write_report
 from reports.loader import FORMAT, load_run, load_runs

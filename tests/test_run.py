@@ -208,8 +208,13 @@ def test_ctrl_c_keeps_a_partial_result_and_leaves_no_process(tmp_path):
     ok = int(all_row["count"]) - int(all_row["errors"])
     assert float(all_row["throughput_rps"]) == pytest.approx(ok / target["measured_s"], rel=0.01)
     assert float(all_row["throughput_rps"]) > 75  # about 150/s offered; /60 s would give < 40
-    assert target["saturated"] is False and all_row["saturated"] == "false"
-    assert not any("saturated" in w for w in meta["warnings"]), meta["warnings"]
+    # The requests the stop kept from being sent are not counted as the generator falling
+    # behind: every whole second before the stop was sent in full. (Schedule lag on a busy
+    # 2-core machine may still flag the run; that is the lag rule, not the stop.)
+    saturation = [w for w in meta["warnings"] if "saturated" in w]
+    achieved = [re.search(r"achieved (\d+)% of the intended rate over the", w) for w in saturation]
+    assert all(m and int(m.group(1)) >= 99 for m in achieved), saturation
+    assert (all_row["saturated"] == "true") == bool(saturation) == target["saturated"]
 
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):

@@ -1,7 +1,7 @@
 """asyncio clients under locust: one asyncio loop per locust process, in a native OS thread.
 
 Locust runs on gevent and monkey-patches the standard library; there is no supported asyncio
-bridge (see /work/shared/notes/locust-asyncio.md). What works, and what this module does:
+bridge (see docs/locust-asyncio.md). What works, and what this module does:
 
 - the loop runs in a real OS thread (gevent's ThreadPool spawns native threads even when
   patched), built on the *original* selector (a loop on the patched one segfaulted) or on
@@ -192,37 +192,6 @@ class AsyncBridge:
             slot = done.popleft()
             if not slot.abandoned:
                 slot.waiter.switch(None)
-
-
-async def prepare_grpc_aio() -> None:
-    """Start grpc.aio's completion-queue poller in a native thread (run it on the bridge's
-    loop before the first grpc.aio channel).
-
-    grpc.aio polls its completion queue in a `threading.Thread`; under gevent's patching that
-    is a greenlet of the asyncio thread, which never runs (the thread runs asyncio, not a
-    gevent hub), so every call hangs. For the one moment grpc creates the poller, its module
-    sees a `threading` whose Thread starts a real OS thread; the extra init reference keeps
-    that poller for the life of the process.
-    """
-    from types import SimpleNamespace
-
-    from grpc._cython import cygrpc
-
-    start_native = gevent.monkey.get_original("_thread", "start_new_thread")
-
-    class NativeThread:
-        def __init__(self, target: Callable[[], None], daemon: bool = True) -> None:
-            self._target = target
-
-        def start(self) -> None:
-            start_native(self._target, ())
-
-    saved = cygrpc.threading
-    cygrpc.threading = SimpleNamespace(Thread=NativeThread)
-    try:
-        cygrpc.init_grpc_aio()
-    finally:
-        cygrpc.threading = saved
 
 
 _bridge: AsyncBridge | None = None

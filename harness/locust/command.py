@@ -14,7 +14,6 @@ code is 1 if a test measured nothing (locust's own code otherwise).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -31,9 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.environment import environment
 from harness.errors import UserError
 from harness.lifecycle import child_setup, signals_ignored
-from harness.locust.results import CONFIG_ENV, LocustConfig
+from harness.locust.node import CONFIG_ENV, LocustConfig
 from harness.scenario import (
     Scenario,
     TargetRef,
@@ -42,8 +42,9 @@ from harness.scenario import (
     parse_duration,
     parse_target,
 )
-from targets.registry import get_transport
-from targets.serving import DEFAULT_AMQP_URL, ServeConfig
+from harness.stage.stage import GateFailed, Stage
+from targets.redact import redact
+from targets.serving import DEFAULT_AMQP_URL
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 STOP_TIMEOUT_S = 20.0  # locust's own shutdown: final seconds from workers, the result folder
@@ -141,17 +142,16 @@ def run_locust(opts: LocustOptions) -> int:
         conformance = None
         namespace = None
         if not opts.worker:
-            if url is None:
-                url, pids, namespace = _start_target(stack, opts, sc, ref)
-            conformance = _gate(ref, url, sc)
-            _say(f"{ref.name} at {url}: conformance {conformance}")
+            url, pids, namespace, conformance = _stage_target(stack, opts, sc, ref)
+            _say(f"{ref.name} at {redact(url)}: conformance {conformance}")
         config = LocustConfig(
             scenario_file=str(path.resolve()), transport=ref.transport, variant=ref.variant,
             results_dir=str(opts.results_dir.resolve()), warmup_s=opts.warmup_s,
             target_pids=tuple(pids), target_started=bool(pids), target_cpus=opts.target_cpus,
             load_cpus=opts.load_cpus,
             arguments={**opts.arguments(), "url": url, "conformance": conformance},
-            environment={} if opts.worker else _environment(opts), namespace=namespace,
+            environment={} if opts.worker else environment(opts.target_cpus, opts.load_cpus),
+            namespace=namespace,
             manifest=None if opts.worker else _manifest(stack))
         cmd = locust_command(opts, sc, url)
         if opts.web and not opts.worker:
@@ -212,77 +212,31 @@ def report_results(manifest: Path) -> bool:
     return empty
 
 
-def _start_target(stack: contextlib.ExitStack, opts: LocustOptions, sc: Scenario,
-                  ref: TargetRef) -> tuple[str, list[int], str | None]:
-    """Start the target (and the broker for the queue); the stack stops it and deletes the
-    queue target's broker namespace."""
-    from harness.run.probes import broker_pids
-    from harness.stage.launcher import Launcher
-
-    amqp_url = opts.amqp_url
-    needs_broker = get_transport(ref.transport).needs_broker
+def _stage_target(stack: contextlib.ExitStack, opts: LocustOptions, sc: Scenario,
+                  ref: TargetRef) -> tuple[str, list[int], str | None, str]:
+    """Stand the target up (or adopt --url) and gate it; the stack takes it down. Returns
+    its URL, the pids to probe (the broker's too), its broker namespace and the gate's
+    summary."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     # the runner's style (cb-<run-id>-<token>-<target>): unique on a shared broker
     namespace = f"cb-locust-{stamp}-{uuid.uuid4().hex[:8]}-{ref.name}"
-    if needs_broker:
-        from harness.stage.broker import delete_namespace, ensure_broker
-
-        broker = stack.enter_context(ensure_broker(opts.amqp_url))
-        amqp_url = broker.url
-        _say(f"broker: {'a private broker at ' if broker.private else ''}{broker.url}")
-        # registered before the target starts, so it runs after the target stopped
-        stack.callback(delete_namespace, amqp_url, namespace)
-    store = "memory"
-    if sc.data.store == "sqlite":
+    data = None
+    if opts.url is None and sc.data.store != "memory":
         data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="commbench-locust-")))
-        store = f"sqlite:{data / 'orders.sqlite'}"
     log_dir = opts.results_dir / ".logs"
-    launcher = stack.enter_context(Launcher(log_dir))
-    config = ServeConfig(store=store, amqp_url=amqp_url, namespace=namespace,
-                         seed=sc.data.seed_spec())
-    _say(f"starting {ref.name} (log: {log_dir / f'{ref.name}-locust.log'}) …")
-    service = launcher.start(ref.transport, config, name=f"{ref.name}-locust",
-                             cpus=opts.target_cpus)
-    pids = [service.pid]
-    if needs_broker:
-        pids += broker_pids(amqp_url) or []
-    return service.url, pids, namespace if needs_broker else None
-
-
-def _environment(opts: LocustOptions) -> dict[str, Any]:
-    """run.json's environment, taken here: the locust process should not fork `git`."""
-    from harness.run.runner import RunOptions, environment
-
-    return environment(RunOptions(scenario=opts.scenario, target_cpus=opts.target_cpus,
-                                  load_cpus=opts.load_cpus))
-
-
-def _gate(ref: TargetRef, url: str, sc: Scenario) -> str:
-    """The conformance gate of `commbench run`: a target that fails it is not measured."""
-    import uvloop
-
-    from harness.stage.conformance import run_checks
-
-    async def check() -> list[Any]:
-        client = await get_transport(ref.transport).client_factory(ref.variant)(
-            url, timeout=sc.load.timeout_s)
-        try:
-            return await run_checks(client, sc.data.seed_spec())
-        finally:
-            await client.close()
-
+    stage = stack.enter_context(Stage(log_dir, amqp_url=opts.amqp_url, data_dir=data, note=_say))
+    if opts.url is None:
+        _say(f"starting {ref.name} (log: {log_dir / f'{ref.name}-locust.log'}) …")
+    target = stage.start(ref, name=f"{ref.name}-locust", namespace=namespace,
+                         seed=sc.data.seed_spec(), store=sc.data.store, cpus=opts.target_cpus,
+                         url=opts.url)
     try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            checks = runner.run(check())
-    except Exception as exc:
-        raise UserError(f"{ref.name} at {url}: conformance gate: {type(exc).__name__}: {exc}") \
-            from None
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        names = ", ".join(f"{c.name} ({c.detail})" for c in failed[:3])
-        raise UserError(f"{ref.name} at {url}: conformance gate: {len(failed)} of {len(checks)} "
-                        f"checks failed: {names}")
-    return f"{len(checks)}/{len(checks)} checks passed"
+        conformance = stage.gate(target, sc.data.seed_spec(), sc.load.timeout_s)
+    except GateFailed as exc:
+        raise UserError(f"{ref.name} at {redact(target.url)}: {exc}") from None
+    pids = [s.pid for s in target.services.values()]
+    pids += stage.broker_pids(target) or []
+    return target.url, pids, target.namespace, conformance
 
 
 def _run(cmd: Sequence[str], config: LocustConfig, load_cpus: Sequence[int]) -> int:

@@ -47,26 +47,27 @@ from locust.runners import (
 
 from harness.load.recorder import NS
 from harness.load.workload import Request, Workload
-from harness.locust.bridge import get_bridge, prepare_grpc_aio, stop_bridge
-from harness.locust.results import (
+from harness.locust.bridge import get_bridge, stop_bridge
+from harness.locust.node import (
     MESSAGE_DONE,
     MESSAGE_SECOND,
     MESSAGE_START,
     MESSAGE_STOP,
     LocustConfig,
     NodeRecorder,
-    ResultCollector,
     error_kind,
     from_wire,
     to_wire,
 )
+from harness.locust.results import ResultCollector
 from targets.api import OrderClient
-from targets.registry import get_transport
+from targets.registry import get_transport, resolve
 
 log = logging.getLogger("commbench")
 CONFIG = LocustConfig.from_env()
 SCENARIO = CONFIG.scenario()
-RECORD_ACCEPTED = get_transport(CONFIG.transport).needs_broker
+TRANSPORT = get_transport(CONFIG.transport)
+RECORD_ACCEPTED = TRANSPORT.accepted_moment
 WORKER_USER_BLOCK = 1_000_000  # worker i numbers its users i*1e6 + n (worker 0 = commbench run)
 FINAL_WAIT_S = 10.0  # the master waits this long for the workers' last seconds
 CLOSE_TIMEOUT_S = 5.0
@@ -98,7 +99,7 @@ class _Process:
     def __init__(self) -> None:
         self.clients: dict[str, OrderClient] = {}
         self._lock = Semaphore()
-        self._grpc_ready = False
+        self._setup_done = False
         self.runner: Runner | None = None
         self.environment: Environment | None = None
         self.node: NodeRecorder | None = None
@@ -123,10 +124,10 @@ class _Process:
             c = self.clients.get(url)
             if c is None:
                 bridge = get_bridge()
-                if CONFIG.transport == "grpc" and not self._grpc_ready:
-                    bridge.call(prepare_grpc_aio())
-                    self._grpc_ready = True
-                factory = get_transport(CONFIG.transport).client_factory(CONFIG.variant)
+                if TRANSPORT.gevent_setup and not self._setup_done:
+                    bridge.call(resolve(TRANSPORT.gevent_setup)())
+                    self._setup_done = True
+                factory = TRANSPORT.client_factory(CONFIG.variant)
                 c = bridge.call(factory(url, timeout=SCENARIO.load.timeout_s))
                 self.clients[url] = c
         return c

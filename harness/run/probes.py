@@ -5,10 +5,12 @@ second, so CPU per request can be charged to the transport being measured."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
-from urllib.parse import urlparse
+import time
+from collections.abc import Callable, Iterable
 
 import psutil
+
+from harness.load.recorder import NS
 
 
 class ProcessProbe:
@@ -44,14 +46,71 @@ class ProcessProbe:
         return sum(self._cpu.values()), rss
 
 
-def broker_pids(amqp_url: str) -> list[int] | None:
-    """The pid listening on the broker's AMQP port (beam.smp for RabbitMQ), or None when it
-    cannot be found or read (then the caller records a warning instead of guessing)."""
-    port = urlparse(amqp_url).port or 5672
-    try:
-        conns = psutil.net_connections(kind="tcp")
-    except psutil.Error:
-        return None
-    pids = {c.pid for c in conns
-            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
-    return sorted(pids) or None
+class Meter:
+    """Samples a target's processes once a second of its run (from the warm-up's first whole
+    second to the end), and the CPU seconds of target and generator over the measured
+    window, so CPU per request covers exactly the measured requests."""
+
+    def __init__(self, target: ProcessProbe, client: ProcessProbe | None,
+                 record: Callable[[int, float | None, float], None]) -> None:
+        self.target, self.client, self.record = target, client, record
+        self.start_ns = 0
+        self.window_seconds = 0
+        self.next_second = 0
+        self.last: tuple[int, float] | None = None  # (monotonic ns, cpu seconds)
+        self.cpu_start: float | None = None
+        self.cpu_end: float | None = None
+        self.client_start: float | None = None
+        self.client_end: float | None = None
+
+    def begin(self, start_ns: int, warmup_s: float, window_seconds: int) -> None:
+        """Take the first sample; `start_ns` is the measured window's start."""
+        self.start_ns, self.window_seconds = start_ns, window_seconds
+        self.next_second = -((round(warmup_s * NS) + NS - 1) // NS)
+        self.last = (time.monotonic_ns(), self.target.sample()[0])
+        if self.next_second == 0:  # no warm-up: this sample opens the measured window
+            self.cpu_start = self.last[1]
+            self.client_start = self.client.sample()[0] if self.client else None
+
+    @property
+    def due_ns(self) -> int:
+        return self.start_ns + (self.next_second + 1) * NS
+
+    def sample(self, final: bool = False) -> None:
+        """Every sample that is due (or, `final`, one closing sample)."""
+        assert self.last is not None
+        now = time.monotonic_ns()
+        while final or now >= self.due_ns:
+            cpu, rss = self.target.sample()
+            t = time.monotonic_ns()
+            t_prev, cpu_prev = self.last
+            pct = (cpu - cpu_prev) / ((t - t_prev) / NS) * 100 if t > t_prev else None
+            self.record(self.next_second, pct, rss / 2**20)
+            if self.next_second == -1:  # the sample taken as measurement starts
+                self.cpu_start = cpu
+                if self.client is not None:
+                    self.client_start = self.client.sample()[0]
+            elif self.next_second == self.window_seconds - 1:
+                self.stop_client()  # the measured window ends
+            self.last = (t, cpu)
+            self.next_second += 1
+            if final:
+                self.cpu_end = cpu
+                break
+
+    def stop_client(self) -> None:
+        """The generator's CPU stops counting (the window ended, or the run was stopped)."""
+        if self.client is not None and self.client_start is not None and self.client_end is None:
+            self.client_end = self.client.sample()[0]
+
+    @property
+    def cpu_s(self) -> float | None:
+        if self.cpu_start is None or self.cpu_end is None:
+            return None
+        return self.cpu_end - self.cpu_start
+
+    @property
+    def client_cpu_s(self) -> float | None:
+        if self.client_start is None or self.client_end is None:
+            return None
+        return self.client_end - self.client_start

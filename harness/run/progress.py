@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from harness.load.recorder import ACCEPTED, MergedSecond, new_histogram, percentile_ms
+
 
 @dataclass
 class _Row:
@@ -87,6 +89,26 @@ class ProgressView:
                       f"{r.p99_ms:.1f}" if r.p99_ms is not None else "–",
                       f"[red]{r.errors}[/red]" if r.errors else "0")
         return t
+
+
+class ProgressListener:
+    """A per-second listener: one row of the live view, fed the merged second like the
+    results and window listeners."""
+
+    def __init__(self, view: ProgressView, label: str) -> None:
+        self.view, self.label = view, label
+
+    def on_second(self, m: MergedSecond) -> None:
+        ok = [h for (op, outcome, metric), h in m.hists.items()
+              if outcome == "ok" and metric == "latency" and op != ACCEPTED]
+        p99 = None
+        if ok:
+            merged = new_histogram()
+            for h in ok:
+                merged.add(h)
+            p99 = percentile_ms(merged, 99)
+        self.view.second(self.label, m.second, m.started, m.intended, p99,
+                         sum(m.errors.values()))
 
 
 def summary_table(rows: Iterable[dict[str, Any]]) -> Table:

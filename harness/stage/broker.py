@@ -295,8 +295,23 @@ def _run_in_thread(coro: object) -> bool:
 def describe(info: BrokerInfo) -> str:
     """One line for the CLI to print (this module prints nothing itself)."""
     if info.private:
-        return f"started a private RabbitMQ {info.node} at {info.url} in {info.startup_s:.1f} s"
+        return f"started a private RabbitMQ {info.node} at {redact(info.url)} in {info.startup_s:.1f} s"
     return f"using the RabbitMQ at {redact(info.url)}"
+
+
+def broker_pids(amqp_url: str) -> list[int] | None:
+    """The pid listening on the broker's AMQP port (beam.smp for RabbitMQ), or None when it
+    cannot be found or read (then the caller records a warning instead of guessing)."""
+    import psutil
+
+    port = urlsplit(amqp_url).port or 5672
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return None
+    pids = {c.pid for c in conns
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
+    return sorted(pids) or None
 
 
 def delete_namespace(amqp_url: str, namespace: str) -> bool:
@@ -316,3 +331,16 @@ def delete_namespace(amqp_url: str, namespace: str) -> bool:
         return True
 
     return _run_in_thread(_delete())
+
+
+class RabbitMQ:
+    """The registry's provider for the `rabbitmq` broker kind (see targets.registry.BrokerKind)."""
+
+    name = "rabbitmq"
+    ensure = staticmethod(ensure_broker)
+    describe = staticmethod(describe)
+    pids = staticmethod(broker_pids)
+    delete_namespace = staticmethod(delete_namespace)
+
+
+RABBITMQ = RabbitMQ()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.lifecycle import child_setup
+from targets.redact import redact_text
 from targets.registry import get_transport
 from targets.serving import AMQP_URL_ENV, READY_PREFIX, ServeConfig
 
@@ -54,6 +55,17 @@ class Service:
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
+
+    def last_line(self) -> str:
+        """The last non-empty line of its log (where a server says why it exited), shortened."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+        return redact_text(last[:300])
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         if self._stopped:  # stopping twice could signal a recycled process group

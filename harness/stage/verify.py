@@ -4,21 +4,19 @@ client variant, print one check × target table."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from harness.errors import UserError
+from harness.scenario import TargetRef
 from harness.stage.conformance import CHECKS, Check, run_checks
-from harness.stage.launcher import Launcher
+from harness.stage.stage import Stage
 from targets.core.errors import InvalidRequest, NotFound, OrderError
 from targets.core.seed import SeedSpec
 from targets.registry import get_transport
-from targets.serving import ServeConfig
 
 REACH = "reach the target"
 
@@ -55,24 +53,6 @@ async def verify_client(transport: str, variant: str, url: str, seed: SeedSpec) 
         await client.close()
 
 
-def _needs_broker(names: list[str], urls: dict[str, str]) -> bool:
-    """A broker is ours to find (or start) only for broker targets we launch ourselves."""
-    return any(get_transport(n).needs_broker and n not in urls for n in names)
-
-
-@contextlib.contextmanager
-def _broker_if_needed(names: list[str], urls: dict[str, str], amqp_url: str,
-                      console: Console) -> Iterator[str]:
-    if not _needs_broker(names, urls):
-        yield amqp_url
-        return
-    from harness.stage.broker import describe, ensure_broker
-
-    with ensure_broker(amqp_url) as broker:
-        console.print(describe(broker))
-        yield broker.url
-
-
 def run_verify(
     names: list[str],
     *,
@@ -96,24 +76,19 @@ def run_verify(
             raise UserError(exc.args[0]) from None
     columns: dict[str, list[Check]] = {}
     namespace = f"verify-{uuid.uuid4().hex[:8]}"
-    with _broker_if_needed(names, urls, amqp_url, console) as broker_url:
-        with Launcher(log_dir) as launcher:
-            config = ServeConfig(amqp_url=broker_url, namespace=namespace, seed=seed)
-            for name in names:
-                url = urls.get(name)
-                if url is None:
-                    url = launcher.start(name, config).url
-                    console.print(f"{name}: ready at {url}")
-                transport = get_transport(name)
-                variants = [clients[name]] if name in clients else list(transport.clients)
-                for variant in variants:
-                    columns[column_name(name, variant)] = asyncio.run(
-                        verify_client(name, variant, url, seed)
-                    )
-        if _needs_broker(names, urls):
-            from harness.stage.broker import delete_namespace
-
-            delete_namespace(broker_url, namespace)
+    with Stage(log_dir, amqp_url=amqp_url, note=console.print) as stage:
+        stage.need_brokers(n for n in names if n not in urls)
+        for name in names:
+            transport = get_transport(name)
+            target = stage.start(TargetRef(name, transport.default_client), name=name,
+                                 namespace=namespace, seed=seed, url=urls.get(name))
+            if not target.external:
+                console.print(f"{name}: ready at {target.url}")
+            variants = [clients[name]] if name in clients else list(transport.clients)
+            for variant in variants:
+                columns[column_name(name, variant)] = asyncio.run(
+                    verify_client(name, variant, target.url, seed)
+                )
     console.print(render_table(columns))
     failures = [(col, c) for col, checks in columns.items() for c in checks if not c.passed]
     for col, check in failures:

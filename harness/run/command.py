@@ -1,0 +1,42 @@
+"""`commbench run` on the terminal: run, then the summary table, warnings, failures and the
+result folder."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from harness.run.options import Interrupted, RunOptions
+from harness.run.progress import summary_table
+from harness.run.runner import Runner
+from targets.redact import redact_text
+
+
+def run_command(opts: RunOptions, *, report: Callable[[Path], Path] | None = None,
+                console: Console | None = None) -> int:
+    """Exit 0, 1 (a target failed) or raise KeyboardInterrupt (the CLI exits 130) after
+    writing the partial result. `report`, when given, writes the HTML report of the folder
+    (the CLI wires it: harness/ does not import reports/)."""
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    runner = Runner(opts, console)
+    try:
+        outcome = runner.run()
+    except Interrupted as exc:
+        console.print(f"interrupted: partial result in {exc.outcome.path}", markup=False)
+        raise KeyboardInterrupt from None
+    if outcome.rows:
+        console.print(summary_table(outcome.rows))
+    for w in outcome.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
+    for label in outcome.failed:
+        r = next(x for x in runner.runs if x.label == label)
+        console.print(f"[red]failed:[/red] {escape(label)}: {escape(redact_text(r.error or ''))}",
+                      soft_wrap=True)
+    if report is not None:
+        console.print(f"report: {report(outcome.path)}", markup=False)
+    console.print(f"results: {outcome.path}", markup=False, soft_wrap=True)
+    return 1 if outcome.failed else 0

@@ -1,0 +1,108 @@
+"""The measured-window arithmetic of one target run, as a per-second listener.
+
+The window is the scenario's duration after the warm-up. Rates are divided by the time
+actually measured: an interrupted or failed run ends its window when it was stopped. The
+saturation rule looks only at the whole seconds before such a stop, so a stop is never
+reported as a saturated generator.
+
+Saturation rule: an open-loop run is flagged `saturated` when the generator sent fewer than
+99 % of the intended requests within the measured window, or when the schedule lag p99
+(actual send − intended start) exceeds 10 ms. Lag includes waiting for a free in-flight
+slot, so a stalled target that fills the bound is flagged too.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from harness.load.recorder import NS, MergedSecond, new_histogram, percentile_ms
+
+SATURATION_ACHIEVED = 0.99
+SATURATION_LAG_MS = 10.0
+SATURATION_RULE = (f"achieved < {SATURATION_ACHIEVED:.0%} of intended or schedule lag p99 > "
+                   f"{SATURATION_LAG_MS:g} ms")
+
+
+@dataclass
+class Saturation:
+    saturated: bool
+    achieved: float  # started / intended over the whole seconds judged
+    lag_p99_ms: float | None
+
+
+class Window:
+    def __init__(self, duration_s: float, warmup_s: float) -> None:
+        self.duration_s = duration_s
+        self.warmup_s = warmup_s
+        self.t0_ns = 0  # the generators' common start (monotonic ns); 0: never began
+        self.start_ns = 0  # the measured window's start
+        self.stop_ns: int | None = None  # when an interrupted or failed run was stopped
+        self.intended = 0  # every second of the measured window
+        self.started = 0
+        self.full_intended = 0  # the whole seconds measured before any stop
+        self.full_started = 0
+        self.full_seconds = 0.0
+        self.full_lag: Any = None  # HdrHistogram of their schedule lag
+
+    def begin(self, t0_ns: int) -> None:
+        self.t0_ns = t0_ns
+        self.start_ns = t0_ns + round(self.warmup_s * NS)
+
+    @property
+    def began(self) -> bool:
+        return self.t0_ns != 0
+
+    @property
+    def seconds(self) -> int:
+        """Whole seconds the window spans (the last may be partial)."""
+        return -int(-self.duration_s // 1)
+
+    def epoch_s(self) -> float:
+        """Wall-clock time of the window's start (the .hlog files' base time)."""
+        return time.time() + (self.start_ns - time.monotonic_ns()) / NS
+
+    def stop(self) -> bool:
+        """The window ends now; False when it had already ended or never began."""
+        if self.stop_ns is not None or not self.t0_ns:
+            return False
+        self.stop_ns = time.monotonic_ns()
+        return True
+
+    def on_second(self, m: MergedSecond) -> None:
+        if not 0 <= m.second < self.seconds:
+            return
+        self.intended += m.intended
+        self.started += m.started
+        end_s = min(m.second + 1.0, self.duration_s)
+        if self.stop_ns is None or self.start_ns + end_s * NS <= self.stop_ns:
+            self.full_intended += m.intended
+            self.full_started += m.started
+            self.full_seconds += end_s - m.second
+            if m.lag is not None:
+                if self.full_lag is None:
+                    self.full_lag = new_histogram()
+                self.full_lag.add(m.lag)
+
+    @property
+    def measured_s(self) -> float:
+        """Seconds of the window actually measured (a stop cuts it short)."""
+        if self.stop_ns is None:
+            return self.duration_s
+        return min(self.duration_s, max(0.0, (self.stop_ns - self.start_ns) / NS))
+
+    def rates(self) -> tuple[int, int, float]:
+        """(intended, started, seconds) to divide by: the whole window, or before a stop."""
+        if self.stop_ns is None:
+            return self.intended, self.started, self.duration_s
+        return self.full_intended, self.full_started, self.full_seconds
+
+    def saturation(self) -> Saturation | None:
+        """The rule above, over the whole seconds before any stop; None: nothing to judge."""
+        if not self.full_intended:
+            return None
+        lag_p99 = percentile_ms(self.full_lag, 99) if self.full_lag is not None else None
+        achieved = self.full_started / self.full_intended
+        return Saturation(achieved < SATURATION_ACHIEVED or (lag_p99 or 0) > SATURATION_LAG_MS,
+                          achieved, lag_p99)

@@ -1,0 +1,208 @@
+"""The stage: stands targets up and takes them down, the same way for every command.
+
+`run`, `verify` and `locust` (and later `sweep`) all enter a Stage and keep no copy of these
+steps: find or start each broker the targets need (once per stage), launch a target's
+server processes, each named so a fault can signal it and a probe can measure it, wait for
+readiness (the launcher reads the server's ready line), hold the target to the conformance
+gate, and on exit stop every process and delete every broker namespace the stage created.
+A target reached by URL (`--url`) gets the gate but no process and no clean-up of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.lifecycle import signals_ignored
+from harness.scenario import TargetRef
+from harness.stage.launcher import READY_TIMEOUT_S, Launcher, Service
+from targets.core.seed import SeedSpec
+from targets.redact import redact
+from targets.registry import BrokerKind, get_transport
+from targets.serving import ServeConfig
+
+EDGE = "order"  # the service clients talk to; the topology adds its downstreams by name
+
+
+class GateFailed(UserError):
+    """The target did not pass the conformance gate: it must not be measured."""
+
+
+@dataclass
+class StagedTarget:
+    """One target on the stage: its processes by name (none when reached by URL)."""
+
+    ref: TargetRef
+    name: str  # unique on this stage: log file names, data files
+    url: str
+    namespace: str | None = None  # on the broker, when the transport uses one
+    broker_url: str | None = None
+    services: dict[str, Service] = field(default_factory=dict)
+    conformance: str = ""  # "17/17 checks passed" once gated
+    stopped: bool = False
+
+    @property
+    def external(self) -> bool:
+        return not self.services
+
+    @property
+    def edge(self) -> Service | None:
+        return self.services.get(EDGE)
+
+    def dead(self) -> Service | None:
+        """A service of this target that has exited on its own, if any."""
+        return next((s for s in self.services.values() if not s.alive()), None)
+
+
+@dataclass(frozen=True)
+class BrokerUse:
+    """A broker the stage found or started, as a run records it."""
+
+    kind: BrokerKind
+    info: Any  # the provider's BrokerInfo: url, private, startup_s
+
+    @property
+    def url(self) -> str:
+        return str(self.info.url)
+
+    @property
+    def private(self) -> bool:
+        return bool(self.info.private)
+
+
+class Stage:
+    """Use as a context manager; every exit path stops what it started."""
+
+    def __init__(self, log_dir: Path, *, amqp_url: str, data_dir: Path | None = None,
+                 note: Callable[[str], None] = lambda _: None) -> None:
+        self.log_dir = log_dir
+        self.amqp_url = amqp_url
+        self.data_dir = data_dir
+        self.note = note
+        self.brokers: dict[str, BrokerUse] = {}
+        self.targets: list[StagedTarget] = []
+        self._stack = contextlib.ExitStack()
+        self._launcher = Launcher(log_dir)
+
+    def __enter__(self) -> Stage:
+        self._stack.__enter__()
+        self._stack.callback(self._launcher.stop_all)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with signals_ignored():
+            for target in reversed(self.targets):
+                self.stop(target)
+            self._stack.__exit__(None, None, None)
+
+    # -- brokers ---------------------------------------------------------------------------
+
+    def need_brokers(self, transports: Iterable[str]) -> None:
+        """Find or start, now, every broker these transports need: a refused or missing
+        broker fails before anything is measured."""
+        for name in transports:
+            kind = get_transport(name).broker
+            if kind is not None:
+                self._broker(kind)
+
+    def _broker(self, kind: BrokerKind) -> BrokerUse:
+        use = self.brokers.get(kind.name)
+        if use is None:
+            provider = kind.resolve()
+            info = self._stack.enter_context(provider.ensure(self.amqp_url))
+            use = self.brokers[kind.name] = BrokerUse(kind, info)
+            self.note(f"broker: {provider.describe(info)}")
+        return use
+
+    def broker_pids(self, target: StagedTarget) -> list[int] | None:
+        """The processes of the broker a target uses (None: it uses none, or they cannot be
+        read)."""
+        kind = get_transport(target.ref.transport).broker
+        if kind is None or target.broker_url is None:
+            return None
+        return kind.resolve().pids(target.broker_url)
+
+    # -- targets ---------------------------------------------------------------------------
+
+    def start(self, ref: TargetRef, *, name: str, namespace: str, seed: SeedSpec,
+              store: str = "memory", cpus: Sequence[int] = (), url: str | None = None,
+              timeout: float = READY_TIMEOUT_S) -> StagedTarget:
+        """Stand a target up (or adopt the one at `url`); UserError when it cannot start."""
+        transport = get_transport(ref.transport)
+        if url is not None:
+            target = StagedTarget(ref, name, url)
+            self.targets.append(target)
+            return target
+        broker = self._broker(transport.broker) if transport.broker is not None else None
+        broker_url = broker.url if broker is not None else self.amqp_url
+        target = StagedTarget(ref, name, "", namespace if broker else None,
+                              broker_url if broker else None)
+        self.targets.append(target)
+        config = ServeConfig(store=self._store(store, name), amqp_url=broker_url,
+                             namespace=namespace, seed=seed)
+        service = self._launcher.start(ref.transport, config, name=name, cpus=cpus,
+                                       timeout=timeout)
+        target.services[EDGE] = service
+        target.url = service.url
+        return target
+
+    def _store(self, kind: str, name: str) -> str:
+        if kind == "memory":
+            return "memory"
+        if self.data_dir is None:
+            raise UserError("a durable store needs a data folder for the stage")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"{kind}:{(self.data_dir / f'{name}.{kind}').resolve()}"
+
+    def gate(self, target: StagedTarget, seed: SeedSpec, timeout: float) -> str:
+        """The conformance gate: the summary line, or GateFailed naming the failed checks."""
+        from harness.stage.conformance import run_checks
+
+        async def check() -> list[Any]:
+            factory = get_transport(target.ref.transport).client_factory(target.ref.variant)
+            client = await factory(target.url, timeout=timeout)
+            try:
+                return await run_checks(client, seed)
+            finally:
+                await client.close()
+
+        import uvloop
+
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                checks = runner.run(check())
+        except Exception as exc:  # the client could not even connect
+            raise GateFailed(f"conformance gate: {type(exc).__name__}: {exc}") from None
+        failed = [c for c in checks if not c.passed]
+        target.conformance = f"{len(checks) - len(failed)}/{len(checks)} checks passed"
+        if failed:
+            names = ", ".join(f"{c.name} ({c.detail})" for c in failed[:3])
+            raise GateFailed(f"conformance gate: {len(failed)} of {len(checks)} checks "
+                             f"failed: {names}")
+        return target.conformance
+
+    def stop(self, target: StagedTarget) -> None:
+        """Stop the target's processes, then delete its broker namespace (once)."""
+        if target.stopped:
+            return
+        target.stopped = True
+        for service in reversed(list(target.services.values())):
+            service.stop()
+        if target.namespace is not None and target.broker_url is not None:
+            kind = get_transport(target.ref.transport).broker
+            assert kind is not None
+            kind.resolve().delete_namespace(target.broker_url, target.namespace)
+
+
+def broker_record(use: BrokerUse) -> dict[str, Any]:
+    """How run.json describes a broker the stage used."""
+    return {"kind": use.kind.name, "url": redact(use.url), "shared": not use.private,
+            "private": use.private,
+            "note": "started for this run and stopped after it" if use.private else
+            "an existing broker found at --amqp-url; other work on it is charged to the "
+            "queue's CPU per request"}
