@@ -15,8 +15,8 @@ import aio_pika
 import psutil
 import pytest
 
-from harness.stage import broker
 from harness.errors import UserError
+from harness.stage import broker
 from harness.stage.broker import BrokerInfo, ensure_broker, probe
 from targets.serving import DEFAULT_AMQP_URL
 from tests.conftest import run
