@@ -175,8 +175,7 @@ class LoadSpec(_Table):
         alias = {f: info.alias or f for f, info in cls.model_fields.items()}
         model = data.get("model") if data.get("model") in ("open", "closed") else "open"
         other = "closed" if model == "open" else "open"
-        skip = [f for f in CLOSED_ONLY if f in keys] if model == "open" else \
-            [f for f in OPEN_ONLY if f in keys]
+        skip = [f for f in (CLOSED_ONLY if model == "open" else OPEN_ONLY) if f in keys]
         rules = [at((alias[f],), f'applies only to model = "{other}"') for f in skip]
         if model == "closed" and "users" not in keys:
             rules.append(at(("users",), USERS_MISSING))
@@ -227,8 +226,7 @@ class Scenario(_Table):
         'optionally with a client such as "rest:httpx")')] = Field(
         default_factory=lambda: tuple(parse_target(t) for t in TRANSPORTS),
         json_schema_extra=schema_edit(default=list(TRANSPORTS), minItems=1))
-    data: Annotated[DataSpec, Help("The data set seeded before the run", "a table ([data])")] = \
-        DataSpec()
+    data: Annotated[DataSpec, Help("The data set seeded before the run", "a table ([data])")] = DataSpec()
     load: Annotated[LoadSpec, Help("How requests are offered", "a table ([load])")] = Field(
         default_factory=dict, validate_default=True)
     # None only while validating, when the stages give it: a Scenario always has a duration.
