@@ -190,10 +190,17 @@ def locust(
 @app.command()
 def scenarios(
     folder: Annotated[Path, typer.Option("--dir", help="folder of scenario files")] = Path("scenarios"),
+    schema: Annotated[bool, typer.Option(
+        "--schema", help="print the JSON Schema of a scenario file (for an editor) instead")] = False,
 ) -> None:
     """List the scenarios with their descriptions (and any that do not load)."""
-    from harness.scenario import list_scenarios
+    from harness.scenario import list_scenarios, scenario_schema
 
+    if schema:
+        import json
+
+        typer.echo(json.dumps(scenario_schema(), indent=2, ensure_ascii=False))
+        return
     for path, sc in list_scenarios(folder):
         if isinstance(sc, Exception):
             typer.echo(f"{path.stem:<16} INVALID: {str(sc).splitlines()[0]}")

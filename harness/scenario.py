@@ -1,21 +1,42 @@
-"""Scenario files: TOML data → typed, frozen, fully validated dataclasses.
+"""Scenario files: TOML data → frozen, fully validated pydantic models.
 
 Every problem is reported as `<file>: <key>: <what would be valid>, got <value>`, all of them
-at once, and unknown keys are errors, so a typo never silently falls back to a default.
+at once, and unknown keys are errors, so a typo never silently falls back to a default. The
+models are the schema: each field's Help is both its description in `scenario_schema()` (for
+editors) and the message when a value is refused. Attribute names are the harness's
+(`duration_s`); the file's keys are their aliases (`duration`).
 """
 
-from __future__ import annotations
-
-import json
 import math
-import re
 import tomllib
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
 
 from harness.errors import UserError
+from harness.scenario_errors import Help, at, given, got, problem, problems, refuse, validated
+from harness.scenario_types import (
+    Name,
+    Target,
+    TargetRef,
+    distinct,
+    duration_type,
+    non_empty,
+    parse_duration,
+    parse_target,
+    schema_edit,
+)
 from targets.core.seed import SeedSpec
 from targets.core.validation import MAX_LIST_LIMIT
 from targets.registry import TRANSPORTS
@@ -31,8 +52,15 @@ MAX_WAIT_S = 3600.0  # timeout and think time: the histograms clamp values above
 MAX_USERS = 100_000  # closed-loop virtual users (one task each)
 MAX_IN_FLIGHT = 1_000_000
 MAX_REPETITIONS = 1000
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+DURATION_HELP = 'a duration such as "10s", "500ms", "2m" or a number of seconds'
+UP_TO_24H = "at most 24h"
+UP_TO_1H = "at most 1h"
+RATE_HELP = f"a positive number (requests/s) of at most {MAX_RATE:,.0f}"
+POSITIVE_24H = f"{DURATION_HELP}, greater than zero and {UP_TO_24H}"
+OPEN_ONLY = ("rate", "stages", "arrival", "in_flight")  # field names
+CLOSED_ONLY = ("users", "think_time_s")
+USERS_MISSING = 'is required for model = "closed" (virtual users)'
 
 
 class ScenarioError(UserError):
@@ -43,87 +71,216 @@ class ScenarioError(UserError):
         self.problems = problems
 
 
-@dataclass(frozen=True)
-class TargetRef:
-    """A transport and the client variant that drives it (`rest` or `rest:httpx`)."""
-
-    transport: str
-    variant: str
-
-    @property
-    def name(self) -> str:
-        """The row name in results: the variant is appended only when it is not the default."""
-        default = TRANSPORTS[self.transport].default_client
-        return self.transport if self.variant == default else f"{self.transport}-{self.variant}"
-
-    @property
-    def spec(self) -> str:
-        return f"{self.transport}:{self.variant}"
+Span = duration_type(positive=True, maximum=MAX_DURATION_S)  # duration, a stage's duration
+Warmup = duration_type(positive=False, maximum=MAX_DURATION_S)
+Timeout = duration_type(positive=True, maximum=MAX_WAIT_S)
+Think = duration_type(positive=False, maximum=MAX_WAIT_S)
+Rate = Annotated[float, Field(gt=0, le=MAX_RATE, allow_inf_nan=False)]
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+WEIGHT = "a weight: a number of zero or more"
 
 
-@dataclass(frozen=True)
-class Stage:
-    rate: float  # requests/s over all processes
-    duration_s: float
+def _within_a_day(stages: tuple["Stage", ...]) -> tuple["Stage", ...]:
+    total = sum(s.duration_s for s in stages)
+    if total > MAX_DURATION_S:
+        raise problem(f"the stages' durations must add up to {UP_TO_24H}, got {got(f'{total:g} s')}")
+    return stages
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    users: int = 100
-    orders_per_user: int = 10
-    store: str = "memory"  # "memory" | "sqlite"
-    seed: int = 1
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Stage(_Table):
+    """One step of an open-loop load: a rate held for a duration."""
+
+    rate: Annotated[Rate, Help("Requests per second over all processes", RATE_HELP)]
+    duration_s: Annotated[Span, Help("How long this rate is held", POSITIVE_24H),
+                          Field(alias="duration")]
+
+    def __init__(self, *args: float, **data: Any) -> None:
+        """`Stage(rate, duration_s)`, as well as the keys of the file."""
+        data.update(zip(("rate", "duration"), args, strict=False))
+        if "duration_s" in data:
+            data["duration"] = data.pop("duration_s")
+        super().__init__(**data)
+
+
+class DataSpec(_Table):
+    """[data]: the data set seeded into every target before the run."""
+
+    users: Annotated[int, Field(ge=1, le=MAX_ORDERS), Help(
+        "Users in the seeded data set", f"a positive integer of at most {MAX_ORDERS:,}")] = 100
+    orders_per_user: Annotated[int, Field(ge=1, le=MAX_ORDERS), Help(
+        "Orders seeded per user", f"a positive integer of at most {MAX_ORDERS:,}")] = 10
+    store: Annotated[Literal["memory", "sqlite"], Help(
+        "Where the targets keep orders (sqlite: durable, WAL)", '"memory" or "sqlite"')] = "memory"
+    seed: Annotated[int, Field(ge=0), Help(
+        "Seed of the data and of the request stream", "a non-negative integer")] = 1
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> "DataSpec":
+        if self.users * self.orders_per_user > MAX_ORDERS:
+            raise problem(f"users × orders_per_user must be at most {MAX_ORDERS:,} orders (the "
+                          "seeded data set is built in memory before the run), got "
+                          f"{self.users:,} × {self.orders_per_user:,}")
+        return self
 
     def seed_spec(self) -> SeedSpec:
         return SeedSpec(users=self.users, orders_per_user=self.orders_per_user, seed=self.seed)
 
 
-@dataclass(frozen=True)
-class LoadSpec:
-    model: str = "open"  # "open" | "closed"
-    stages: tuple[Stage, ...] = ()  # open: the measured window as piecewise-constant rates
-    arrival: str = "poisson"  # open: "uniform" | "poisson"
-    users: int = 0  # closed: virtual users over all processes
-    think_time_s: float = 0.0  # closed
-    in_flight: int = DEFAULT_IN_FLIGHT  # open: bound per generator process
-    timeout_s: float = DEFAULT_TIMEOUT_S
+class LoadSpec(_Table):
+    """[load]: open loop (requests at a rate, or in stages) or closed loop (virtual users)."""
 
-    @property
-    def rate(self) -> float | None:
-        """The single rate of an unstaged open-loop scenario (None otherwise)."""
-        return self.stages[0].rate if self.model == "open" and len(self.stages) == 1 else None
+    model: Annotated[Literal["open", "closed"], Help(
+        "open: requests at a rate whatever the responses; closed: virtual users that each wait "
+        "for their response", '"open" or "closed"')] = "open"
+    # The rate of an open-loop load in one stage (load.rate, or a single stage), None otherwise;
+    # as load.rate is written to run.json as that stage, the field itself is not.
+    rate: Annotated[Rate | None, Help("Open loop: requests per second over all processes, for "
+                                      "the whole duration (or give stages)", RATE_HELP)] = Field(
+        None, exclude=True, json_schema_extra=schema_edit(default=None))
+    stages: Annotated[tuple[Stage, ...], Field(strict=False), AfterValidator(non_empty),
+                      AfterValidator(_within_a_day), Help(
+        "Open loop: piecewise-constant rates that make up the measured window (instead of rate)",
+        "a non-empty list of {rate, duration} tables",
+        item="a table {rate = ..., duration = ...}")] = Field(
+        (), json_schema_extra=schema_edit(default=None, minItems=1))
+    arrival: Annotated[Literal["uniform", "poisson"], Help(
+        "Open loop: how requests are spaced within a second", '"uniform" or "poisson"')] = "poisson"
+    users: Annotated[int, Field(ge=1, le=MAX_USERS), Help(
+        "Closed loop: virtual users over all processes",
+        f"a positive integer (virtual users) of at most {MAX_USERS:,}",
+        missing=USERS_MISSING)] = Field(
+        0, json_schema_extra=schema_edit(default=None))
+    think_time_s: Annotated[Think, Help(
+        "Closed loop: pause of each user between a response and its next request",
+        f"{DURATION_HELP}, zero or more and {UP_TO_1H}"), Field(alias="think_time")] = 0.0
+    in_flight: Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT), Help(
+        "Open loop: bound on requests in flight per generator process",
+        "a positive integer (requests in flight per process) of at most "
+        f"{MAX_IN_FLIGHT:,}")] = DEFAULT_IN_FLIGHT
+    timeout_s: Annotated[Timeout, Help(
+        "Time after which a request counts as failed",
+        f"{DURATION_HELP}, greater than zero and {UP_TO_1H}"), Field(alias="timeout")] = DEFAULT_TIMEOUT_S
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _model_keys(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> "LoadSpec":
+        """Keys of the other model are refused; open needs rate or stages, closed needs users."""
+        if not isinstance(data, dict):
+            return handler(data)
+        keys = given(cls, data)
+        alias = {f: info.alias or f for f, info in cls.model_fields.items()}
+        model = data.get("model") if data.get("model") in ("open", "closed") else "open"
+        other = "closed" if model == "open" else "open"
+        skip = [f for f in (CLOSED_ONLY if model == "open" else OPEN_ONLY) if f in keys]
+        rules = [at((alias[f],), f'applies only to model = "{other}"') for f in skip]
+        if model == "closed" and "users" not in keys:
+            rules.append(at(("users",), USERS_MISSING))
+        elif model == "open" and {"rate", "stages"} <= keys:
+            skip += ["rate", "stages"]
+            rules.append(at(("rate",), "give either load.rate or load.stages, not both"))
+        elif model == "open" and not {"rate", "stages"} & keys:
+            rules.append(at(("rate",), 'is required for model = "open": a positive number '
+                                       "(requests/s), or give load.stages"))
+        spec: LoadSpec = validated("load", data, handler, rules, {alias[f] for f in skip})
+        if spec.model == "open" and len(spec.stages) == 1:  # set in place: frozen to callers
+            spec.__dict__["rate"] = spec.stages[0].rate   # only, and `LoadSpec(...)` keeps it
+        return spec
 
 
-@dataclass(frozen=True)
-class Operations:
-    get: float = 0.0
-    list: float = 0.0
-    create: float = 0.0
-    list_limit: int = 20
+class Operations(_Table):
+    """[operations]: relative weights of the operations in the request stream."""
+
+    get: Annotated[Weight, Help("Weight of looking up one order", WEIGHT)] = 0.0
+    list: Annotated[Weight, Help("Weight of listing a user's recent orders", WEIGHT)] = 0.0
+    create: Annotated[Weight, Help("Weight of creating an order", WEIGHT)] = 0.0
+    list_limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT), Help(
+        "Orders a list asks for", f"an integer from 1 to {MAX_LIST_LIMIT}")] = 20
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "Operations":
+        if not self.weights():
+            raise problem("at least one of get, list, create needs a weight above zero")
+        return self
 
     def weights(self) -> dict[str, float]:
         return {op: getattr(self, op) for op in OPERATIONS if getattr(self, op) > 0}
 
 
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    targets: tuple[TargetRef, ...]
-    data: DataSpec
-    load: LoadSpec
-    duration_s: float
-    warmup_s: float
-    repetitions: int
-    operations: Operations
-    path: str = field(default="", compare=False)
+class Scenario(_Table):
+    """A commbench scenario: what to run against which targets, for how long, at what load."""
+
+    model_config = ConfigDict(title="commbench scenario")
+
+    name: Annotated[Name, Help("A short name, used for result folders", "a non-empty string",
+                               missing="is required (a short name for result folders)")]
+    description: Annotated[str, Help("What the scenario measures (commbench scenarios shows it)",
+                                     "a string")] = ""
+    targets: Annotated[tuple[Target, ...], Field(strict=False), AfterValidator(non_empty),
+                       WrapValidator(distinct), Help(
+        "Targets to run, each a transport optionally with a client variant",
+        f"a non-empty list of targets ({', '.join(TRANSPORTS)}, "
+        'optionally with a client such as "rest:httpx")')] = Field(
+        default_factory=lambda: tuple(parse_target(t) for t in TRANSPORTS),
+        json_schema_extra=schema_edit(default=list(TRANSPORTS), minItems=1))
+    data: Annotated[DataSpec, Help("The data set seeded before the run", "a table ([data])")] = DataSpec()
+    load: Annotated[LoadSpec, Help("How requests are offered", "a table ([load])")] = Field(
+        default_factory=dict, validate_default=True)
+    # None only while validating, when the stages give it: a Scenario always has a duration.
+    duration_s: Annotated[Span, Help(
+        "The measured window of each repetition, after the warm-up (left out when load.stages "
+        "gives it)", POSITIVE_24H), Field(alias="duration")] = Field(
+        None, json_schema_extra=schema_edit(default=None))
+    warmup_s: Annotated[Warmup, Help(
+        "Time before the measured window whose requests are not counted",
+        f"{DURATION_HELP}, zero or more and {UP_TO_24H}"), Field(alias="warmup")] = 0.0
+    repetitions: Annotated[int, Field(ge=1, le=MAX_REPETITIONS), Help(
+        "Measured runs per target", f"an integer from 1 to {MAX_REPETITIONS}")] = 1
+    operations: Annotated[Operations, Help(
+        "The request mix", "a table ([operations])",
+        missing="is required: weights for " + ", ".join(OPERATIONS))]
+    _path: str = PrivateAttr("")  # the file it was read from; not part of the scenario's value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _duration_and_stages(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> "Scenario":
+        """The duration is given, or the sum of the stages; an open-loop rate is one stage."""
+        load = data.get("load") if isinstance(data, dict) else None
+        staged = isinstance(load, dict) and "stages" in load or \
+            isinstance(load, LoadSpec) and bool(load.stages)
+        rules = []
+        if isinstance(data, dict) and "duration_s" not in given(cls, data) and not staged:
+            rules.append(at(("duration",), f"is required: {DURATION_HELP}"))
+        sc: Scenario = validated("scenario", data, handler, rules)
+        ld, duration = sc.load, sc.duration_s
+        if ld.stages:
+            total = sum(s.duration_s for s in ld.stages)
+            if duration is None:
+                duration = total
+            elif not math.isclose(total, duration):
+                refuse("scenario", [at(("duration",), "must equal the sum of load.stages "
+                                       f"durations ({total:g} s) or be left out, got "
+                                       f"{got(duration)}", duration)])
+        elif ld.model == "open" and ld.rate is not None:
+            ld = ld.model_copy(update={"stages": (Stage(ld.rate, duration),)})
+        sc.__dict__.update(load=ld, duration_s=duration)  # in place, as in LoadSpec
+        return sc
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def __eq__(self, other: object) -> bool:  # as the dataclass was: the path is not compared
+        return type(other) is Scenario and self.__dict__ == other.__dict__
 
     def to_dict(self) -> dict[str, Any]:
         """Every key explicit, as written to run.json."""
-        d = asdict(self)
-        d["targets"] = [t.spec for t in self.targets]
-        d["load"]["stages"] = [asdict(s) for s in self.load.stages]
-        d.pop("path")
+        d = self.model_dump()
+        d["targets"] = list(d["targets"])
+        d["load"]["stages"] = list(d["load"]["stages"])
         return d
 
     def with_overrides(
@@ -133,11 +290,11 @@ class Scenario:
         rate: float | None = None,
         duration_s: float | None = None,
         repetitions: int | None = None,
-    ) -> Scenario:
+    ) -> "Scenario":
         """Apply command-line overrides; a combination that makes no sense is a UserError."""
         s = self
         if targets is not None:
-            s = replace(s, targets=targets)
+            s = s.model_copy(update={"targets": targets})
         if rate is not None:
             if s.load.model != "open":
                 raise UserError("--rate applies to open-loop scenarios; this one is closed")
@@ -146,298 +303,42 @@ class Scenario:
             if not 0 < rate <= MAX_RATE:
                 raise UserError(f"--rate must be a positive number (requests/s) of at most "
                                 f"{MAX_RATE:,.0f}, got {rate:g}")
-            s = replace(s, load=replace(s.load, stages=(Stage(rate, s.duration_s),)))
+            load = {"stages": (Stage(float(rate), s.duration_s),), "rate": float(rate)}
+            s = s.model_copy(update={"load": s.load.model_copy(update=load)})
         if duration_s is not None:
             if not 0 < duration_s <= MAX_DURATION_S:
                 raise UserError(f"--duration must be positive and at most 24h, got "
                                 f"{duration_s:g} s")
             if len(s.load.stages) > 1:
                 raise UserError("--duration cannot be used with a staged scenario")
-            stages = tuple(Stage(st.rate, duration_s) for st in s.load.stages)
-            s = replace(s, duration_s=duration_s, load=replace(s.load, stages=stages))
+            stages = tuple(Stage(st.rate, float(duration_s)) for st in s.load.stages)
+            s = s.model_copy(update={"duration_s": float(duration_s),
+                                     "load": s.load.model_copy(update={"stages": stages})})
         if repetitions is not None:
             if not 1 <= repetitions <= MAX_REPETITIONS:
                 raise UserError(f"--repetitions must be from 1 to {MAX_REPETITIONS}, "
                                 f"got {repetitions}")
-            s = replace(s, repetitions=repetitions)
+            s = s.model_copy(update={"repetitions": repetitions})
         return s
 
 
-def parse_duration(value: object) -> float | None:
-    """Seconds from "10s", "500ms", "2m", "1h" or a number of seconds; None if not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNIT_S[m.group(2)]
-    return None
+def scenario_schema() -> dict[str, Any]:
+    """The JSON Schema of a scenario file (its keys, by the names the file uses)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            **Scenario.model_json_schema(by_alias=True)}
 
 
-def parse_target(spec: str) -> TargetRef:
-    """`rest` or `rest:httpx` → TargetRef; KeyError with the valid choices otherwise."""
-    transport, _, variant = spec.strip().partition(":")
-    t = TRANSPORTS.get(transport)
-    if t is None:
-        raise KeyError(f"unknown target {transport!r}; known: {', '.join(TRANSPORTS)}")
-    variant = variant or t.default_client
-    if variant not in t.clients:
-        raise KeyError(f"{transport} has no client {variant!r}; choose one of: "
-                       f"{', '.join(t.clients)}")
-    return TargetRef(transport, variant)
-
-
-def _got(value: object) -> str:
-    return json.dumps(value, default=str)
-
-
-class _Reader:
-    """Pulls typed values out of the TOML tree, collecting every problem."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.problems: list[str] = []
-
-    def bad(self, key: str, valid: str, value: object = ..., *, got: bool = True) -> None:
-        tail = f", got {_got(value)}" if got and value is not ... else ""
-        self.problems.append(f"{self.where}: {key}: {valid}{tail}")
-
-    def table(self, root: dict[str, Any], key: str) -> dict[str, Any]:
-        value = root.get(key, {})
-        if not isinstance(value, dict):
-            self.bad(key, "must be a table ([" + key + "])", value)
-            return {}
-        return value
-
-    def unknown(self, table: dict[str, Any], allowed: tuple[str, ...], prefix: str = "") -> None:
-        for key in table:
-            if key not in allowed:
-                self.bad(prefix + key, f"unknown key; valid keys here: {', '.join(allowed)}",
-                         got=False)
-
-    def take(self, table: dict[str, Any], key: str, default: Any, prefix: str,
-             check: Callable[[Any], Any], valid: str) -> Any:
-        if key not in table:
-            return default
-        value = table[key]
-        out = check(value)
-        if out is None:
-            self.bad(prefix + key, valid, value)
-            return default
-        return out
-
-
-def _int(minimum: int, maximum: int | None = None) -> Callable[[Any], int | None]:
-    def check(v: Any) -> int | None:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            return None
-        if maximum is not None and v > maximum:
-            return None
-        return v
-    return check
-
-
-def _number(*, positive: bool, maximum: float | None = None) -> Callable[[Any], float | None]:
-    def check(v: Any) -> float | None:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            return None
-        if v < 0 or (positive and v == 0) or (maximum is not None and v > maximum):
-            return None
-        return float(v)
-    return check
-
-
-def _duration(*, positive: bool, maximum: float = MAX_DURATION_S) -> Callable[[Any], float | None]:
-    def check(v: Any) -> float | None:
-        s = parse_duration(v)
-        if s is None or s < 0 or (positive and s == 0) or s > maximum:
-            return None
-        return s
-    return check
-
-
-def _choice(*choices: str) -> Callable[[Any], str | None]:
-    return lambda v: v if isinstance(v, str) and v in choices else None
-
-
-def _text(v: Any) -> str | None:
-    return v if isinstance(v, str) and v.strip() else None
-
-
-DURATION_HELP = 'a duration such as "10s", "500ms", "2m" or a number of seconds'
-UP_TO_24H = "at most 24h"
-UP_TO_1H = "at most 1h"
-RATE_HELP = f"must be a positive number (requests/s) of at most {MAX_RATE:,.0f}"
-TOP_KEYS = ("name", "description", "targets", "data", "load", "duration", "warmup",
-            "repetitions", "operations")
-DATA_KEYS = ("users", "orders_per_user", "store", "seed")
-LOAD_KEYS = ("model", "rate", "stages", "arrival", "users", "think_time", "in_flight", "timeout")
-OPEN_ONLY = ("rate", "stages", "arrival", "in_flight")
-CLOSED_ONLY = ("users", "think_time")
-OPS_KEYS = (*OPERATIONS, "list_limit")
-
-
-def parse_scenario(raw: dict[str, Any], where: str) -> Scenario:
+def parse_scenario(raw: dict[str, Any], where: str) -> "Scenario":
     """Validate a decoded TOML document; raise ScenarioError listing every problem."""
-    r = _Reader(where)
-    r.unknown(raw, TOP_KEYS)
-
-    name = r.take(raw, "name", "", "", _text, "must be a non-empty string")
-    if "name" not in raw:
-        r.bad("name", "is required (a short name for result folders)", got=False)
-    elif name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        r.bad("name", "may hold only letters, digits, '.', '_' and '-'", name)
-        name = ""
-    description = r.take(raw, "description", "", "", lambda v: v if isinstance(v, str) else None,
-                         "must be a string")
-
-    targets: list[TargetRef] = []
-    raw_targets = raw.get("targets", list(TRANSPORTS))
-    if not isinstance(raw_targets, list) or not raw_targets:
-        r.bad("targets", f"must be a non-empty list of targets ({', '.join(TRANSPORTS)}, "
-                         'optionally with a client such as "rest:httpx")', raw_targets)
-    else:
-        for n, spec in enumerate(raw_targets):
-            if not isinstance(spec, str):
-                r.bad(f"targets[{n}]", "must be a string", spec)
-                continue
-            try:
-                ref = parse_target(spec)
-            except KeyError as exc:
-                r.bad(f"targets[{n}]", exc.args[0], got=False)
-                continue
-            if ref in targets:
-                r.bad(f"targets[{n}]", "is listed twice", spec)
-            targets.append(ref)
-
-    d = r.table(raw, "data")
-    r.unknown(d, DATA_KEYS, "data.")
-    data = DataSpec(
-        users=r.take(d, "users", 100, "data.", _int(1, MAX_ORDERS),
-                     f"must be a positive integer of at most {MAX_ORDERS:,}"),
-        orders_per_user=r.take(d, "orders_per_user", 10, "data.", _int(1, MAX_ORDERS),
-                               f"must be a positive integer of at most {MAX_ORDERS:,}"),
-        store=r.take(d, "store", "memory", "data.", _choice("memory", "sqlite"),
-                     'must be "memory" or "sqlite"'),
-        seed=r.take(d, "seed", 1, "data.", _int(0), "must be a non-negative integer"),
-    )
-    if data.users * data.orders_per_user > MAX_ORDERS:
-        r.bad("data", f"users × orders_per_user must be at most {MAX_ORDERS:,} orders (the "
-                      "seeded data set is built in memory before the run), got "
-                      f"{data.users:,} × {data.orders_per_user:,}", got=False)
-
-    duration = r.take(raw, "duration", None, "", _duration(positive=True),
-                      f"must be {DURATION_HELP}, greater than zero and {UP_TO_24H}")
-    warmup = r.take(raw, "warmup", 0.0, "", _duration(positive=False),
-                    f"must be {DURATION_HELP}, zero or more and {UP_TO_24H}")
-    repetitions = r.take(raw, "repetitions", 1, "", _int(1, MAX_REPETITIONS),
-                         f"must be an integer from 1 to {MAX_REPETITIONS}")
-
-    load = _parse_load(r, r.table(raw, "load"), duration)
-    if load is not None and load.stages and duration is None:
-        duration = sum(s.duration_s for s in load.stages)
-    if duration is None and "duration" not in raw and not (load and load.stages):
-        r.bad("duration", f"is required: {DURATION_HELP}", got=False)
-
-    o = r.table(raw, "operations")
-    r.unknown(o, OPS_KEYS, "operations.")
-    weights = {op: r.take(o, op, 0.0, "operations.", _number(positive=False),
-                          "must be a weight: a number of zero or more") for op in OPERATIONS}
-    list_limit = r.take(o, "list_limit", 20, "operations.", _int(1, MAX_LIST_LIMIT),
-                        f"must be an integer from 1 to {MAX_LIST_LIMIT}")
-    if "operations" not in raw:
-        r.bad("operations", "is required: weights for " + ", ".join(OPERATIONS), got=False)
-    elif not any(w > 0 for w in weights.values()) and not any(
-            p.startswith(f"{where}: operations.") for p in r.problems):
-        r.bad("operations", "at least one of get, list, create needs a weight above zero",
-              got=False)
-
-    if r.problems:
-        raise ScenarioError(r.problems)
-    assert load is not None and duration is not None
-    return Scenario(
-        name=name, description=description, targets=tuple(targets), data=data, load=load,
-        duration_s=duration, warmup_s=warmup, repetitions=repetitions,
-        operations=Operations(list_limit=list_limit, **weights), path=where,
-    )
+    try:
+        sc = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(problems(exc, Scenario, where)) from None
+    sc._path = where
+    return sc
 
 
-def _parse_load(r: _Reader, ld: dict[str, Any], duration: float | None) -> LoadSpec | None:
-    p = "load."
-    r.unknown(ld, LOAD_KEYS, p)
-    n_before = len(r.problems)
-    model = r.take(ld, "model", "open", p, _choice("open", "closed"), 'must be "open" or "closed"')
-    foreign = CLOSED_ONLY if model == "open" else OPEN_ONLY
-    for key in foreign:
-        if key in ld:
-            r.bad(p + key, f'applies only to model = "{"closed" if model == "open" else "open"}"',
-                  got=False)
-    timeout = r.take(ld, "timeout", DEFAULT_TIMEOUT_S, p,
-                     _duration(positive=True, maximum=MAX_WAIT_S),
-                     f"must be {DURATION_HELP}, greater than zero and {UP_TO_1H}")
-    if model == "closed":
-        users = r.take(ld, "users", 0, p, _int(1, MAX_USERS),
-                       f"must be a positive integer (virtual users) of at most {MAX_USERS:,}")
-        if "users" not in ld:
-            r.bad(p + "users", 'is required for model = "closed" (virtual users)', got=False)
-        think = r.take(ld, "think_time", 0.0, p, _duration(positive=False, maximum=MAX_WAIT_S),
-                       f"must be {DURATION_HELP}, zero or more and {UP_TO_1H}")
-        if len(r.problems) > n_before:
-            return None
-        return LoadSpec(model="closed", users=users, think_time_s=think, timeout_s=timeout)
-
-    arrival = r.take(ld, "arrival", "poisson", p, _choice("uniform", "poisson"),
-                     'must be "uniform" or "poisson"')
-    in_flight = r.take(ld, "in_flight", DEFAULT_IN_FLIGHT, p, _int(1, MAX_IN_FLIGHT),
-                       "must be a positive integer (requests in flight per process) of at most "
-                       f"{MAX_IN_FLIGHT:,}")
-    stages: list[Stage] = []
-    if "rate" in ld and "stages" in ld:
-        r.bad(p + "rate", "give either load.rate or load.stages, not both", got=False)
-    elif "rate" in ld:
-        rate = r.take(ld, "rate", None, p, _number(positive=True, maximum=MAX_RATE), RATE_HELP)
-        if rate is not None and duration is not None:
-            stages.append(Stage(rate, duration))
-    elif "stages" in ld:
-        raw_stages = ld["stages"]
-        if not isinstance(raw_stages, list) or not raw_stages:
-            r.bad(p + "stages", "must be a non-empty list of {rate, duration} tables", raw_stages)
-        else:
-            for n, st in enumerate(raw_stages):
-                sp = f"{p}stages[{n}]."
-                if not isinstance(st, dict):
-                    r.bad(f"{p}stages[{n}]", "must be a table {rate = ..., duration = ...}", st)
-                    continue
-                r.unknown(st, ("rate", "duration"), sp)
-                rate = r.take(st, "rate", None, sp, _number(positive=True, maximum=MAX_RATE),
-                              RATE_HELP)
-                dur = r.take(st, "duration", None, sp, _duration(positive=True),
-                             f"must be {DURATION_HELP}, greater than zero and {UP_TO_24H}")
-                for key in ("rate", "duration"):
-                    if key not in st:
-                        r.bad(sp + key, "is required", got=False)
-                if rate is not None and dur is not None:
-                    stages.append(Stage(rate, dur))
-            total = sum(s.duration_s for s in stages)
-            if total > MAX_DURATION_S and len(stages) == len(raw_stages):
-                r.bad(p + "stages", f"the stages' durations must add up to {UP_TO_24H}",
-                      f"{total:g} s")
-            elif duration is not None and stages and len(stages) == len(raw_stages) \
-                    and not math.isclose(total, duration):
-                r.bad("duration", f"must equal the sum of load.stages durations ({total:g} s) "
-                                  "or be left out", duration)
-    else:
-        r.bad(p + "rate", 'is required for model = "open": a positive number (requests/s), '
-                          "or give load.stages", got=False)
-    if len(r.problems) > n_before:
-        return None
-    return LoadSpec(model="open", stages=tuple(stages), arrival=arrival, in_flight=in_flight,
-                    timeout_s=timeout)
-
-
-def load_scenario(path: Path | str) -> Scenario:
+def load_scenario(path: Path | str) -> "Scenario":
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -3,8 +3,10 @@ file, the key and what would be valid."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -331,3 +333,22 @@ def test_scenarios_command_lists_unreadable_files_as_invalid(tmp_path):
     assert lines[0].startswith("adir") and "INVALID" in lines[0] and "is a folder" in lines[0]
     assert lines[1].startswith("binary") and "INVALID" in lines[1] and "UTF-8" in lines[1]
     assert lines[2].startswith("quick") and "Demo" in lines[2]
+
+
+def test_schema_accepts_the_shipped_scenarios_and_refuses_unknown_keys():
+    import jsonschema  # dev extras
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "scenarios", "--schema"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    schema = json.loads(out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    shipped = sorted((ROOT / "scenarios").glob("*.toml"))
+    assert shipped
+    for path in shipped:
+        raw = tomllib.loads(path.read_text())
+        assert not list(validator.iter_errors(raw)), path.name
+    for key, value in [("nmae", "x"), ("load.rates", 5), ("data.user", 3)]:
+        assert list(validator.iter_errors(with_(key, value))), key
+    assert not list(validator.iter_errors(base()))
+    tables = [schema, *schema["$defs"].values()]
+    assert all(p.get("description") for t in tables for p in t["properties"].values())

@@ -24,7 +24,7 @@ import importlib.metadata
 import json
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -243,11 +243,12 @@ class ResultCollector:
     def _meta(self, t: _Test, status: str, duration: float, warnings: list[str],
               locust_stats: dict[str, Any] | None) -> dict[str, Any]:
         cfg, sc, ref = self.config, self.scenario, self.config.ref
-        as_run = replace(sc, targets=(ref,), duration_s=max(duration, 0.0),
-                         warmup_s=t.warmup_s,
-                         load=LoadSpec(model="closed", users=t.max_users,
-                                       think_time_s=sc.load.think_time_s,
-                                       timeout_s=sc.load.timeout_s))
+        # What ran, as recorded, not a scenario file: built without the file's rules (users may
+        # be 0 when none started).
+        load = LoadSpec.model_construct(model="closed", users=t.max_users,
+                                        think_time=sc.load.think_time_s, timeout=sc.load.timeout_s)
+        as_run = sc.model_copy(update={"targets": (ref,), "duration_s": max(duration, 0.0),
+                                       "warmup_s": t.warmup_s, "load": load})
         env = dict(cfg.environment)
         env["packages"] = dict(env.get("packages") or {})
         for name in LOCUST_PACKAGES:
