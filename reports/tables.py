@@ -185,11 +185,24 @@ def _from_histograms(run: Run, target: str, op: str, key: str) -> list[float]:
         if key == "error_rate":
             out.append(100.0 * n_err / (n_ok + n_err))
         else:
-            iv = run.intervals
-            sel = iv[(iv["target"] == target) & (iv["repetition"] == rep) & (iv["start_s"] >= 0)]
-            seconds = float(sel.drop_duplicates("start_s")["length_s"].sum()) or math.nan
-            out.append(n_ok / seconds)
+            out.append(n_ok / _measured_s(run, target, rep))
     return out
+
+
+def _measured_s(run: Run, target: str, rep: int) -> float:
+    """The seconds a target run measured: run.json's `measured_s` (what the runner divided
+    by), else the interval logs' seconds inside the planned window (a request finishing in
+    the drain may open one more interval, which is not measured time)."""
+    rows = [t for t in run.target_info(target) if int(t.get("repetition", 1)) == rep]
+    measured = [float(t["measured_s"]) for t in rows if t.get("measured_s")]
+    if measured:
+        return measured[0]
+    iv = run.intervals
+    sel = iv[(iv["target"] == target) & (iv["repetition"] == rep) & (iv["start_s"] >= 0)]
+    window = run.window_s(target, rep)
+    if window is not None:
+        sel = sel[sel["start_s"] < window]
+    return float(sel.drop_duplicates("start_s")["length_s"].sum()) or math.nan
 
 
 def _with_ratios(df: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,12 +201,3 @@ def _drain(process: subprocess.Popen[bytes], log: object) -> None:
             log.write(line)  # type: ignore[attr-defined]
     with contextlib.suppress(Exception):
         log.close()  # type: ignore[attr-defined]
-
-
-@contextlib.contextmanager
-def launched(
-    transports: Sequence[str], config: ServeConfig, log_dir: Path
-) -> Iterator[dict[str, Service]]:
-    """Start several targets, yield them by name, stop them all on exit."""
-    with Launcher(log_dir) as launcher:
-        yield {t: launcher.start(t, config) for t in transports}
