@@ -70,9 +70,9 @@ def _at(pointer: str) -> Any:
     """The node at a local JSON pointer ("#/a/b") of the document."""
     node: Any = DOC
     for part in pointer.removeprefix("#").strip("/").split("/"):
-        if part:
-            node = node[int(part) if isinstance(node, list) else part.replace("~1", "/")
-                        .replace("~0", "~")]
+        key = part.replace("~1", "/").replace("~0", "~")
+        if key:
+            node = node[int(key)] if isinstance(node, list) else node[key]
     return node
 
 
@@ -108,10 +108,12 @@ class Topology:
     bindings: set[tuple[str, str, str]] = field(default_factory=set)  # queue, exchange, key
 
     def add_exchange(self, name: str, props: dict[str, Any]) -> None:
-        assert self.exchanges.setdefault(name, props) == props, f"exchange {name} declared twice"
+        assert self.exchanges.setdefault(name, props) == props, (
+            f"exchange {name} declared again with other properties")
 
     def add_queue(self, name: str, props: dict[str, Any]) -> None:
-        assert self.queues.setdefault(name, props) == props, f"queue {name} declared twice"
+        assert self.queues.setdefault(name, props) == props, (
+            f"queue {name} declared again with other properties")
 
 
 def _documented_topology() -> Topology:
@@ -158,8 +160,7 @@ class Delivered:
 
     async def reject(self, requeue: bool = False) -> None:
         assert not requeue, "the server never requeues"
-        dlx = (self.broker.topology.queues[self.queue]["arguments"] or {}).get(
-            "x-dead-letter-exchange")
+        dlx = self.broker.topology.queues[self.queue]["arguments"].get("x-dead-letter-exchange")
         for queue in self.broker.routes(dlx, self.routing_key) if dlx else ():
             self.broker.parked.setdefault(queue, []).append(self)
 
