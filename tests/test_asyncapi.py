@@ -26,7 +26,6 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from harness.launcher import Launcher, Service
 from targets.core.errors import InvalidRequest, NotFound
 from targets.core.model import CATALOGUE, STATUSES, CreateOrder, ItemRequest
 from targets.core.seed import SeedSpec
@@ -483,12 +482,12 @@ def test_every_message_client_and_server_write_is_documented() -> None:
 # --- against RabbitMQ -------------------------------------------------------------------------
 
 @pytest.fixture
-def served_ns(launcher: Launcher, amqp_url: str) -> Iterator[tuple[Service, str]]:
+def served_ns(launcher, amqp_url: str) -> Iterator[str]:
     """A queue server in a fresh namespace; the namespace's objects deleted afterwards."""
     ns = f"cbdoc-{uuid.uuid4().hex[:8]}"
     service = launcher.start("queue", ServeConfig(amqp_url=amqp_url, namespace=ns, seed=SEED))
     try:
-        yield service, ns
+        yield ns
     finally:
         service.stop()
 
@@ -501,12 +500,11 @@ def served_ns(launcher: Launcher, amqp_url: str) -> Iterator[tuple[Service, str]
 
 
 @pytest.mark.broker
-def test_document_holds_against_a_running_server(served_ns: tuple[Service, str],
-                                                   amqp_url: str) -> None:
+def test_document_holds_against_a_running_server(served_ns: str, amqp_url: str) -> None:
     """Next to a running server, every shared queue and exchange redeclares with the
     document's properties (RabbitMQ refuses a mismatch), and a client that knows only the
     document gets documented replies, events and dead letters."""
-    _, ns = served_ns
+    ns = served_ns
     client_id = uuid.uuid4().hex[:16]
 
     def fill(template: str) -> str:
