@@ -21,7 +21,7 @@ from targets.core.service import build_service
 from targets.grpc import client as grpc_client
 from targets.grpc import orders_pb2 as pb
 from targets.grpc import orders_pb2_grpc as pb_grpc
-from targets.grpc.server import SERVICE_NAME, OrderServicer
+from targets.grpc.server import SERVICE_NAME, OrderServicer, add_to_server
 from targets.serving import ServeConfig
 from tests.conftest import run
 
@@ -184,7 +184,7 @@ def test_stream_follows_status_changes() -> None:
 
     async def main() -> None:
         server = grpc.aio.server()
-        pb_grpc.add_OrderServiceServicer_to_server(OrderServicer(service), server)
+        add_to_server(OrderServicer(service), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         c = await grpc_client.connect(f"grpc://127.0.0.1:{port}")
@@ -206,21 +206,59 @@ def test_stream_follows_status_changes() -> None:
     run(main())
 
 
-def test_garbage_bytes_get_an_error_and_server_keeps_serving(url: str) -> None:
+# Bytes no request message of the service parses: a truncated varint tag, a length-delimited
+# field cut short, a tag with field number 0, an invalid wire type.
+JUNK = (b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x00", b"garbage!")
+METHODS = [m.name for m in pb.DESCRIPTOR.services_by_name["OrderService"].methods]
+
+
+def test_undecodable_request_is_invalid_argument_on_every_method(url: str) -> None:
+    """Raw bytes over a real channel (no serializers): every method answers INVALID_ARGUMENT
+    with a short detail, not grpc.aio's UNKNOWN, and valid calls still work afterwards."""
+    service = pb.DESCRIPTOR.services_by_name["OrderService"]
+    assert {m.name for m in service.methods} == set(METHODS)
+
     async def main() -> None:
         async with grpc.aio.insecure_channel(grpc_client.parse_target(url)) as ch:
-            raw = ch.unary_unary("/commbench.orders.v1.OrderService/GetOrder")  # bytes in/out
-            for junk in (b"\xff\xff\xff\xff", b"garbage!", b"\x0a\x05ab"):
-                with pytest.raises(grpc.aio.AioRpcError) as exc:
-                    await raw(junk, timeout=10)
-                # grpc.aio answers an undecodable request with UNKNOWN ("Unexpected DecodeError").
-                assert exc.value.code() == grpc.StatusCode.UNKNOWN
-                assert "DecodeError" in (exc.value.details() or "")
-            ok = await raw(pb.GetOrderRequest(order_id=3).SerializeToString(), timeout=10)
+            for method in service.methods:
+                path = f"/{SERVICE_NAME}/{method.name}"
+                factory = ch.unary_stream if method.server_streaming else ch.unary_unary
+                raw = factory(path, request_serializer=None, response_deserializer=None)
+                for junk in JUNK:
+                    with pytest.raises(grpc.aio.AioRpcError) as exc:
+                        call = raw(junk, timeout=10)
+                        if method.server_streaming:
+                            await anext(aiter(call))
+                        else:
+                            await call
+                    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (
+                        method.name, junk, exc.value.code(), exc.value.details())
+                    detail = exc.value.details() or ""
+                    assert detail.startswith("undecodable request: ") and len(detail) < 200
+                    assert method.input_type.full_name in detail
+
+            raw_get = ch.unary_unary(f"/{SERVICE_NAME}/GetOrder", request_serializer=None,
+                                     response_deserializer=None)
+            ok = await raw_get(pb.GetOrderRequest(order_id=3).SerializeToString(), timeout=10)
             assert pb.Order.FromString(ok).id == 3
+            # An empty message is valid protobuf (every field unset): the core judges it.
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await raw_get(b"", timeout=10)
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert exc.value.details() == "order_id must be a positive integer"
+            # Health and reflection are still served beside the lenient handlers.
+            health = health_pb2_grpc.HealthStub(ch)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME),
+                                       timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
         c = await grpc_client.connect(url)
         try:
             assert await c.get_order(3) == SEEDED[3]
+            assert [o.id for o in await c.list_user_orders(2)] == [6, 5, 4]
+            assert (await c.create_order(_create("after-junk"))).id == SEED.total + 1
+            updates = c.stream_order_updates(3)
+            assert await anext(updates) == SEEDED[3]
+            await updates.aclose()
         finally:
             await c.close()
 

@@ -1,5 +1,5 @@
 """REST target: both clients against a real uvicorn server, bad input on the wire, the
-OpenAPI spec, start-up errors, and the clients' mapping of transport failures."""
+OpenAPI contract, start-up errors, and the clients' mapping of transport failures."""
 
 from __future__ import annotations
 
@@ -10,14 +10,21 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import OpenAPIV31SpecValidator
+from openapi_spec_validator import validate as validate_openapi
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from targets.core.errors import InvalidRequest, NotFound, TransportError
-from targets.core.model import CreateOrder, ItemRequest
+from targets.core.model import CATALOGUE, CreateOrder, ItemRequest
 from targets.core.seed import SeedSpec, seed_orders
 from targets.core.service import build_service
+from targets.core.validation import ID_MAX, MAX_ITEMS, MAX_LIST_LIMIT, MAX_QUANTITY, MAX_REQUEST_ID
 from targets.registry import get_transport
 from targets.rest.server import build_app
 from targets.serving import ServeConfig
@@ -27,6 +34,8 @@ SEED = SeedSpec(users=5, orders_per_user=3)
 CONFIG = ServeConfig(seed=SEED)
 VARIANTS = ["aiohttp", "httpx"]
 ERROR_KEYS = {"kind", "message", "field"}
+SPEC_URI = "urn:commbench:openapi"
+SKUS = sorted(CATALOGUE)
 
 
 def _create(request_id: str, user_id: int = 2, sku: str = "SKU-003", qty: int = 2) -> CreateOrder:
@@ -152,22 +161,124 @@ def test_bad_input_on_the_wire(launcher):
         assert (again.status_code, again.json()) == (200, created.json())
 
 
-def test_openapi_spec_and_docs(launcher):
+# --- the OpenAPI contract: the served document against the server's real answers ---------
+
+def _schema_at(spec: dict[str, Any], *where: str | int) -> Draft202012Validator:
+    """A JSON Schema 2020-12 validator (OpenAPI 3.1's dialect) for the schema at `where` in the
+    served document, its `#/components/...` references resolved in that document."""
+    registry = Registry().with_resource(SPEC_URI, Resource(spec, specification=DRAFT202012))
+    pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in where)
+    return Draft202012Validator({"$ref": f"{SPEC_URI}#{pointer}"}, registry=registry)
+
+
+def _declared(spec: dict[str, Any], method: str, template: str, resp: httpx.Response) -> None:
+    """`resp` has a status the operation declares, and a body its JSON schema accepts."""
+    responses = spec["paths"][template][method]["responses"]
+    status = str(resp.status_code)
+    assert status in responses, (
+        f"{method.upper()} {template} answered {status}, declared {sorted(responses)}")
+    assert resp.headers["content-type"] == "application/json"
+    validator = _schema_at(spec, "paths", template, method, "responses", status, "content",
+                           "application/json", "schema")
+    errors = [e.message for e in validator.iter_errors(resp.json())]
+    assert not errors, f"{method.upper()} {template} {status}: {errors}: {resp.text}"
+
+
+def _params_valid(spec: dict[str, Any], template: str, values: dict[str, int]) -> bool:
+    """Whether the declared parameter schemas of GET `template` accept `values`."""
+    params = spec["paths"][template]["get"]["parameters"]
+    index = {p["name"]: n for n, p in enumerate(params)}
+    return all(_schema_at(spec, "paths", template, "get", "parameters", index[name], "schema")
+               .is_valid(v) for name, v in values.items())
+
+
+def _body_valid(spec: dict[str, Any], body: object) -> bool:
+    return _schema_at(spec, "paths", "/orders", "post", "requestBody", "content",
+                      "application/json", "schema").is_valid(body)
+
+
+def _body(request_id: str = "c-1", user_id: object = 1, items: object = None) -> dict[str, Any]:
+    return {"request_id": request_id, "user_id": user_id,
+            "items": [{"sku": "SKU-001", "quantity": 1}] if items is None else items}
+
+
+def test_openapi_document_matches_the_server(launcher):
+    """The served /openapi.json is a valid OpenAPI 3.1 document that declares exactly what the
+    server does: each route's statuses, every answer's JSON shape, and the input ranges the
+    core enforces (schema-valid input is never a 422, schema-invalid input always is)."""
     svc = launcher.start("rest", CONFIG)
     with httpx.Client(base_url=svc.url, timeout=10) as http:
         spec = http.get("/openapi.json").json()
         assert http.get("/docs").status_code == 200
-    paths = spec["paths"]
-    assert "get" in paths["/orders/{order_id}"]
-    assert "get" in paths["/users/{user_id}/orders"]
-    assert "post" in paths["/orders"]
-    post = paths["/orders"]["post"]
-    assert {"200", "201", "422"} <= set(post["responses"])
-    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "/CreateOrderIn")
-    error_ref = paths["/orders/{order_id}"]["get"]["responses"]["404"]["content"][
-        "application/json"]["schema"]["$ref"]
-    assert error_ref.endswith("/ErrorOut")
+
+        validate_openapi(spec, cls=OpenAPIV31SpecValidator)
+        operations = {(m, t): set(op["responses"]) for t, item in spec["paths"].items()
+                      for m, op in item.items()}
+        assert operations == {
+            ("get", "/healthz"): {"200"},
+            ("get", "/orders/{order_id}"): {"200", "404", "422"},
+            ("get", "/users/{user_id}/orders"): {"200", "422"},
+            ("post", "/orders"): {"200", "201", "422"},
+        }
+
+        _declared(spec, "get", "/healthz", http.get("/healthz"))
+
+        # Path and query parameters at and beyond each bound of the core's rules.
+        gets = [
+            ("/orders/{order_id}", {"order_id": 1}, 200),
+            ("/orders/{order_id}", {"order_id": SEED.total + 1}, 404),
+            ("/orders/{order_id}", {"order_id": ID_MAX}, 404),
+            ("/orders/{order_id}", {"order_id": 0}, 422),
+            ("/orders/{order_id}", {"order_id": -1}, 422),
+            ("/orders/{order_id}", {"order_id": ID_MAX + 1}, 422),
+            ("/users/{user_id}/orders", {"user_id": 2}, 200),
+            ("/users/{user_id}/orders", {"user_id": 2, "limit": 1}, 200),
+            ("/users/{user_id}/orders", {"user_id": 2, "limit": MAX_LIST_LIMIT}, 200),
+            ("/users/{user_id}/orders", {"user_id": SEED.users + 1}, 200),  # none: []
+            ("/users/{user_id}/orders", {"user_id": 0}, 422),
+            ("/users/{user_id}/orders", {"user_id": 2, "limit": 0}, 422),
+            ("/users/{user_id}/orders", {"user_id": 2, "limit": MAX_LIST_LIMIT + 1}, 422),
+        ]
+        for template, values, status in gets:
+            path_values = {k: v for k, v in values.items() if k != "limit"}
+            query = {"limit": values["limit"]} if "limit" in values else None
+            resp = http.get(template.format(**path_values), params=query)
+            assert resp.status_code == status, (template, values, resp.text)
+            _declared(spec, "get", template, resp)
+            assert _params_valid(spec, template, values) == (status != 422), (template, values)
+        listed = http.get("/users/2/orders").json()["orders"]
+        assert len(listed) == SEED.orders_per_user  # the list schema was checked on real orders
+
+        # Create bodies at and beyond each bound; a valid one is created (201), then retried (200).
+        many = [{"sku": SKUS[n % len(SKUS)], "quantity": MAX_QUANTITY} for n in range(MAX_ITEMS)]
+        posts: list[tuple[object, int]] = [
+            (_body("c-1"), 201),
+            (_body("c-1"), 200),
+            (_body("x" * MAX_REQUEST_ID, items=many), 201),
+            (_body(SKUS[-1]), 201),
+            (_body(""), 422),
+            (_body("x" * (MAX_REQUEST_ID + 1)), 422),
+            (_body(user_id=0), 422),
+            (_body(user_id=ID_MAX + 1), 422),
+            (_body(user_id="1"), 422),
+            (_body(items=[]), 422),
+            (_body(items=[*many, many[0]]), 422),
+            (_body(items=[{"sku": "SKU-999", "quantity": 1}]), 422),
+            (_body(items=[{"sku": "SKU-001", "quantity": 0}]), 422),
+            (_body(items=[{"sku": "SKU-001", "quantity": MAX_QUANTITY + 1}]), 422),
+            (_body(items=[{"sku": "SKU-001"}]), 422),
+            ({"user_id": 1, "items": []}, 422),
+            (["not", "an", "object"], 422),
+        ]
+        for body, status in posts:
+            resp = http.post("/orders", json=body)
+            assert resp.status_code == status, (body, resp.text)
+            _declared(spec, "post", "/orders", resp)
+            assert _body_valid(spec, body) == (status != 422), body
+        resp = http.post("/orders", content=b'{"request_id": "c-9", "items": [',
+                         headers={"content-type": "application/json"})
+        _declared(spec, "post", "/orders", resp)
+        assert resp.status_code == 422
 
 
 def test_sigterm_stops_cleanly(launcher):

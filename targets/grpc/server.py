@@ -1,16 +1,23 @@
 """gRPC server: the OrderService on grpc.aio (uvloop), with the standard health service and
 server reflection. Handlers only translate protobuf ⇄ domain calls and domain errors ⇄
-status codes; every rule lives in targets.core."""
+status codes; every rule lives in targets.core.
+
+Request bytes that are not a valid protobuf message get INVALID_ARGUMENT, like any other bad
+input. grpc.aio deserializes before the method runs and turns a deserializer's exception into
+UNKNOWN, so the methods are registered with deserializers that hand them an `Undecodable`
+instead of raising, and each method refuses that first thing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -21,7 +28,8 @@ from targets.grpc import orders_pb2 as pb
 from targets.grpc import orders_pb2_grpc as pb_grpc
 from targets.serving import ServeConfig, ServeError, announce_ready, bind_socket, run_service
 
-SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["OrderService"].full_name
+_SERVICE = pb.DESCRIPTOR.services_by_name["OrderService"]
+SERVICE_NAME: str = _SERVICE.full_name
 STOP_GRACE_S = 2.0  # in-flight calls get this long after SIGTERM; the launcher waits 5 s
 _SERVER_OPTIONS = [
     # grpc sets SO_REUSEPORT by default, which lets a second server share a busy port
@@ -40,6 +48,34 @@ async def _abort(context: grpc.aio.ServicerContext, exc: OrderError) -> NoReturn
     raise AssertionError("unreachable: context.abort raises")
 
 
+class Undecodable:
+    """What a method receives in place of request bytes protobuf could not parse."""
+
+    __slots__ = ("detail",)
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+async def _refuse(context: grpc.aio.ServicerContext, request: Undecodable) -> NoReturn:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+    raise AssertionError("unreachable: context.abort raises")
+
+
+def _lenient(message: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    """`message.FromString`, returning an Undecodable instead of raising DecodeError (the
+    try costs nothing on a valid request)."""
+    from_string = message.FromString
+
+    def deserialize(data: bytes) -> Message | Undecodable:
+        try:
+            return from_string(data)
+        except DecodeError as exc:
+            return Undecodable(f"undecodable request: {exc}")
+
+    return deserialize
+
+
 class OrderServicer(pb_grpc.OrderServiceServicer):
     """Method names and signatures come from the generated base class."""
 
@@ -47,16 +83,20 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self.service = service
 
     async def GetOrder(
-        self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetOrderRequest | Undecodable, context: grpc.aio.ServicerContext
     ) -> pb.Order:
+        if isinstance(request, Undecodable):
+            await _refuse(context, request)
         try:
             return convert.order_to_pb(self.service.get_order(request.order_id))
         except OrderError as exc:
             await _abort(context, exc)
 
     async def GetUserOrders(
-        self, request: pb.GetUserOrdersRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetUserOrdersRequest | Undecodable, context: grpc.aio.ServicerContext
     ) -> pb.GetUserOrdersResponse:
+        if isinstance(request, Undecodable):
+            await _refuse(context, request)
         try:
             if request.HasField("limit"):
                 orders = self.service.list_user_orders(request.user_id, request.limit)
@@ -67,8 +107,10 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         return pb.GetUserOrdersResponse(orders=[convert.order_to_pb(o) for o in orders])
 
     async def CreateOrder(
-        self, request: pb.CreateOrderRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateOrderRequest | Undecodable, context: grpc.aio.ServicerContext
     ) -> pb.CreateOrderResponse:
+        if isinstance(request, Undecodable):
+            await _refuse(context, request)
         try:
             order, created = self.service.create_order(convert.create_from_pb(request))
         except OrderError as exc:
@@ -76,8 +118,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         return pb.CreateOrderResponse(order=convert.order_to_pb(order), created=created)
 
     async def StreamOrderUpdates(
-        self, request: pb.StreamOrderUpdatesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.StreamOrderUpdatesRequest | Undecodable,
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.OrderUpdate]:
+        if isinstance(request, Undecodable):
+            await _refuse(context, request)
         try:
             # aclosing: a cancelled call (client gone, server stopping) unregisters the watcher.
             async with contextlib.aclosing(self.service.watch(request.order_id)) as updates:
@@ -85,6 +130,24 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     yield convert.update_to_pb(order)
         except OrderError as exc:
             await _abort(context, exc)
+
+
+def add_to_server(servicer: OrderServicer, server: grpc.aio.Server) -> None:
+    """What the generated `add_OrderServiceServicer_to_server` does, with lenient request
+    deserializers; the table comes from the proto's descriptor, so it cannot miss a method."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in _SERVICE.methods:
+        assert not method.client_streaming, f"{method.name}: client streaming is not wired up"
+        make: Callable[..., grpc.RpcMethodHandler] = (
+            grpc.unary_stream_rpc_method_handler if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler)
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def _address(host: str, port: int) -> str:
@@ -101,7 +164,7 @@ def _check_port_free(host: str, port: int) -> None:
 async def _serve(config: ServeConfig, service: OrderService) -> None:
     _check_port_free(config.host, config.port)
     server = grpc.aio.server(options=_SERVER_OPTIONS)
-    pb_grpc.add_OrderServiceServicer_to_server(OrderServicer(service), server)
+    add_to_server(OrderServicer(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -4,6 +4,11 @@ Routes only translate HTTP ⇄ OrderService calls. The pydantic body model check
 and shape (strict: no "5" for 5); every business rule stays in the core. Responses are
 built with orjson and returned as Response objects, so FastAPI does its routing, parameter
 parsing and body validation but no second serialization pass.
+
+`/openapi.json` is the contract outside tools see. The wire models below exist for it: the
+value ranges they declare are schema-only (`json_schema_extra`), built from the core's
+constants, because the core enforces them and words the error; a pydantic `ge`/`le` would
+validate twice and answer in pydantic's words instead.
 """
 
 from __future__ import annotations
@@ -13,27 +18,40 @@ import contextlib
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from targets.core.errors import InvalidRequest, NotFound
-from targets.core.model import CreateOrder, ItemRequest
+from targets.core.model import CATALOGUE, STATUSES, CreateOrder, ItemRequest
 from targets.core.service import DEFAULT_LIST_LIMIT, OrderService
+from targets.core.validation import (
+    ID_MAX,
+    MAX_ITEMS,
+    MAX_LIST_LIMIT,
+    MAX_QUANTITY,
+    MAX_REQUEST_ID,
+    MIN_ITEMS,
+    MIN_QUANTITY,
+)
 from targets.rest import wire
 from targets.serving import ServeConfig, announce_ready, bind_socket, run_service
 
 GRACEFUL_SHUTDOWN_S = 3
 
 
-class OrjsonResponse(Response):
-    media_type = "application/json"
+class OrjsonResponse(JSONResponse):
+    """orjson-rendered JSON. A JSONResponse subclass because FastAPI documents a route's
+    response_model only for those (otherwise every 200 reads `{"type": "string"}`);
+    Response.__init__ directly, skipping JSONResponse's pass-through frame on the hot path."""
+
+    __init__ = Response.__init__  # type: ignore[assignment]
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -41,55 +59,93 @@ class OrjsonResponse(Response):
 
 # --- wire models: request parsing and the OpenAPI schema ---------------------------------
 
+def _schema(**keywords: Any) -> Any:
+    """A schema-only constraint: documented in /openapi.json, enforced by the core."""
+    return Field(json_schema_extra=keywords)
+
+
+SKUS = sorted(CATALOGUE)
+# 1..ID_MAX as `exclusiveMaximum: 2**63`: FastAPI's OpenAPI model stores bounds as floats,
+# which would round a `maximum` of 2**63-1 up to 2**63; 2**63 itself is exact as a float.
+_ID_RANGE: dict[str, Any] = {"format": "int64", "minimum": 1, "exclusiveMaximum": ID_MAX + 1}
+Id = Annotated[int, _schema(**_ID_RANGE)]
+Sku = Annotated[str, _schema(enum=SKUS)]
+Quantity = Annotated[int, _schema(minimum=MIN_QUANTITY, maximum=MAX_QUANTITY)]
+Cents = Annotated[int, _schema(minimum=0)]
+_OUT = ConfigDict(extra="forbid")  # documentation only: `additionalProperties: false`
+
+
 class ItemIn(BaseModel):
     model_config = ConfigDict(strict=True)
-    sku: str
-    quantity: int
+    sku: Sku
+    quantity: Quantity
 
 
 class CreateOrderIn(BaseModel):
     model_config = ConfigDict(strict=True)
-    request_id: str
-    user_id: int
-    items: list[ItemIn]
+    request_id: Annotated[str, _schema(minLength=1, maxLength=MAX_REQUEST_ID)]
+    user_id: Id
+    items: Annotated[list[ItemIn], _schema(minItems=MIN_ITEMS, maxItems=MAX_ITEMS)]
 
 
 class ItemOut(BaseModel):
-    sku: str
-    quantity: int
-    unit_price_cents: int
+    model_config = _OUT
+    sku: Sku
+    quantity: Quantity
+    unit_price_cents: Cents
 
 
 class OrderOut(BaseModel):
-    id: int
-    user_id: int
-    items: list[ItemOut]
-    total_cents: int
-    status: str
-    created_at_ms: int
+    model_config = _OUT
+    id: Id
+    user_id: Id
+    items: Annotated[list[ItemOut], _schema(minItems=MIN_ITEMS, maxItems=MAX_ITEMS)]
+    total_cents: Cents
+    status: Annotated[str, _schema(enum=list(STATUSES))]
+    created_at_ms: Annotated[int, _schema(minimum=0)]  # Unix epoch, milliseconds
 
 
 class OrderListOut(BaseModel):
-    orders: list[OrderOut]
+    model_config = _OUT
+    orders: Annotated[list[OrderOut], _schema(maxItems=MAX_LIST_LIMIT)]  # newest first
 
 
-class ErrorDetail(BaseModel):
-    kind: str
-    message: str
-    field: str
+class NotFoundDetail(BaseModel):
+    model_config = _OUT
+    kind: Literal["not_found"]
+    message: Annotated[str, _schema(minLength=1)]
+    field: Literal[""]
 
 
-class ErrorOut(BaseModel):
-    error: ErrorDetail
+class NotFoundOut(BaseModel):
+    model_config = _OUT
+    error: NotFoundDetail
+
+
+class InvalidDetail(BaseModel):
+    model_config = _OUT
+    kind: Literal["invalid"]
+    message: Annotated[str, _schema(minLength=1)]
+    field: str = Field(description='the offending input ("order_id", "limit", "items[0].sku", '
+                                   '…); "body" when the body as a whole is wrong')
+
+
+class InvalidOut(BaseModel):
+    model_config = _OUT
+    error: InvalidDetail
 
 
 class HealthOut(BaseModel):
-    status: str
+    model_config = _OUT
+    status: Literal["ok"]
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "no such order"},
-    422: {"model": ErrorOut, "description": "invalid request"},
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": NotFoundOut, "description": "no such order"},
+}
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": InvalidOut, "description": "invalid request: a parameter or the body "
+                                             "breaks a rule, or the body is not JSON"},
 }
 
 
@@ -158,18 +214,28 @@ def build_app(service: OrderService) -> FastAPI:
         },
     )
 
-    @app.get(wire.ORDER_PATH, response_model=OrderOut, responses=_ERRORS)
-    async def get_order(order_id: int) -> Response:
+    @app.get(wire.ORDER_PATH, response_model=OrderOut, response_description="the order",
+             responses={**_NOT_FOUND, **_INVALID})
+    async def get_order(
+        order_id: Annotated[int, Path(json_schema_extra=_ID_RANGE)],
+    ) -> Response:
         return OrjsonResponse(service.get_order(order_id).to_dict())
 
-    @app.get(wire.USER_ORDERS_PATH, response_model=OrderListOut, responses=_ERRORS)
-    async def list_user_orders(user_id: int, limit: int = DEFAULT_LIST_LIMIT) -> Response:
+    @app.get(wire.USER_ORDERS_PATH, response_model=OrderListOut,
+             response_description="the user's orders, newest first (none: an empty list)",
+             responses=_INVALID)
+    async def list_user_orders(
+        user_id: Annotated[int, Path(json_schema_extra=_ID_RANGE)],
+        limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": MAX_LIST_LIMIT})]
+        = DEFAULT_LIST_LIMIT,
+    ) -> Response:
         orders = service.list_user_orders(user_id, limit)
         return OrjsonResponse({"orders": [o.to_dict() for o in orders]})
 
     @app.post(wire.ORDERS_PATH, response_model=OrderOut, status_code=201,
+              response_description="the order, created by this request",
               responses={200: {"model": OrderOut, "description": "a retried request id: "
-                               "the order its first attempt created"}, **_ERRORS})
+                               "the order its first attempt created"}, **_INVALID})
     async def create_order(body: CreateOrderIn) -> Response:
         req = CreateOrder(
             request_id=body.request_id,
@@ -179,7 +245,7 @@ def build_app(service: OrderService) -> FastAPI:
         order, is_new = service.create_order(req)
         return OrjsonResponse(order.to_dict(), status_code=201 if is_new else 200)
 
-    @app.get(wire.HEALTH_PATH, response_model=HealthOut)
+    @app.get(wire.HEALTH_PATH, response_model=HealthOut, response_description="serving")
     async def healthz() -> Response:
         return OrjsonResponse({"status": "ok"})
 
