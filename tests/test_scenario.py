@@ -19,6 +19,7 @@ from harness.scenario import (
     find_scenario,
     load_scenario,
     parse_duration,
+    parse_fault_option,
     parse_scenario,
 )
 
@@ -114,7 +115,7 @@ def test_parse_duration(text, seconds):
 
 BAD = [
     ("nmae", "x", 'x.toml: nmae: unknown key; valid keys here: name, description, targets, '
-                  'data, load, duration, warmup, repetitions, operations'),
+                  'data, load, duration, warmup, repetitions, operations, topology, faults'),
     ("name", DELETE, "x.toml: name: is required (a short name for result folders)"),
     ("name", "a b", "x.toml: name: may hold only letters, digits, '.', '_' and '-', got \"a b\""),
     ("name", 3, "x.toml: name: must be a non-empty string, got 3"),
@@ -352,3 +353,53 @@ def test_schema_accepts_the_shipped_scenarios_and_refuses_unknown_keys():
     assert not list(validator.iter_errors(base()))
     tables = [schema, *schema["$defs"].values()]
     assert all(p.get("description") for t in tables for p in t["properties"].values())
+
+
+def _faulted(*faults: dict, topology: str = "chain") -> dict:
+    raw = base()
+    raw["topology"] = topology
+    raw["faults"] = list(faults)
+    return raw
+
+
+def test_faults_on_the_chain_topology():
+    sc = parse_scenario(_faulted(
+        {"service": "payment", "kind": "pause", "at": "0s", "duration": 1},
+        {"service": "inventory", "kind": "delay", "at": 0.5, "duration": "1s", "delay": "2s",
+         "jitter": "100ms"},
+        {"service": "payment", "kind": "errors", "at": "1s", "duration": "1s", "fraction": 0.2}), W)
+    assert sc.topology == "chain"
+    assert [(f.service, f.kind, f.at_s, f.end_s) for f in sc.faults] == [
+        ("payment", "pause", 0.0, 1.0), ("inventory", "delay", 0.5, 1.5),
+        ("payment", "errors", 1.0, 2.0)]
+    assert sc.faults[1].delay_s == 2.0 and sc.faults[1].jitter_s == pytest.approx(0.1)
+    assert sc.to_dict()["faults"][2]["fraction"] == 0.2
+
+
+@pytest.mark.parametrize(("fault", "topology", "message"), [
+    ({"service": "payment", "kind": "pause", "at": "0s", "duration": "1s"}, "single",
+     'x.toml: faults[0]: service "payment" exists only with topology = "chain"'),
+    ({"service": "payment", "kind": "pause", "at": "1s", "duration": "5s"}, "chain",
+     "x.toml: faults[0]: must end within the measured window (2 s): it ends at 6 s"),
+    ({"service": "payment", "kind": "delay", "at": "0s", "duration": "1s"}, "chain",
+     'x.toml: faults[0]: kind = "delay" needs delay (the added latency, e.g. "2s")'),
+    ({"service": "payment", "kind": "melt", "at": "0s", "duration": "1s"}, "chain",
+     'x.toml: faults[0].kind: must be "kill" or "pause" or "delay" or "errors", got "melt"'),
+    ({"service": "payment", "kind": "errors", "at": "0s", "duration": "1s", "fraction": 1.5},
+     "chain", "x.toml: faults[0].fraction: must be a number above 0 and at most 1, got 1.5"),
+])
+def test_bad_faults(fault, topology, message):
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(_faulted(fault, topology=topology), W)
+    assert message in err.value.problems, err.value.problems
+
+
+def test_fault_option():
+    f = parse_fault_option("payment:delay=2s,jitter=200ms@10s+10s")
+    assert (f.kind, f.delay_s, f.jitter_s, f.at_s, f.duration_s) == ("delay", 2.0, 0.2, 10.0, 10.0)
+    assert parse_fault_option("payment:errors=0.2@5s+10s").fraction == 0.2
+    assert parse_fault_option("order:kill@1+2").end_s == 3.0
+    with pytest.raises(UserError, match=r"--fault takes SERVICE:KIND\[=PARAMS\]@AT\+DURATION"):
+        parse_fault_option("payment pause")
+    with pytest.raises(UserError, match='--fault payment:errors@5s\\+10s: kind = "errors" needs'):
+        parse_fault_option("payment:errors@5s+10s")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import PlainSerializer, PlainValidator, ValidatorFunctionWrapHandler, WithJsonSchema
 from pydantic_core import PydanticKnownError
 
-from harness.scenario_errors import at, got, problem, refuse
+from harness.scenario.errors import at, got, problem, refuse
 from targets.registry import TRANSPORTS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")

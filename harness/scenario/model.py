@@ -8,8 +8,6 @@ editors) and the message when a value is refused. Attribute names are the harnes
 """
 
 import math
-import tomllib
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,22 +16,21 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     model_validator,
 )
 
 from harness.errors import UserError
-from harness.scenario_errors import Help, at, given, got, problem, problems, refuse, validated
-from harness.scenario_types import (
+from harness.scenario.errors import Help, at, given, got, problem, refuse, validated
+from harness.scenario.faults import FaultSpec
+from harness.scenario.types import (
     Name,
     Target,
     TargetRef,
     distinct,
     duration_type,
     non_empty,
-    parse_duration,
     parse_target,
     schema_edit,
 )
@@ -85,6 +82,17 @@ def _within_a_day(stages: tuple["Stage", ...]) -> tuple["Stage", ...]:
     if total > MAX_DURATION_S:
         raise problem(f"the stages' durations must add up to {UP_TO_24H}, got {got(f'{total:g} s')}")
     return stages
+
+
+def _fault_problems(f: FaultSpec, topology: str, duration_s: float) -> list[str]:
+    """A fault must hit a service the topology has, within the measured window."""
+    out = []
+    if f.service != "order" and topology != "chain":
+        out.append(f'service "{f.service}" exists only with topology = "chain"')
+    if f.end_s > duration_s + 1e-9:
+        out.append(f"must end within the measured window ({duration_s:g} s): it ends at "
+                   f"{f.end_s:g} s")
+    return out
 
 
 class _Table(BaseModel):
@@ -242,6 +250,13 @@ class Scenario(_Table):
     operations: Annotated[Operations, Help(
         "The request mix", "a table ([operations])",
         missing="is required: weights for " + ", ".join(OPERATIONS))]
+    topology: Annotated[Literal["single", "chain"], Help(
+        "single: one order service; chain: the order service calls payment and inventory "
+        "(REST, gRPC) or runs a saga with them over the broker (queue)",
+        '"single" or "chain"')] = "single"
+    faults: Annotated[tuple[FaultSpec, ...], Field(strict=False), Help(
+        "Faults injected during the measured window ([[faults]] tables)",
+        "a list of [[faults]] tables", item="a table {service, kind, at, duration, ...}")] = ()
     _path: str = PrivateAttr("")  # the file it was read from; not part of the scenario's value
 
     @model_validator(mode="wrap")
@@ -267,6 +282,10 @@ class Scenario(_Table):
         elif ld.model == "open" and ld.rate is not None:
             ld = ld.model_copy(update={"stages": (Stage(ld.rate, duration),)})
         sc.__dict__.update(load=ld, duration_s=duration)  # in place, as in LoadSpec
+        refuse_faults = [at(("faults", n), message) for n, f in enumerate(sc.faults)
+                         for message in _fault_problems(f, sc.topology, duration)]
+        if refuse_faults:
+            refuse("scenario", refuse_faults)
         return sc
 
     @property
@@ -320,80 +339,3 @@ class Scenario(_Table):
                                 f"got {repetitions}")
             s = s.model_copy(update={"repetitions": repetitions})
         return s
-
-
-def scenario_schema() -> dict[str, Any]:
-    """The JSON Schema of a scenario file (its keys, by the names the file uses)."""
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            **Scenario.model_json_schema(by_alias=True)}
-
-
-def parse_scenario(raw: dict[str, Any], where: str) -> "Scenario":
-    """Validate a decoded TOML document; raise ScenarioError listing every problem."""
-    try:
-        sc = Scenario.model_validate(raw)
-    except ValidationError as exc:
-        raise ScenarioError(problems(exc, Scenario, where)) from None
-    sc._path = where
-    return sc
-
-
-def load_scenario(path: Path | str) -> "Scenario":
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such scenario file") from None
-    except IsADirectoryError:
-        raise ScenarioError([f"{path}: is a folder, not a scenario file"]) from None
-    except UnicodeDecodeError as exc:
-        raise ScenarioError([f"{path}: not a text file: a scenario is UTF-8 TOML "
-                             f"(undecodable byte at offset {exc.start})"]) from None
-    except OSError as exc:
-        raise ScenarioError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_scenario(raw, str(path))
-
-
-def find_scenario(name_or_path: str, directory: Path = Path("scenarios")) -> Path:
-    """A path as given, or a name looked up as `<directory>/<name>.toml`."""
-    path = Path(name_or_path)
-    if path.exists() or path.suffix == ".toml" or "/" in name_or_path:
-        return path
-    candidate = directory / f"{name_or_path}.toml"
-    if candidate.exists():
-        return candidate
-    known = ", ".join(p.stem for p in sorted(directory.glob("*.toml"))) or "none"
-    raise UserError(f"no scenario {name_or_path!r}: not a file, and not in {directory}/ "
-                    f"(known: {known})")
-
-
-def list_scenarios(directory: Path) -> list[tuple[Path, Scenario | ScenarioError]]:
-    """Every scenario file in a folder, loaded (or the error that stops it loading)."""
-    if not directory.is_dir():
-        raise UserError(f"{directory}: no such folder")
-    out: list[tuple[Path, Scenario | ScenarioError]] = []
-    for path in sorted(directory.glob("*.toml")):
-        try:
-            out.append((path, load_scenario(path)))
-        except ScenarioError as exc:
-            out.append((path, exc))
-        except UserError as exc:  # e.g. a file removed while listing: listed, not fatal
-            out.append((path, ScenarioError([str(exc)])))
-    return out
-
-
-def duration_option(text: str | None, option: str, allow_zero: bool = False) -> float | None:
-    """A command-line duration ("30s", "500ms", "2m" or seconds); None keeps the scenario's."""
-    if text is None:
-        return None
-    try:
-        seconds = parse_duration(float(text))
-    except ValueError:
-        seconds = parse_duration(text)
-    if seconds is None or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise UserError(f'{option} takes a duration such as "30s", "500ms" or "2m"; got {text!r}')
-    return seconds
