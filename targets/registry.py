@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from targets.api import ClientFactory
-from targets.serving import ServeConfig
+from targets.serving import (
+    ROLE_INVENTORY,
+    ROLE_NOTIFICATION,
+    ROLE_ORDER,
+    ROLE_PAYMENT,
+    ServeConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,8 @@ class Transport:
     server: str  # "module:function", function(ServeConfig) runs until SIGTERM/SIGINT
     clients: dict[str, str]  # variant name → "module:async factory(url, timeout=)"
     needs_broker: bool = False
+    # The services `serve` can run (ServeConfig.role); the first is the edge clients call.
+    roles: tuple[str, ...] = (ROLE_ORDER,)
 
     @property
     def default_client(self) -> str:
@@ -46,14 +54,17 @@ TRANSPORTS: dict[str, Transport] = {
         Transport("rest", "HTTP/JSON: FastAPI on uvicorn (uvloop, httptools)",
                   "targets.rest.server:serve",
                   {"aiohttp": "targets.rest.client_aiohttp:connect",
-                   "httpx": "targets.rest.client_httpx:connect"}),
+                   "httpx": "targets.rest.client_httpx:connect"},
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY)),
         Transport("grpc", "gRPC: protobuf over HTTP/2, grpc.aio",
                   "targets.grpc.server:serve",
-                  {"grpcio": "targets.grpc.client:connect"}),
+                  {"grpcio": "targets.grpc.client:connect"},
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY)),
         Transport("queue", "RabbitMQ through aio-pika: RPC lookups, confirmed commands, events",
                   "targets.queue.server:serve",
                   {"aio-pika": "targets.queue.client:connect"},
-                  needs_broker=True),
+                  needs_broker=True,
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY, ROLE_NOTIFICATION)),
     )
 }
 
