@@ -4,6 +4,9 @@ Routes only translate HTTP ⇄ OrderService calls. The pydantic body model check
 and shape (strict: no "5" for 5); every business rule stays in the core. Responses are
 built with orjson and returned as Response objects, so FastAPI does its routing, parameter
 parsing and body validation but no second serialization pass.
+
+`serve` runs one role: the order service (alone, or as the edge of a chain that charges and
+reserves through the payment and inventory services over aiohttp), or one of those two.
 """
 
 from __future__ import annotations
@@ -12,31 +15,38 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
 
-import orjson
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from targets.core.errors import InvalidRequest, NotFound
-from targets.core.model import CreateOrder, ItemRequest
+from targets.core.model import CreateOrder, ItemRequest, Order
 from targets.core.service import DEFAULT_LIST_LIMIT, OrderService
+from targets.flow.edge import ChainEdge
+from targets.flow.inventory import Inventory
+from targets.flow.payment import Payments
+from targets.registry import get_transport
 from targets.rest import wire
-from targets.serving import ServeConfig, announce_ready, bind_socket, run_service
+from targets.rest.downstream import RestDownstream
+from targets.rest.flow_apps import build_inventory_app, build_payment_app
+from targets.rest.responses import ERRORS, EXCEPTION_HANDLERS, UNAVAILABLE, OrjsonResponse
+from targets.serving import (
+    ROLE_INVENTORY,
+    ROLE_ORDER,
+    ROLE_PAYMENT,
+    TOPOLOGY_CHAIN,
+    ServeConfig,
+    announce_ready,
+    bind_socket,
+    check_role,
+    run_on_uvloop,
+    run_service,
+)
 
 GRACEFUL_SHUTDOWN_S = 3
-
-
-class OrjsonResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+Create = Callable[[CreateOrder], Awaitable[tuple[Order, bool]]]
 
 
 # --- wire models: request parsing and the OpenAPI schema ---------------------------------
@@ -73,110 +83,41 @@ class OrderListOut(BaseModel):
     orders: list[OrderOut]
 
 
-class ErrorDetail(BaseModel):
-    kind: str
-    message: str
-    field: str
-
-
-class ErrorOut(BaseModel):
-    error: ErrorDetail
-
-
 class HealthOut(BaseModel):
     status: str
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "no such order"},
-    422: {"model": ErrorOut, "description": "invalid request"},
-}
-
-
-# --- error mapping ------------------------------------------------------------------------
-
-def _error(status: int, kind: str, message: str, field: str = "") -> OrjsonResponse:
-    return OrjsonResponse(wire.error_body(kind, message, field), status_code=status)
-
-
-def _field_name(loc: tuple[Any, ...]) -> str:
-    """("body", "items", 0, "sku") → "items[0].sku", the core's naming; ("path", "order_id")
-    → "order_id"; the whole body (not an object, not JSON at offset n) → "body"."""
-    parts = loc[1:] if loc and loc[0] in ("body", "path", "query", "header") else loc
-    if not parts or isinstance(parts[0], int):
-        return "body" if loc and loc[0] == "body" else ""
-    name = str(parts[0])
-    for p in parts[1:]:
-        name += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return name
-
-
-async def _on_not_found(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, NotFound)
-    return _error(404, NotFound.kind, exc.message)
-
-
-async def _on_invalid(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, InvalidRequest)
-    return _error(422, InvalidRequest.kind, exc.message, exc.field)
-
-
-async def _on_validation(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0]
-    field = _field_name(tuple(first.get("loc", ())))
-    msg = "the request body is not valid JSON" if first.get("type") == "json_invalid" \
-        else str(first.get("msg", "invalid input"))
-    return _error(422, InvalidRequest.kind, f"{field}: {msg}" if field else msg, field)
-
-
-async def _on_http(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors (unknown route, wrong method, unparsable body) in our shape."""
-    assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 404:
-        return _error(404, NotFound.kind, f"no route for {request.method} {request.url.path}")
-    if exc.status_code == 400:  # FastAPI could not decode the body (e.g. not UTF-8)
-        return _error(422, InvalidRequest.kind, "the request body is not valid JSON", "body")
-    resp = _error(exc.status_code, InvalidRequest.kind, str(exc.detail))
-    resp.headers.update(exc.headers or {})
-    return resp
-
-
 # --- the app --------------------------------------------------------------------------------
 
-def build_app(service: OrderService) -> FastAPI:
-    """The ASGI app over `service`; usable in-process (e.g. httpx.ASGITransport)."""
+def build_app(service: OrderService, create: Create | None = None) -> FastAPI:
+    """The ASGI app over `service`; usable in-process (e.g. httpx.ASGITransport). `create`,
+    when given, replaces the service's own create (a chain edge's, which awaits downstreams)."""
     app = FastAPI(
         title="commbench orders",
         version="1",
         default_response_class=OrjsonResponse,
-        exception_handlers={
-            NotFound: _on_not_found,
-            InvalidRequest: _on_invalid,
-            RequestValidationError: _on_validation,
-            StarletteHTTPException: _on_http,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
     )
 
-    @app.get(wire.ORDER_PATH, response_model=OrderOut, responses=_ERRORS)
+    @app.get(wire.ORDER_PATH, response_model=OrderOut, responses=ERRORS)
     async def get_order(order_id: int) -> Response:
         return OrjsonResponse(service.get_order(order_id).to_dict())
 
-    @app.get(wire.USER_ORDERS_PATH, response_model=OrderListOut, responses=_ERRORS)
+    @app.get(wire.USER_ORDERS_PATH, response_model=OrderListOut, responses=ERRORS)
     async def list_user_orders(user_id: int, limit: int = DEFAULT_LIST_LIMIT) -> Response:
         orders = service.list_user_orders(user_id, limit)
         return OrjsonResponse({"orders": [o.to_dict() for o in orders]})
 
     @app.post(wire.ORDERS_PATH, response_model=OrderOut, status_code=201,
               responses={200: {"model": OrderOut, "description": "a retried request id: "
-                               "the order its first attempt created"}, **_ERRORS})
+                               "the order its first attempt created"}, **ERRORS, **UNAVAILABLE})
     async def create_order(body: CreateOrderIn) -> Response:
         req = CreateOrder(
             request_id=body.request_id,
             user_id=body.user_id,
             items=tuple(ItemRequest(i.sku, i.quantity) for i in body.items),
         )
-        order, is_new = service.create_order(req)
+        order, is_new = service.create_order(req) if create is None else await create(req)
         return OrjsonResponse(order.to_dict(), status_code=201 if is_new else 200)
 
     @app.get(wire.HEALTH_PATH, response_model=HealthOut)
@@ -221,22 +162,53 @@ async def _run(server: _Server, sock: socket.socket) -> None:
     await server.serve(sockets=[sock])
 
 
-def serve(config: ServeConfig) -> None:
-    sock = bind_socket(config.host, config.port)  # ServeError: port in use
+async def _serve_app(app: FastAPI, config: ServeConfig, sock: socket.socket) -> None:
+    uv_config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        workers=1,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    url = _url(config.host, sock)
+    await _run(_Server(uv_config, lambda: announce_ready("rest", url, config.role)), sock)
 
-    async def main(service: OrderService) -> None:
-        uv_config = uvicorn.Config(
-            build_app(service),
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            workers=1,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        )
-        url = _url(config.host, sock)
-        await _run(_Server(uv_config, lambda: announce_ready("rest", url)), sock)
 
+async def _serve_order(config: ServeConfig, service: OrderService, sock: socket.socket) -> None:
+    if config.topology != TOPOLOGY_CHAIN:
+        await _serve_app(build_app(service), config, sock)
+        return
+    downstream = RestDownstream(config.downstream(ROLE_PAYMENT), config.downstream(ROLE_INVENTORY),
+                                config.hop_timeout_s)
     try:
-        run_service(config, main)
+        edge = ChainEdge(service, downstream, config.hop_timeout_s)
+        await _serve_app(build_app(service, edge.create_order), config, sock)
+    finally:
+        await downstream.close()
+
+
+def serve(config: ServeConfig) -> None:
+    """Run `config.role` until SIGTERM/SIGINT."""
+    check_role(config, "rest", get_transport("rest").roles)
+    if config.role == ROLE_ORDER and config.topology == TOPOLOGY_CHAIN:
+        for role in (ROLE_PAYMENT, ROLE_INVENTORY):
+            config.downstream(role)  # a missing URL is a one-line ServeError before we bind
+    sock = bind_socket(config.host, config.port)  # ServeError: port in use
+    try:
+        if config.role == ROLE_ORDER:
+            run_service(config, lambda service: _serve_order(config, service, sock))
+        elif config.role == ROLE_PAYMENT:
+            payments = Payments.open(config.store, config.seed)
+            try:
+                run_on_uvloop(_serve_app(build_payment_app(payments), config, sock))
+            finally:
+                payments.close()
+        elif config.role == ROLE_INVENTORY:
+            inventory = Inventory.open(config.store, config.seed)
+            try:
+                run_on_uvloop(_serve_app(build_inventory_app(inventory), config, sock))
+            finally:
+                inventory.close()
     finally:
         sock.close()
