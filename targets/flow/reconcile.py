@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class Reconciliation:
     unknown_orders: list[int]  # money or stock moved for an order the edge does not have
     notifications_missing: list[int] | None = None  # None: no notification store given
     notifications_duplicated: list[int] | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
