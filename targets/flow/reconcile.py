@@ -8,8 +8,9 @@ with money or stock left behind, stock that does not add up, notifications missi
 duplicated. Seeded orders (request id `seed-<id>`, inserted with the seed data) have no
 saga and are left out.
 
-    from targets.flow.reconcile import reconcile
+    from targets.flow.reconcile import reconcile, reconcile_folder
     r = reconcile("run/order.db", "run/payment.db", "run/inventory.db", "run/notification.db")
+    r = reconcile_folder(folder)  # the stores targets.flow.plan laid out: <folder>/<role>.db
     r.clean, r.problems(), r.to_dict()
 """
 
@@ -29,6 +30,8 @@ from targets.core.model import (
     TERMINAL_STATUSES,
 )
 from targets.flow.db import open_read_only
+from targets.flow.plan import store_path
+from targets.serving import ROLE_INVENTORY, ROLE_NOTIFICATION, ROLE_ORDER, ROLE_PAYMENT
 
 # How far a non-terminal order's saga got, judged from the downstream stores.
 STAGE_UNPAID = "unpaid"  # no net charge
@@ -171,6 +174,16 @@ def reconcile(
         notifications_duplicated=None if notified is None
         else sorted(oid for oid, n in notified.items() if n > 1),
     )
+
+
+def reconcile_folder(folder: str | Path) -> Reconciliation:
+    """`reconcile` over `<folder>/{order,payment,inventory}.db`, and `notification.db` when
+    the topology had one (the queue)."""
+    folder = Path(folder)
+    notifications = store_path(folder, ROLE_NOTIFICATION)
+    return reconcile(store_path(folder, ROLE_ORDER), store_path(folder, ROLE_PAYMENT),
+                     store_path(folder, ROLE_INVENTORY),
+                     notifications if notifications.exists() else None)
 
 
 class _closing:
