@@ -35,7 +35,7 @@ from targets.core.model import (
     Order,
 )
 from targets.core.seed import SeedSpec
-from targets.flow import saga
+from targets.flow import events
 from targets.flow.outcomes import (
     declining_user,
     expected_status,
@@ -274,10 +274,10 @@ def test_redelivered_saga_events_charge_and_reserve_once(chain: Chain, amqp_url:
             completions = await channel.declare_queue(exclusive=True)
             await completions.bind(names.events, routing_key=f"{CREATED}.{client_id}")
             exchange = await channel.get_exchange(names.saga)
-            for event in (saga.ORDER_CREATED, saga.PAYMENT_PROCESSED):  # as a redelivery would
-                body = codec.encode_saga(event, order, req.request_id, client_id)
+            for event in (events.ORDER_CREATED, events.PAYMENT_PROCESSED):  # as a redelivery would
+                payload = codec.encode_saga(event, order, req.request_id, client_id)
                 await exchange.publish(aio_pika.Message(
-                    body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=event)
+                    payload, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=event)
             # Each duplicate runs the rest of the saga again and ends in a completion event.
             seen = []
             async with asyncio.timeout(SETTLE_TIMEOUT_S), completions.iterator() as messages:

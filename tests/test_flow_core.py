@@ -24,6 +24,7 @@ from targets.core.model import (
 )
 from targets.core.seed import SeedSpec, seed_orders
 from targets.core.service import OrderService, build_service
+from targets.flow import events as ev
 from targets.flow import inventory as inv
 from targets.flow import payment as pay
 from targets.flow import saga
@@ -42,7 +43,7 @@ from targets.flow.outcomes import (
 )
 from targets.flow.payment import Payments
 from targets.flow.plan import store_path
-from targets.flow.reconcile import reconcile_folder
+from targets.flow.reconcile import reconcile, reconcile_folder
 
 SEED = SeedSpec(users=4, orders_per_user=2, seed=7)
 
@@ -119,23 +120,23 @@ def test_saga_reactions_answer_redeliveries_with_the_same_event(tmp_path: Path) 
     ok = in_stock_skus(SEED)[0]
     order = Order(11, paying_user(SEED), (), 700, STATUS_PENDING, 0)
     for _ in range(2):
-        assert saga.payment_reacts(p, saga.ORDER_CREATED, order) == saga.PAYMENT_PROCESSED
+        assert saga.payment_reacts(p, ev.ORDER_CREATED, order) == ev.PAYMENT_PROCESSED
     assert p.db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0] == 1
     stocked = Order(11, order.user_id, (_item(ok, 2),), 700, STATUS_PENDING, 0)
     for _ in range(2):
-        assert saga.inventory_reacts(i, saga.PAYMENT_PROCESSED, stocked) == saga.STOCK_RESERVED
+        assert saga.inventory_reacts(i, ev.PAYMENT_PROCESSED, stocked) == ev.STOCK_RESERVED
     assert i.available(ok) == AMPLE_STOCK - 2
     short = Order(12, order.user_id, (_item(sold_out_sku(SEED), 1),), 900, STATUS_PENDING, 0)
-    assert saga.payment_reacts(p, saga.ORDER_CREATED, short) == saga.PAYMENT_PROCESSED
-    assert saga.inventory_reacts(i, saga.PAYMENT_PROCESSED, short) == saga.STOCK_FAILED
+    assert saga.payment_reacts(p, ev.ORDER_CREATED, short) == ev.PAYMENT_PROCESSED
+    assert saga.inventory_reacts(i, ev.PAYMENT_PROCESSED, short) == ev.STOCK_FAILED
     for _ in range(2):
-        assert saga.payment_reacts(p, saga.STOCK_FAILED, short) == saga.PAYMENT_REFUNDED
-    assert saga.payment_reacts(p, saga.ORDER_CREATED, short) is None  # past and back: silent
+        assert saga.payment_reacts(p, ev.STOCK_FAILED, short) == ev.PAYMENT_REFUNDED
+    assert saga.payment_reacts(p, ev.ORDER_CREATED, short) is None  # past and back: silent
     declined = Order(13, declining_user(SEED), (), 100, STATUS_PENDING, 0)
-    assert saga.payment_reacts(p, saga.ORDER_CREATED, declined) == saga.PAYMENT_FAILED
+    assert saga.payment_reacts(p, ev.ORDER_CREATED, declined) == ev.PAYMENT_FAILED
     assert n.record(order) and not n.record(order) and n.deliveries(11) == 2
     with pytest.raises(saga.UnexpectedEvent):
-        saga.inventory_reacts(i, saga.ORDER_CREATED, order)
+        saga.inventory_reacts(i, ev.ORDER_CREATED, order)
 
 
 def test_the_first_terminal_status_wins_and_rejected_is_unavailable() -> None:
@@ -231,3 +232,6 @@ def test_reconciliation_finds_leftovers_and_notification_gaps(tmp_path: Path) ->
     assert r.notifications_duplicated == [ids["declined"]]
     with pytest.raises(ValueError, match="no SQLite store"):
         reconcile_folder(tmp_path / "nothing-here")
+    with pytest.raises(ValueError, match="is not a payment store"):
+        reconcile(store_path(tmp_path, "order"), store_path(tmp_path, "order"),
+                  store_path(tmp_path, "inventory"))

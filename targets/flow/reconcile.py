@@ -16,9 +16,11 @@ saga and are left out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -114,13 +116,13 @@ def reconcile(
 ) -> Reconciliation:
     """Account for one target from its stores (paths or `sqlite:PATH` specs); ValueError when
     a store is missing. Pass `notifications` for the queue topology only."""
-    with _closing(open_read_only(orders)) as db:
+    with _store(orders, "order") as db:
         flow = _flow_orders(db)
         known = {oid for (oid,) in db.execute("SELECT id FROM orders")}
-    with _closing(open_read_only(payments)) as db:
+    with _store(payments, "payment") as db:
         money = _money(db)
         payment_states = dict(db.execute("SELECT state, COUNT(*) FROM payments GROUP BY state"))
-    with _closing(open_read_only(inventory)) as db:
+    with _store(inventory, "inventory") as db:
         taken = _taken(db)
         reservation_states = dict(db.execute("SELECT state, COUNT(*) FROM reservations GROUP BY state"))
         stock = _stock_mismatches(db)
@@ -128,7 +130,7 @@ def reconcile(
             "SELECT COUNT(DISTINCT order_id) FROM movements WHERE kind = 'release'").fetchone()[0])
     notified: Counter[int] | None = None
     if notifications is not None:
-        with _closing(open_read_only(notifications)) as db:
+        with _store(notifications, "notification") as db:
             notified = Counter(oid for (oid,) in db.execute("SELECT order_id FROM notifications"))
 
     stuck: dict[str, list[int]] = {STAGE_UNPAID: [], STAGE_PAID: [], STAGE_RESERVED: []}
@@ -186,18 +188,17 @@ def reconcile_folder(folder: str | Path) -> Reconciliation:
                      notifications if notifications.exists() else None)
 
 
-class _closing:
-    """`with` for a sqlite3 connection that closes it (sqlite3's own context manager only
-    ends a transaction)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.db
-
-    def __exit__(self, *exc: object) -> None:
-        self.db.close()
+@contextlib.contextmanager
+def _store(path: str | Path, role: str) -> Iterator[sqlite3.Connection]:
+    """A read-only connection, closed afterwards; ValueError (one line) when `path` is not
+    the `role` service's store."""
+    db = open_read_only(path)
+    try:
+        yield db
+    except sqlite3.Error as exc:
+        raise ValueError(f"{path} is not a {role} store: {exc}") from None
+    finally:
+        db.close()
 
 
 def _flow_orders(db: sqlite3.Connection) -> dict[int, _FlowOrder]:

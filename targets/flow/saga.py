@@ -1,5 +1,6 @@
-"""The choreography saga (queue topology): the events, who listens to which, and how each
-service reacts. Pure rules over the services' cores; the queue adapter only moves messages.
+"""The choreography saga (queue topology): how each service reacts to the events of
+targets/flow/events.py. Pure rules over the services' cores; the queue adapter only moves
+messages.
 
     OrderCreated     → payment charges      → PaymentProcessed | PaymentFailed
     OrderCreated     → notification records
@@ -20,28 +21,18 @@ from targets.core.model import STATUS_CANCELLED, STATUS_CONFIRMED, Order
 from targets.core.service import OrderService
 from targets.flow import inventory as inv
 from targets.flow import payment as pay
+from targets.flow.events import (
+    ORDER_CREATED,
+    PAYMENT_FAILED,
+    PAYMENT_PROCESSED,
+    PAYMENT_REFUNDED,
+    STOCK_FAILED,
+    STOCK_RESERVED,
+)
 from targets.flow.inventory import Inventory
 from targets.flow.notification import Notifications
 from targets.flow.orders import settle
 from targets.flow.payment import Payments
-from targets.serving import ROLE_INVENTORY, ROLE_NOTIFICATION, ROLE_ORDER, ROLE_PAYMENT
-
-ORDER_CREATED = "OrderCreated"
-PAYMENT_PROCESSED = "PaymentProcessed"
-PAYMENT_FAILED = "PaymentFailed"
-STOCK_RESERVED = "StockReserved"
-STOCK_FAILED = "StockFailed"
-PAYMENT_REFUNDED = "PaymentRefunded"
-EVENTS = (ORDER_CREATED, PAYMENT_PROCESSED, PAYMENT_FAILED, STOCK_RESERVED, STOCK_FAILED,
-          PAYMENT_REFUNDED)
-
-# Which events each service consumes (its queue's bindings).
-SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
-    ROLE_ORDER: (PAYMENT_FAILED, STOCK_RESERVED, PAYMENT_REFUNDED),
-    ROLE_PAYMENT: (ORDER_CREATED, STOCK_FAILED),
-    ROLE_INVENTORY: (PAYMENT_PROCESSED,),
-    ROLE_NOTIFICATION: (ORDER_CREATED,),
-}
 
 
 class UnexpectedEvent(ValueError):

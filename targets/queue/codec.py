@@ -18,7 +18,7 @@ import orjson
 
 from targets.core.errors import InvalidRequest, OrderError, TransportError, error_from_kind
 from targets.core.model import CreateOrder, Order, create_to_dict
-from targets.flow.saga import EVENTS
+from targets.flow.events import EVENTS
 
 CONTENT_TYPE = "application/json"
 MAX_CLIENT_ID = 64

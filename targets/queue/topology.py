@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
-from targets.flow.saga import SUBSCRIPTIONS
+from targets.flow.events import SUBSCRIPTIONS
 from targets.redact import redact
 
 DEFAULT_NAMESPACE = "commbench"
