@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +45,7 @@ from targets.registry import TRANSPORTS, get_transport
 from targets.serving import DEFAULT_AMQP_URL, ServeConfig
 
 SEED = SeedSpec(users=100, orders_per_user=10, seed=1)
+TOPOLOGIES = ("single", "chain")
 QUIET_BUSY, QUIET_WAIT_S = 15.0, 30.0  # wait (at most 30 s) for both CPUs under 15 % busy
 mono = time.monotonic_ns
 
@@ -139,26 +141,50 @@ def run_one(transport: str, topology: str, args: argparse.Namespace, amqp_url: s
                problems)
 
 
-def print_table(rows: list[Row]) -> None:
+def figures(r: Row) -> dict[str, float | None]:
+    """One run's figures: latency in ms, CPU in µs per create, busy in %."""
+    return {
+        "p50": quantile(r.completed_ns, 0.5), "p99": quantile(r.completed_ns, 0.99),
+        "acc_p50": quantile(r.accepted_ns, 0.5) if r.accepted_ns else None,
+        "acc_p99": quantile(r.accepted_ns, 0.99) if r.accepted_ns else None,
+        "services": r.per_request_us(sum(r.service_cpu_s.values())),
+        "broker": r.per_request_us(r.broker_cpu_s) if r.broker_cpu_s is not None else None,
+        "client": r.per_request_us(r.client_cpu_s), "busy": r.busy_before,
+        **{f"cpu {role}": r.per_request_us(s) for role, s in r.service_cpu_s.items()},
+    }
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _cell(value: float | None, width: int, digits: int) -> str:
+    return f"{'–':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+
+def print_table(title: str, rows: list[tuple[str, str, dict[str, float | None]]]) -> None:
+    print(title)
     head = (f"{'transport':9} {'topology':8} {'create p50':>10} {'p99 ms':>8} {'accepted p50':>12} "
             f"{'p99 ms':>8} {'services µs/req':>15} {'broker µs/req':>13} {'client µs/req':>13} "
             f"{'busy before':>11}")
     print(head)
     print("-" * len(head))
-    for r in rows:
-        acc = (f"{quantile(r.accepted_ns, 0.5):12.3f} {quantile(r.accepted_ns, 0.99):8.3f}"
-               if r.accepted_ns else f"{'–':>12} {'–':>8}")
-        broker = f"{r.per_request_us(r.broker_cpu_s):13.0f}" if r.broker_cpu_s is not None else f"{'–':>13}"
-        print(f"{r.transport:9} {r.topology:8} {quantile(r.completed_ns, 0.5):10.3f} "
-              f"{quantile(r.completed_ns, 0.99):8.3f} {acc} "
-              f"{r.per_request_us(sum(r.service_cpu_s.values())):15.0f} {broker} "
-              f"{r.per_request_us(r.client_cpu_s):13.0f} {r.busy_before:10.0f}%")
+    for transport, topology, f in rows:
+        print(f"{transport:9} {topology:8} {_cell(f['p50'], 10, 3)} {_cell(f['p99'], 8, 3)} "
+              f"{_cell(f['acc_p50'], 12, 3)} {_cell(f['acc_p99'], 8, 3)} "
+              f"{_cell(f['services'], 15, 0)} {_cell(f['broker'], 13, 0)} "
+              f"{_cell(f['client'], 13, 0)} {_cell(f['busy'], 10, 0)}%")
     print()
+
+
+def summary(rows: list[Row]) -> list[tuple[str, str, dict[str, float | None]]]:
+    """The median of each figure over the repetitions, per transport and topology."""
+    groups: dict[tuple[str, str], list[dict[str, float | None]]] = {}
     for r in rows:
-        if r.topology == "chain":
-            split = ", ".join(f"{role} {r.per_request_us(s):.0f}" for role, s in r.service_cpu_s.items())
-            verdict = "clean" if not r.reconciliation else "; ".join(r.reconciliation)
-            print(f"{r.transport} chain, service CPU µs/req by role: {split}; reconciliation: {verdict}")
+        groups.setdefault((r.transport, r.topology), []).append(figures(r))
+    return [(t, topo, {k: _median([f.get(k) for f in fs]) for k in fs[0]})
+            for (t, topo), fs in groups.items()]
 
 
 def main() -> int:
@@ -169,6 +195,7 @@ def main() -> int:
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
+    ap.add_argument("--reps", type=int, default=3, help="repetitions (figures: their median)")
     ap.add_argument("--json", type=Path, help="also write every figure here")
     args = ap.parse_args()
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
@@ -187,15 +214,30 @@ def main() -> int:
     with ExitStack() as stack:
         needs_broker = any(get_transport(t).needs_broker for t in transports)
         amqp_url = stack.enter_context(ensure_broker(args.amqp_url)).url if needs_broker else args.amqp_url
-        for transport in transports:
-            for topology in ("single", "chain"):
-                print(f"  {transport} {topology} …", flush=True)
-                rows.append(run_one(transport, topology, args, amqp_url, root / f"{transport}-{topology}"))
+        for rep in range(args.reps):
+            for transport in transports:
+                # Alternate which topology goes first, so neither always gets the quieter slot.
+                for topology in TOPOLOGIES if rep % 2 == 0 else TOPOLOGIES[::-1]:
+                    print(f"  rep {rep + 1}: {transport} {topology} …", flush=True)
+                    rows.append(run_one(transport, topology, args, amqp_url,
+                                        root / f"{transport}-{topology}-{rep + 1}"))
     print()
-    print_table(rows)
+    per_rep = len(transports) * len(TOPOLOGIES)
+    for rep in range(args.reps):
+        print_table(f"repetition {rep + 1}", [(r.transport, r.topology, figures(r))
+                                              for r in rows[rep * per_rep:(rep + 1) * per_rep]])
+    med = summary(rows)
+    print_table(f"median of {args.reps} repetitions", med)
+    for transport, topology, f in med:
+        if topology == "chain":
+            split = ", ".join(f"{k.removeprefix('cpu ')} {v:.0f}" for k, v in f.items()
+                              if k.startswith("cpu ") and v is not None)
+            print(f"{transport} chain, service CPU µs/req by role (median): {split}")
+    bad = [f"{r.transport} chain: {'; '.join(r.reconciliation)}" for r in rows if r.reconciliation]
+    print("reconciliation of every chain run: " + ("clean" if not bad else " | ".join(bad)))
     if args.json:
         args.json.write_text(json.dumps([dataclasses.asdict(r) for r in rows]))
-    return 0 if all(not r.reconciliation for r in rows) else 1
+    return 0 if not bad else 1
 
 
 if __name__ == "__main__":
