@@ -76,7 +76,7 @@ def _items(*pairs: tuple[str, int]) -> tuple[ItemRequest, ...]:
     return tuple(ItemRequest(s, q) for s, q in pairs)
 
 
-def _expected_created(req: CreateOrder, got: Order, status: str = STATUS_CREATED) -> Order:
+def _expected_created(req: CreateOrder, got: Order, status: str) -> Order:
     """What the core must produce for `req`; id and creation time come from the server."""
     items = tuple((i.sku, i.quantity, CATALOGUE[i.sku]) for i in req.items)
     return Order.from_dict({
