@@ -16,7 +16,15 @@ from reports.errors import ReportError
 from targets.core.errors import OrderError
 from targets.core.seed import SeedSpec
 from targets.registry import TRANSPORTS, get_transport
-from targets.serving import AMQP_URL_ENV, DEFAULT_AMQP_URL, ServeConfig, ServeError
+from targets.serving import (
+    AMQP_URL_ENV,
+    DEFAULT_AMQP_URL,
+    DEFAULT_HOP_TIMEOUT_S,
+    TOPOLOGIES,
+    ServeConfig,
+    ServeError,
+    parse_downstream,
+)
 
 app = typer.Typer(
     help="Benchmark and compare microservice communication: REST, gRPC and a message queue.",
@@ -42,12 +50,29 @@ def serve(
     users: Annotated[int, typer.Option(help="seed: users")] = 100,
     orders_per_user: Annotated[int, typer.Option(help="seed: orders per user")] = 10,
     seed: Annotated[int, typer.Option(help="seed of the deterministic data set")] = 1,
+    role: Annotated[str, typer.Option(help="the service to run: order (the edge clients call), "
+                                           "payment, inventory or notification")] = "order",
+    topology: Annotated[str, typer.Option(help=f"one of: {', '.join(TOPOLOGIES)}")] = "single",
+    downstream: Annotated[list[str] | None, typer.Option(
+        help="chain edge: ROLE=URL of a downstream service (repeatable)")] = None,
+    hop_timeout: Annotated[float, typer.Option(
+        min=0.001, help="chain edge: seconds each downstream call may take")] = DEFAULT_HOP_TIMEOUT_S,
 ) -> None:
     """Run one target server in the foreground until Ctrl-C or SIGTERM."""
     t = _transport(transport)
+    if role not in t.roles:
+        raise UserError(f"{transport} serves the roles {', '.join(t.roles)}, not {role!r}")
+    if topology not in TOPOLOGIES:
+        raise UserError(f"unknown topology {topology!r}; choose one of: {', '.join(TOPOLOGIES)}")
+    try:
+        downstreams = tuple(parse_downstream(d) for d in downstream or [])
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     config = ServeConfig(host=host, port=port, store=store, amqp_url=amqp_url,
                          namespace=namespace,
-                         seed=SeedSpec(users=users, orders_per_user=orders_per_user, seed=seed))
+                         seed=SeedSpec(users=users, orders_per_user=orders_per_user, seed=seed),
+                         role=role, topology=topology, downstreams=downstreams,
+                         hop_timeout_s=hop_timeout)
     try:
         t.serve()(config)
     except ValueError as exc:  # a bad --store spec

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from targets.api import ClientFactory
-from targets.serving import ServeConfig
+from targets.serving import (
+    ROLE_INVENTORY,
+    ROLE_NOTIFICATION,
+    ROLE_ORDER,
+    ROLE_PAYMENT,
+    ServeConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class Transport:
     # "module:async function" run once on the locust bridge's loop before the first client
     # (a library that needs help inside a gevent-patched process).
     gevent_setup: str | None = None
+    # The services `serve` can run (ServeConfig.role); the first is the edge clients call.
+    roles: tuple[str, ...] = (ROLE_ORDER,)
 
     @property
     def default_client(self) -> str:
@@ -71,15 +79,18 @@ TRANSPORTS: dict[str, Transport] = {
         Transport("rest", "HTTP/JSON: FastAPI on uvicorn (uvloop, httptools)",
                   "targets.rest.server:serve",
                   {"aiohttp": "targets.rest.client_aiohttp:connect",
-                   "httpx": "targets.rest.client_httpx:connect"}),
+                   "httpx": "targets.rest.client_httpx:connect"},
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY)),
         Transport("grpc", "gRPC: protobuf over HTTP/2, grpc.aio",
                   "targets.grpc.server:serve",
                   {"grpcio": "targets.grpc.client:connect"},
-                  gevent_setup="targets.grpc.gevent_compat:prepare_grpc_aio"),
+                  gevent_setup="targets.grpc.gevent_compat:prepare_grpc_aio",
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY)),
         Transport("queue", "RabbitMQ through aio-pika: RPC lookups, confirmed commands, events",
                   "targets.queue.server:serve",
                   {"aio-pika": "targets.queue.client:connect"},
-                  broker=RABBITMQ, accepted_moment=True),
+                  broker=RABBITMQ, accepted_moment=True,
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY, ROLE_NOTIFICATION)),
     )
 }
 

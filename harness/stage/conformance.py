@@ -42,6 +42,7 @@ class _Ctx:
     seed: SeedSpec
     orders: list[Order]
     tag: str  # makes request ids and fresh user ids unique to this verification
+    created_status: Callable[[CreateOrder], str]  # the status a new order must have
 
     def request_id(self, label: str) -> str:
         return f"verify-{self.tag}-{label}"
@@ -75,13 +76,13 @@ def _items(*pairs: tuple[str, int]) -> tuple[ItemRequest, ...]:
     return tuple(ItemRequest(s, q) for s, q in pairs)
 
 
-def _expected_created(req: CreateOrder, got: Order) -> Order:
+def _expected_created(req: CreateOrder, got: Order, status: str) -> Order:
     """What the core must produce for `req`; id and creation time come from the server."""
     items = tuple((i.sku, i.quantity, CATALOGUE[i.sku]) for i in req.items)
     return Order.from_dict({
         "id": got.id, "user_id": req.user_id, "created_at_ms": got.created_at_ms,
         "items": [{"sku": s, "quantity": q, "unit_price_cents": p} for s, q, p in items],
-        "total_cents": sum(q * p for _, q, p in items), "status": STATUS_CREATED,
+        "total_cents": sum(q * p for _, q, p in items), "status": status,
     })
 
 
@@ -123,7 +124,7 @@ async def check_create(c: _Ctx) -> None:
     before = time.time_ns() // 1_000_000
     got = await c.client.create_order(req)
     after = time.time_ns() // 1_000_000
-    _same(got, _expected_created(req, got), "create_order")
+    _same(got, _expected_created(req, got, c.created_status(req)), "create_order")
     _expect(got.id > len(c.orders), f"a new order must not reuse a seeded id, got {got.id}")
     _expect(before - CLOCK_SLACK_MS <= got.created_at_ms <= after + CLOCK_SLACK_MS,
             f"created_at_ms {got.created_at_ms} is not the time of creation")
@@ -185,7 +186,8 @@ async def check_concurrent_creates(c: _Ctx) -> None:
     got = await asyncio.gather(*(c.client.create_order(r) for r in reqs))
     _expect(len({o.id for o in got}) == len(reqs), "concurrent creates must get unique ids")
     for req, order in zip(reqs, got, strict=True):
-        _same(order, _expected_created(req, order), f"concurrent create {req.request_id}")
+        _same(order, _expected_created(req, order, c.created_status(req)),
+              f"concurrent create {req.request_id}")
 
 
 CHECKS: dict[str, Callable[[_Ctx], Awaitable[None]]] = {
@@ -203,9 +205,13 @@ CHECKS: dict[str, Callable[[_Ctx], Awaitable[None]]] = {
 }
 
 
-async def run_checks(client: OrderClient, seed: SeedSpec, timeout: float = 30.0) -> list[Check]:
-    """Every check, each bounded in time; a failure never stops the others."""
-    ctx = _Ctx(client, seed, seed_orders(seed), uuid.uuid4().hex[:12])
+async def run_checks(client: OrderClient, seed: SeedSpec, timeout: float = 30.0,
+                     created_status: Callable[[CreateOrder], str] | None = None) -> list[Check]:
+    """Every check, each bounded in time; a failure never stops the others. `created_status`
+    gives the status a new order must have (default: created; a chain topology settles it,
+    see harness.flow_checks.chain_status)."""
+    ctx = _Ctx(client, seed, seed_orders(seed), uuid.uuid4().hex[:12],
+               created_status or (lambda _req: STATUS_CREATED))
     results: list[Check] = []
     for name, check in CHECKS.items():
         try:

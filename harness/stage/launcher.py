@@ -94,6 +94,9 @@ def serve_command(transport: str, config: ServeConfig) -> list[str]:
         "--namespace", config.namespace,
         "--users", str(config.seed.users), "--orders-per-user", str(config.seed.orders_per_user),
         "--seed", str(config.seed.seed),
+        "--role", config.role, "--topology", config.topology,
+        "--hop-timeout", repr(config.hop_timeout_s),
+        *(arg for role, url in config.downstreams for arg in ("--downstream", f"{role}={url}")),
     ]
 
 

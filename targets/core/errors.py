@@ -41,9 +41,19 @@ class TransportError(OrderError):
         self.kind = kind
 
 
+class Unavailable(TransportError):
+    """The service answered, but a service it depends on did not (in time): the order was
+    rejected. A transport-level failure by nature, so a TransportError of kind `unavailable`
+    (REST 503, gRPC UNAVAILABLE, an error event on the queue)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("unavailable", message)
+
+
 DOMAIN_ERRORS: dict[str, type[OrderError]] = {
     NotFound.kind: NotFound,
     InvalidRequest.kind: InvalidRequest,
+    "unavailable": Unavailable,
 }
 
 

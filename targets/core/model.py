@@ -21,7 +21,15 @@ STATUS_SHIPPED = "shipped"
 STATUS_DELIVERED = "delivered"
 STATUS_CANCELLED = "cancelled"
 STATUSES = (STATUS_CREATED, STATUS_PAID, STATUS_SHIPPED, STATUS_DELIVERED, STATUS_CANCELLED)
-TERMINAL_STATUSES = frozenset({STATUS_DELIVERED, STATUS_CANCELLED})
+# The order flow's statuses (edge + payment + inventory). Kept out of STATUSES on purpose:
+# seed data draws from that tuple with a seeded RNG, so growing it would change every
+# seeded order.
+STATUS_PENDING = "pending"  # stored, its saga still running
+STATUS_CONFIRMED = "confirmed"  # paid and stock reserved
+STATUS_REJECTED = "rejected"  # a downstream hop failed or timed out
+FLOW_STATUSES = (STATUS_PENDING, STATUS_CONFIRMED, STATUS_REJECTED)
+ALL_STATUSES = STATUSES + FLOW_STATUSES
+TERMINAL_STATUSES = frozenset({STATUS_DELIVERED, STATUS_CANCELLED, STATUS_CONFIRMED, STATUS_REJECTED})
 
 
 @dataclass(frozen=True, slots=True)

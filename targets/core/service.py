@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 from targets.core.errors import InvalidRequest, NotFound
 from targets.core.model import (
+    ALL_STATUSES,
     CATALOGUE,
     STATUS_CREATED,
-    STATUSES,
     TERMINAL_STATUSES,
     CreateOrder,
     Item,
@@ -41,8 +41,9 @@ class OrderService:
         check_limit(limit)
         return self.store.list_by_user(user_id, limit)
 
-    def create_order(self, req: CreateOrder) -> tuple[Order, bool]:
-        """Idempotent on `request_id`: a retry returns the first order and stores nothing."""
+    def create_order(self, req: CreateOrder, status: str = STATUS_CREATED) -> tuple[Order, bool]:
+        """Idempotent on `request_id`: a retry returns the first order and stores nothing.
+        `status` is the new order's first status (the order flow stores it `pending`)."""
         check_create(req)
         items = tuple(Item(i.sku, i.quantity, CATALOGUE[i.sku]) for i in req.items)
         order = Order(
@@ -50,15 +51,15 @@ class OrderService:
             user_id=req.user_id,
             items=items,
             total_cents=sum(i.quantity * i.unit_price_cents for i in items),
-            status=STATUS_CREATED,
+            status=status,
             created_at_ms=time.time_ns() // 1_000_000,
             request_id=req.request_id,
         )
         return self.store.insert(order)
 
     def set_status(self, order_id: int, status: str) -> Order:
-        if status not in STATUSES:
-            raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", "status")
+        if status not in ALL_STATUSES:
+            raise InvalidRequest(f"status must be one of {', '.join(ALL_STATUSES)}", "status")
         order = self.store.set_status(order_id, status)
         if order is None:
             raise NotFound(f"order {order_id} does not exist")

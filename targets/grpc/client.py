@@ -1,6 +1,7 @@
 """gRPC client on grpc.aio: one channel (one HTTP/2 connection) per client, every call
 with the client's timeout as its deadline. Status codes come back as the shared errors:
-NOT_FOUND → NotFound, INVALID_ARGUMENT → InvalidRequest, anything else → TransportError."""
+NOT_FOUND → NotFound, INVALID_ARGUMENT → InvalidRequest, the server's own UNAVAILABLE (a chain
+edge's downstream failed) → Unavailable, anything else → TransportError."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from targets.api import DEFAULT_TIMEOUT_S
-from targets.core.errors import InvalidRequest, NotFound, OrderError, TransportError
+from targets.core.errors import InvalidRequest, NotFound, OrderError, TransportError, Unavailable
 from targets.core.model import CreateOrder, Order
 from targets.grpc import convert
 from targets.grpc import orders_pb2 as pb
 from targets.grpc import orders_pb2_grpc as pb_grpc
+from targets.grpc.status import error_kind
 
 SCHEME = "grpc://"
 
@@ -37,6 +39,8 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> OrderError:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return TransportError("timeout", details or "deadline exceeded")
     if code == grpc.StatusCode.UNAVAILABLE:
+        if error_kind(exc) == "unavailable":  # the server's answer: a downstream failed
+            return Unavailable(details)
         return TransportError("grpc_unavailable", details)
     return TransportError(f"grpc_{code.name.lower()}", details)
 

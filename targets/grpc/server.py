@@ -1,11 +1,14 @@
 """gRPC server: the OrderService on grpc.aio (uvloop), with the standard health service and
 server reflection. Handlers only translate protobuf ⇄ domain calls and domain errors ⇄
-status codes; every rule lives in targets.core.
+status codes; every rule lives in targets.core (and targets.flow).
+
+`serve` runs one role: the order service (alone, or as the edge of a chain that charges and
+reserves through the payment and inventory services over grpc.aio), or one of those two.
 
 Request bytes that are not a valid protobuf message get INVALID_ARGUMENT, like any other bad
 input. grpc.aio deserializes before the method runs and turns a deserializer's exception into
-UNKNOWN, so the methods are registered with deserializers that hand them an `Undecodable`
-instead of raising, and each method refuses that first thing.
+UNKNOWN, so the order service's methods are registered with deserializers that hand them an
+`Undecodable` instead of raising, and each method refuses that first thing.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NoReturn
 
 import grpc
@@ -21,12 +24,37 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from targets.core.errors import InvalidRequest, NotFound, OrderError
+from targets.core.errors import OrderError
+from targets.core.model import CreateOrder, Order
 from targets.core.service import OrderService
+from targets.flow.edge import ChainEdge
+from targets.flow.inventory import Inventory
+from targets.flow.payment import Payments
 from targets.grpc import convert
+from targets.grpc import flow_pb2_grpc as fpb_grpc
 from targets.grpc import orders_pb2 as pb
 from targets.grpc import orders_pb2_grpc as pb_grpc
-from targets.serving import ServeConfig, ServeError, announce_ready, bind_socket, run_service
+from targets.grpc.downstream import GrpcDownstream
+from targets.grpc.flow_servicers import (
+    INVENTORY_SERVICE,
+    PAYMENT_SERVICE,
+    InventoryServicer,
+    PaymentServicer,
+)
+from targets.grpc.status import abort as _abort
+from targets.registry import get_transport
+from targets.serving import (
+    ROLE_INVENTORY,
+    ROLE_PAYMENT,
+    TOPOLOGY_CHAIN,
+    ServeConfig,
+    ServeError,
+    announce_ready,
+    bind_socket,
+    check_role,
+    run_on_uvloop,
+    run_service,
+)
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["OrderService"]
 SERVICE_NAME: str = _SERVICE.full_name
@@ -36,16 +64,8 @@ _SERVER_OPTIONS = [
     # silently; without it a taken port is an error, as for the other transports.
     ("grpc.so_reuseport", 0),
 ]
-_STATUS: dict[type[OrderError], grpc.StatusCode] = {
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-}
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: OrderError) -> NoReturn:
-    code = _STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
-    await context.abort(code, exc.message)
-    raise AssertionError("unreachable: context.abort raises")
+Create = Callable[[CreateOrder], Awaitable[tuple[Order, bool]]]
+Register = Callable[[grpc.aio.Server], str]  # adds a role's servicer, returns its service name
 
 
 class Undecodable:
@@ -77,10 +97,12 @@ def _lenient(message: type[Message]) -> Callable[[bytes], Message | Undecodable]
 
 
 class OrderServicer(pb_grpc.OrderServiceServicer):
-    """Method names and signatures come from the generated base class."""
+    """Method names and signatures come from the generated base class. `create`, when given,
+    replaces the service's own create (a chain edge's, which awaits downstreams)."""
 
-    def __init__(self, service: OrderService) -> None:
+    def __init__(self, service: OrderService, create: Create | None = None) -> None:
         self.service = service
+        self._create = create
 
     async def GetOrder(
         self, request: pb.GetOrderRequest | Undecodable, context: grpc.aio.ServicerContext
@@ -112,7 +134,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         if isinstance(request, Undecodable):
             await _refuse(context, request)
         try:
-            order, created = self.service.create_order(convert.create_from_pb(request))
+            req = convert.create_from_pb(request)
+            order, created = self.service.create_order(req) if self._create is None \
+                else await self._create(req)
         except OrderError as exc:
             await _abort(context, exc)
         return pb.CreateOrderResponse(order=convert.order_to_pb(order), created=created)
@@ -161,14 +185,14 @@ def _check_port_free(host: str, port: int) -> None:
         bind_socket(host, port).close()
 
 
-async def _serve(config: ServeConfig, service: OrderService) -> None:
+async def _serve(config: ServeConfig, register: Register) -> None:
     _check_port_free(config.host, config.port)
     server = grpc.aio.server(options=_SERVER_OPTIONS)
-    add_to_server(OrderServicer(service), server)
+    service_name = register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
         port = server.add_insecure_port(_address(config.host, config.port))
@@ -182,14 +206,69 @@ async def _serve(config: ServeConfig, service: OrderService) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", service_name):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    announce_ready("grpc", f"grpc://{_address(config.host, port)}")
+    announce_ready("grpc", f"grpc://{_address(config.host, port)}", config.role)
     await stop.wait()
     await health_servicer.enter_graceful_shutdown()  # health answers NOT_SERVING while draining
     await server.stop(STOP_GRACE_S)
 
 
+async def _serve_order(config: ServeConfig, service: OrderService) -> None:
+    downstream = None
+    create: Create | None = None
+    if config.topology == TOPOLOGY_CHAIN:
+        downstream = GrpcDownstream(config.downstream(ROLE_PAYMENT), config.downstream(ROLE_INVENTORY),
+                                    config.hop_timeout_s)
+        create = ChainEdge(service, downstream, config.hop_timeout_s).create_order
+
+    def register(server: grpc.aio.Server) -> str:
+        add_to_server(OrderServicer(service, create), server)
+        return SERVICE_NAME
+
+    try:
+        await _serve(config, register)
+    finally:
+        if downstream is not None:
+            await downstream.close()
+
+
+def _serve_payment(config: ServeConfig) -> None:
+    payments = Payments.open(config.store, config.seed)
+
+    def register(server: grpc.aio.Server) -> str:
+        fpb_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
+        return PAYMENT_SERVICE
+
+    try:
+        run_on_uvloop(_serve(config, register))
+    finally:
+        payments.close()
+
+
+def _serve_inventory(config: ServeConfig) -> None:
+    inventory = Inventory.open(config.store, config.seed)
+
+    def register(server: grpc.aio.Server) -> str:
+        fpb_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(inventory), server)
+        return INVENTORY_SERVICE
+
+    try:
+        run_on_uvloop(_serve(config, register))
+    finally:
+        inventory.close()
+
+
 def serve(config: ServeConfig) -> None:
-    """Run until SIGTERM/SIGINT, then stop gracefully (in-flight calls get STOP_GRACE_S)."""
-    run_service(config, lambda service: _serve(config, service))
+    """Run `config.role` until SIGTERM/SIGINT, then stop gracefully (in-flight calls get
+    STOP_GRACE_S)."""
+    check_role(config, "grpc", get_transport("grpc").roles)
+    if config.role == ROLE_PAYMENT:
+        _serve_payment(config)
+    elif config.role == ROLE_INVENTORY:
+        _serve_inventory(config)
+    else:
+        if config.topology == TOPOLOGY_CHAIN:
+            for role in (ROLE_PAYMENT, ROLE_INVENTORY):
+                config.downstream(role)  # a missing URL is a one-line ServeError up front
+        run_service(config, lambda service: _serve_order(config, service))

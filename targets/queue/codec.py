@@ -4,16 +4,21 @@ RPC request  {"op": "get", "order_id": N} | {"op": "list", "user_id": N, "limit"
 RPC reply    {"ok": order | [orders]} | {"error": {"kind", "message", "field"}}
 Command      {"request_id", "user_id", "items": [{"sku", "quantity"}], "client_id"}
 Event        {"request_id", "order": order} | {"request_id", "error": {...}}
+Saga event   {"event", "order": order, "request_id", "client_id"} (routing key = event); the
+             command's request and client ids travel along, so the edge can complete the
+             create for the client that sent it without keeping any state of its own
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from targets.core.errors import InvalidRequest, OrderError, TransportError, error_from_kind
-from targets.core.model import CreateOrder, create_to_dict
+from targets.core.model import CreateOrder, Order, create_to_dict
+from targets.flow.events import EVENTS
 
 CONTENT_TYPE = "application/json"
 MAX_CLIENT_ID = 64
@@ -66,3 +71,30 @@ def command_keys(d: dict[str, Any]) -> tuple[Any, str]:
 
 def encode_command(req: CreateOrder, client_id: str) -> bytes:
     return dumps({**create_to_dict(req), "client_id": client_id})
+
+
+@dataclass(frozen=True, slots=True)
+class SagaMessage:
+    event: str
+    order: Order
+    request_id: Any  # echoed from the command, as its outcome event does
+    client_id: str
+
+
+def encode_saga(event: str, order: Order, request_id: Any, client_id: str) -> bytes:
+    return dumps({"event": event, "order": order.to_dict(), "request_id": request_id,
+                  "client_id": client_id})
+
+
+def decode_saga(body: bytes) -> SagaMessage:
+    d = decode_object(body)
+    event, client_id = d.get("event"), d.get("client_id")
+    if event not in EVENTS:
+        raise Malformed(f"unknown saga event {event!r}")
+    if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID:
+        raise Malformed("saga event has no client_id")
+    try:
+        order = Order.from_dict(d["order"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Malformed(f"saga event has no valid order: {exc!r}") from None
+    return SagaMessage(event, order, d.get("request_id"), client_id)

@@ -1,10 +1,10 @@
-"""The queue target: the order service behind RabbitMQ.
+"""The queue target: the order service behind RabbitMQ, and in the chain topology the
+payment, inventory and notification services of a choreography saga on the same broker.
 
 Lookups are RPC (request queue → reply_to/correlation_id); creates are commands whose outcome
-is published as an event on the topic exchange. Manual acks with bounded prefetch; a create is
-acked only after its event is confirmed by the broker (at-least-once: the core's idempotency
-on request_id makes a redelivery harmless). Messages that cannot be served are rejected
-without requeue, so they dead-letter into `<ns>.dead` and the worker carries on.
+is published as an event on the topic exchange (targets/queue/worker.py); in a chain the
+outcome waits for the saga's last event (targets/queue/saga_workers.py). Manual acks with
+bounded prefetch; messages that cannot be served dead-letter into `<ns>.dead`.
 
 Losing the broker ends the server: when the connection or one of its channels closes, or
 the broker cancels a consumer (its queue was deleted), while the server is not stopping, it
@@ -19,143 +19,49 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import aio_pika
-import aiormq
-from aio_pika.abc import (
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
-from targets.core.errors import OrderError
-from targets.core.service import DEFAULT_LIST_LIMIT, OrderService
-from targets.core.validation import create_from_dict
-from targets.queue import codec
+from targets.core.service import OrderService
+from targets.flow.inventory import Inventory
+from targets.flow.notification import Notifications
+from targets.flow.payment import Payments
+from targets.flow.saga import inventory_reacts, notification_reacts, payment_reacts
+from targets.queue.saga_workers import ChainWorker, React, SagaWorker
 from targets.queue.topology import (
-    CREATED,
     PREFETCH,
-    REJECTED,
+    declare_saga,
     declare_shared,
     target_url,
     url_problem,
 )
+from targets.queue.worker import BROKER_ERRORS, Guarded, Worker
 from targets.redact import redact
-from targets.serving import ServeConfig, ServeError, announce_ready, run_service
+from targets.registry import get_transport
+from targets.serving import (
+    ROLE_INVENTORY,
+    ROLE_ORDER,
+    ROLE_PAYMENT,
+    TOPOLOGY_CHAIN,
+    ServeConfig,
+    ServeError,
+    announce_ready,
+    check_role,
+    run_on_uvloop,
+    run_service,
+)
 
 CONNECT_TIMEOUT_S = 5.0
 DRAIN_TIMEOUT_S = 10.0  # how long a stop waits for in-flight messages
-BROKER_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
-                 ConnectionError)
 
 log = logging.getLogger("commbench.queue")
 
-
-class Worker:
-    """Translates messages into OrderService calls and answers; never raises into aio-pika."""
-
-    def __init__(
-        self, service: OrderService, replies: AbstractExchange, events: AbstractExchange
-    ) -> None:
-        self.service = service
-        self.replies = replies  # default exchange of the consuming channel (no confirms)
-        self.events = events  # topic exchange on a channel with publisher confirms
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    async def on_rpc(self, message: AbstractIncomingMessage) -> None:
-        await self._guard(self._rpc, message)
-
-    async def on_command(self, message: AbstractIncomingMessage) -> None:
-        await self._guard(self._command, message)
-
-    async def drained(self, timeout: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-                return True
-        return False
-
-    async def _guard(self, handler: Any, message: AbstractIncomingMessage) -> None:
-        self._inflight += 1
-        self._idle.clear()
-        try:
-            await handler(message)
-        except BROKER_ERRORS as exc:
-            # Not acked: the broker requeues it when the channel is restored.
-            log.warning("broker error while handling a message: %r", exc)
-        except Exception:  # a bug must neither stop the worker nor loop a poison message
-            log.exception("handler failed; dead-lettering the message")
-            with contextlib.suppress(*BROKER_ERRORS):
-                await message.reject(requeue=False)
-        finally:
-            self._inflight -= 1
-            if not self._inflight:
-                self._idle.set()
-
-    async def _rpc(self, message: AbstractIncomingMessage) -> None:
-        try:
-            if not message.reply_to or not message.correlation_id:
-                raise codec.Malformed("request has no reply_to/correlation_id")
-            d = codec.decode_object(message.body)
-            op = d.get("op")
-            try:
-                if op == "get":
-                    reply: dict[str, Any] = {"ok": self.service.get_order(d.get("order_id")).to_dict()}
-                elif op == "list":
-                    orders = self.service.list_user_orders(
-                        d.get("user_id"), d.get("limit", DEFAULT_LIST_LIMIT)
-                    )
-                    reply = {"ok": [o.to_dict() for o in orders]}
-                else:
-                    raise codec.Malformed(f"unknown op {op!r}")
-            except OrderError as exc:
-                reply = {"error": codec.error_body(exc)}
-        except codec.Malformed as exc:
-            await self._dead_letter(message, exc)
-            return
-        await self._reply(message, reply)
-        await message.ack()
-
-    async def _command(self, message: AbstractIncomingMessage) -> None:
-        try:
-            d = codec.decode_object(message.body)
-            request_id, client_id = codec.command_keys(d)
-        except codec.Malformed as exc:
-            await self._dead_letter(message, exc)
-            return
-        try:
-            order, _ = self.service.create_order(create_from_dict(d))
-            key = f"{CREATED}.{client_id}"
-            event: dict[str, Any] = {"request_id": request_id, "order": order.to_dict()}
-        except OrderError as exc:
-            key = f"{REJECTED}.{client_id}"
-            event = {"request_id": request_id, "error": codec.error_body(exc)}
-        await self.events.publish(
-            aio_pika.Message(codec.dumps(event), content_type=codec.CONTENT_TYPE,
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=key,
-            mandatory=False,  # the client may be gone; observers bind order.created.#
-        )
-        await message.ack()  # only after the broker confirmed the event
-
-    async def _dead_letter(self, message: AbstractIncomingMessage, why: Exception) -> None:
-        log.warning("dead-lettering a malformed message: %s", why)
-        await message.reject(requeue=False)
-        if message.reply_to and message.correlation_id:
-            # The sender is waiting: tell it now rather than let it time out.
-            err = {"kind": "invalid", "message": f"malformed message: {why}", "field": "body"}
-            await self._reply(message, {"error": err})
-
-    async def _reply(self, message: AbstractIncomingMessage, body: dict[str, Any]) -> None:
-        await self.replies.publish(
-            aio_pika.Message(codec.dumps(body), content_type=codec.CONTENT_TYPE,
-                             correlation_id=message.correlation_id),
-            routing_key=message.reply_to or "",
-            mandatory=False,  # a caller that gave up has no reply queue any more
-        )
+# What a role consumes: its worker (drained on stop) and (queue, callback) pairs.
+Ready = tuple[Guarded, list[tuple[AbstractQueue, Callable[..., Awaitable[None]]]]]
+Setup = Callable[[AbstractChannel, AbstractChannel], Awaitable[Ready]]
 
 
 async def _connect(amqp_url: str, ns: str) -> AbstractRobustConnection:
@@ -174,19 +80,14 @@ async def _connect(amqp_url: str, ns: str) -> AbstractRobustConnection:
         ) from None
 
 
-async def _serve(config: ServeConfig, service: OrderService) -> None:
+async def _serve(config: ServeConfig, setup: Setup) -> None:
     connection = await _connect(config.amqp_url, config.namespace)
     try:
         consuming = await connection.channel(publisher_confirms=False)
         await consuming.set_qos(prefetch_count=PREFETCH)
         confirming = await connection.channel()  # publisher confirms: aio-pika's default
-        shared = await declare_shared(consuming, config.namespace)
-        events = await confirming.get_exchange(shared.names.events)
-        worker = Worker(service, consuming.default_exchange, events)
-        tags = [
-            (shared.rpc, await shared.rpc.consume(worker.on_rpc)),
-            (shared.commands, await shared.commands.consume(worker.on_command)),
-        ]
+        worker, consumers = await setup(consuming, confirming)
+        tags = [(queue, await queue.consume(callback)) for queue, callback in consumers]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         lost: asyncio.Future[str] = loop.create_future()
@@ -206,8 +107,9 @@ async def _serve(config: ServeConfig, service: OrderService) -> None:
             (await channel.get_underlay_channel()).on_consumer_cancel_callbacks.add(on_cancel)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        announce_ready("queue", target_url(config.amqp_url, config.namespace))
-        log.info("serving namespace %s on %s", config.namespace, redact(config.amqp_url))
+        announce_ready("queue", target_url(config.amqp_url, config.namespace), config.role)
+        log.info("serving namespace %s on %s as %s (%s)", config.namespace,
+                 redact(config.amqp_url), config.role, config.topology)
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait((stopping, lost), return_when=asyncio.FIRST_COMPLETED)
         if lost.done():
@@ -226,7 +128,61 @@ async def _serve(config: ServeConfig, service: OrderService) -> None:
         await connection.close()
 
 
+def _order_setup(config: ServeConfig, service: OrderService) -> Setup:
+    """The order service: lookups and commands; in a chain also the saga's last events."""
+
+    async def setup(consuming: AbstractChannel, confirming: AbstractChannel) -> Ready:
+        if config.topology != TOPOLOGY_CHAIN:
+            shared = await declare_shared(consuming, config.namespace)
+            events = await confirming.get_exchange(shared.names.events)
+            worker = Worker(service, consuming.default_exchange, events)
+            return worker, [(shared.rpc, worker.on_rpc), (shared.commands, worker.on_command)]
+        saga = await declare_saga(consuming, config.namespace)
+        shared = saga.shared
+        chain = ChainWorker(service, consuming.default_exchange,
+                            await confirming.get_exchange(shared.names.events),
+                            await confirming.get_exchange(shared.names.saga))
+        return chain, [(shared.rpc, chain.on_rpc), (shared.commands, chain.on_command),
+                       (saga.queues[ROLE_ORDER], chain.on_saga)]
+
+    return setup
+
+
+def _saga_setup(config: ServeConfig, react: React) -> Setup:
+    """A downstream service: its saga queue, and the saga exchange to publish on."""
+
+    async def setup(consuming: AbstractChannel, confirming: AbstractChannel) -> Ready:
+        saga = await declare_saga(consuming, config.namespace)
+        worker = SagaWorker(react, await confirming.get_exchange(saga.shared.names.saga))
+        return worker, [(saga.queues[config.role], worker.on_saga)]
+
+    return setup
+
+
+def _serve_downstream(config: ServeConfig) -> None:
+    """Open the role's own store, serve its saga queue, close the store on every path."""
+    core: Payments | Inventory | Notifications
+    if config.role == ROLE_PAYMENT:
+        core = payments = Payments.open(config.store, config.seed)
+        react: React = partial(payment_reacts, payments)
+    elif config.role == ROLE_INVENTORY:
+        core = inventory = Inventory.open(config.store, config.seed)
+        react = partial(inventory_reacts, inventory)
+    else:
+        core = notifications = Notifications.open(config.store)
+        react = partial(notification_reacts, notifications)
+    try:
+        run_on_uvloop(_serve(config, _saga_setup(config, react)))
+    finally:
+        core.close()
+
+
 def serve(config: ServeConfig) -> None:
-    """Run until SIGTERM/SIGINT; raise ServeError when the broker does not answer."""
+    """Run `config.role` until SIGTERM/SIGINT; raise ServeError when the broker does not
+    answer. Roles meet on the broker under the namespace: no downstream URLs are needed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_service(config, lambda service: _serve(config, service))
+    check_role(config, "queue", get_transport("queue").roles)
+    if config.role == ROLE_ORDER:
+        run_service(config, lambda service: _serve(config, _order_setup(config, service)))
+    else:
+        _serve_downstream(config)

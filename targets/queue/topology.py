@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
+from targets.flow.events import SUBSCRIPTIONS
 from targets.redact import redact
 
 DEFAULT_NAMESPACE = "commbench"
@@ -46,6 +47,14 @@ class Names:
     @property
     def dead(self) -> str:
         return f"{self.ns}.dead"
+
+    @property
+    def saga(self) -> str:
+        """The order flow's event exchange (topology chain): routing key = event name."""
+        return f"{self.ns}.saga"
+
+    def saga_queue(self, role: str) -> str:
+        return f"{self.ns}.saga.{role}"
 
     def reply_queue(self, client_id: str) -> str:
         # Named, not server-generated, so a robust reconnect re-declares the same queue
@@ -82,6 +91,32 @@ async def declare_shared(channel: AbstractChannel, ns: str) -> Shared:
     return Shared(names, rpc, commands, events, dead)
 
 
+@dataclass(frozen=True, slots=True)
+class Saga:
+    """The declared objects of the order flow's saga (topology chain)."""
+
+    shared: Shared
+    exchange: AbstractExchange
+    queues: dict[str, AbstractQueue]  # role → its durable queue, bound to the events it consumes
+
+
+async def declare_saga(channel: AbstractChannel, ns: str) -> Saga:
+    """The saga exchange and every service's queue (durable, dead-lettering like the command
+    queue), bound per targets.flow.saga.SUBSCRIPTIONS. Every role declares all of them, so
+    an event published before its consumer first started waits in its queue."""
+    shared = await declare_shared(channel, ns)
+    names = shared.names
+    exchange = await channel.declare_exchange(names.saga, aio_pika.ExchangeType.TOPIC, durable=True)
+    queues: dict[str, AbstractQueue] = {}
+    for role, events in SUBSCRIPTIONS.items():
+        queue = await channel.declare_queue(names.saga_queue(role), durable=True,
+                                            arguments={"x-dead-letter-exchange": names.dlx})
+        for event in events:
+            await queue.bind(exchange, routing_key=event)
+        queues[role] = queue
+    return Saga(shared, exchange, queues)
+
+
 async def declare_client(
     channel: AbstractChannel, ns: str, client_id: str
 ) -> tuple[AbstractQueue, AbstractQueue]:
@@ -104,10 +139,10 @@ async def declare_client(
 
 async def delete_shared(channel: AbstractChannel, ns: str) -> None:
     """Remove a namespace's durable objects (test and benchmark clean-up)."""
-    names = Names(ns)
-    for queue in (names.rpc, names.commands, names.dead):
+    names = Names(ns)  # the saga's objects too; deleting what was never declared is a no-op
+    for queue in (names.rpc, names.commands, names.dead, *map(names.saga_queue, SUBSCRIPTIONS)):
         await channel.queue_delete(queue)
-    for exchange in (names.events, names.dlx):
+    for exchange in (names.events, names.dlx, names.saga):
         await channel.exchange_delete(exchange)
 
 

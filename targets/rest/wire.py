@@ -7,7 +7,13 @@ from typing import Any
 
 import orjson
 
-from targets.core.errors import InvalidRequest, NotFound, OrderError, TransportError
+from targets.core.errors import (
+    InvalidRequest,
+    NotFound,
+    OrderError,
+    TransportError,
+    error_from_kind,
+)
 from targets.core.model import CreateOrder, Order, create_to_dict
 
 ORDERS_PATH = "/orders"
@@ -16,7 +22,8 @@ USER_ORDERS_PATH = "/users/{user_id}/orders"
 HEALTH_PATH = "/healthz"
 
 # The only statuses whose JSON body carries a domain error; anything else is a transport error.
-ERROR_STATUS: dict[str, int] = {NotFound.kind: 404, InvalidRequest.kind: 422}
+ERROR_STATUS: dict[str, int] = {NotFound.kind: 404, InvalidRequest.kind: 422, "unavailable": 503}
+UNAVAILABLE_STATUS = ERROR_STATUS["unavailable"]  # a chain edge whose downstream failed
 OK_STATUSES = frozenset({200, 201})  # 201: order created; 200: a retried request id
 
 
@@ -55,7 +62,8 @@ def _ok_json(status: int, body: bytes) -> Any:
 
 
 def error_from_response(status: int, body: bytes) -> OrderError:
-    """A 404/422 with our error body is a domain error; anything else is `http_<status>`."""
+    """A 404/422/503 with our error body is the error it names; anything else is
+    `http_<status>` (a 503 from a proxy, without our body, stays `http_503`)."""
     try:
         err = orjson.loads(body)["error"]
         kind, message = str(err["kind"]), str(err["message"])
@@ -65,4 +73,4 @@ def error_from_response(status: int, body: bytes) -> OrderError:
         return TransportError(f"http_{status}", f"HTTP {status}: {kind}: {message}")
     if kind == InvalidRequest.kind:
         return InvalidRequest(message, str(err.get("field") or ""))
-    return NotFound(message)
+    return error_from_kind(kind, message)

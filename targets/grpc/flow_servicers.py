@@ -1,0 +1,54 @@
+"""The flow's payment and inventory services on grpc.aio. Handlers only translate protobuf ⇄
+the cores in targets.flow; every rule lives there."""
+
+from __future__ import annotations
+
+import grpc
+
+from targets.core.errors import OrderError
+from targets.flow.inventory import Inventory
+from targets.flow.payment import Payments
+from targets.grpc import flow_pb2 as fpb
+from targets.grpc import flow_pb2_grpc as fpb_grpc
+from targets.grpc.status import abort
+
+PAYMENT_SERVICE: str = fpb.DESCRIPTOR.services_by_name["PaymentService"].full_name
+INVENTORY_SERVICE: str = fpb.DESCRIPTOR.services_by_name["InventoryService"].full_name
+
+
+class PaymentServicer(fpb_grpc.PaymentServiceServicer):
+    def __init__(self, payments: Payments) -> None:
+        self.payments = payments
+
+    async def Charge(self, request: fpb.ChargeRequest, context: grpc.aio.ServicerContext) -> fpb.FlowReply:
+        try:
+            state = self.payments.charge(request.order_id, request.user_id, request.amount_cents)
+        except OrderError as exc:
+            await abort(context, exc)
+        return fpb.FlowReply(order_id=request.order_id, state=state)
+
+    async def Refund(self, request: fpb.OrderRef, context: grpc.aio.ServicerContext) -> fpb.FlowReply:
+        try:
+            state = self.payments.refund(request.order_id)
+        except OrderError as exc:
+            await abort(context, exc)
+        return fpb.FlowReply(order_id=request.order_id, state=state)
+
+
+class InventoryServicer(fpb_grpc.InventoryServiceServicer):
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+
+    async def Reserve(self, request: fpb.ReserveRequest, context: grpc.aio.ServicerContext) -> fpb.FlowReply:
+        try:
+            state = self.inventory.reserve(request.order_id, ((i.sku, i.quantity) for i in request.items))
+        except OrderError as exc:
+            await abort(context, exc)
+        return fpb.FlowReply(order_id=request.order_id, state=state)
+
+    async def Release(self, request: fpb.OrderRef, context: grpc.aio.ServicerContext) -> fpb.FlowReply:
+        try:
+            state = self.inventory.release(request.order_id)
+        except OrderError as exc:
+            await abort(context, exc)
+        return fpb.FlowReply(order_id=request.order_id, state=state)
