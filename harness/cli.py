@@ -42,6 +42,8 @@ def serve(
     users: Annotated[int, typer.Option(help="seed: users")] = 100,
     orders_per_user: Annotated[int, typer.Option(help="seed: orders per user")] = 10,
     seed: Annotated[int, typer.Option(help="seed of the deterministic data set")] = 1,
+    server: Annotated[str | None, typer.Option(
+        help="server variant, e.g. granian for rest (default: the transport's first)")] = None,
 ) -> None:
     """Run one target server in the foreground until Ctrl-C or SIGTERM."""
     t = _transport(transport)
@@ -49,14 +51,20 @@ def serve(
                          namespace=namespace,
                          seed=SeedSpec(users=users, orders_per_user=orders_per_user, seed=seed))
     try:
-        t.serve()(config)
+        main = t.serve(server)
+    except KeyError as exc:
+        raise UserError(exc.args[0]) from None
+    try:
+        main(config)
     except ValueError as exc:  # a bad --store spec
         raise UserError(str(exc)) from None
 
 
 @app.command()
 def verify(
-    targets: Annotated[str, typer.Option(help="comma-separated targets")] = ",".join(TRANSPORTS),
+    targets: Annotated[str, typer.Option(
+        help='comma-separated targets, e.g. "rest,grpc" or "rest@granian" (a server '
+             'variant)')] = ",".join(TRANSPORTS),
     url: Annotated[list[str] | None, typer.Option(
         help="use a running target instead of starting one: NAME=URL (repeatable)")] = None,
     client: Annotated[list[str] | None, typer.Option(
@@ -69,7 +77,7 @@ def verify(
 
     names = [n.strip() for n in targets.split(",") if n.strip()]
     for n in names:
-        _transport(n)
+        _transport(n.partition("@")[0].partition(":")[0])
     ok = run_verify(names, urls=_pairs(url, "--url"), clients=_pairs(client, "--client"),
                     amqp_url=amqp_url, log_dir=logs)
     raise typer.Exit(0 if ok else 1)
@@ -117,7 +125,8 @@ def compare(
 def run(
     scenario: Annotated[str, typer.Argument(help="scenario file, or a name in --scenarios-dir")],
     targets: Annotated[str | None, typer.Option(
-        help='comma-separated targets, e.g. "rest,grpc" or "rest:httpx" (default: the scenario\'s)')] = None,
+        help='comma-separated targets, e.g. "rest,grpc", "rest:httpx" (a client variant) or '
+             '"rest@granian" (a server variant) (default: the scenario\'s)')] = None,
     rate: Annotated[float | None, typer.Option(help="override the open-loop rate (requests/s)")] = None,
     duration: Annotated[str | None, typer.Option(help='override the measured duration ("30s")')] = None,
     repetitions: Annotated[int | None, typer.Option(help="override the repetitions")] = None,
