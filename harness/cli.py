@@ -138,6 +138,12 @@ def run(
     scenarios_dir: Annotated[Path, typer.Option(help="where names are looked up")] = Path("scenarios"),
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
     report: Annotated[bool, typer.Option(help="write report.html into the result folder")] = False,
+    url: Annotated[list[str] | None, typer.Option(
+        help="measure a running target instead of starting one: NAME=URL (repeatable; a "
+             "queue target as amqp://…/?namespace=NS)")] = None,
+    pid: Annotated[list[str] | None, typer.Option(
+        help="with --url, the process whose tree's CPU and memory to probe: NAME=PID[,PID…] "
+             "(repeatable)")] = None,
 ) -> None:
     """Measure the targets under a scenario and write results/<run-id>/."""
     from harness.run.command import run_command
@@ -148,7 +154,8 @@ def run(
                       duration_s=duration_option(duration, "--duration"), repetitions=repetitions,
                       processes=processes, target_cpus=parse_cpus(target_cpus, "--target-cpus"),
                       load_cpus=parse_cpus(load_cpus, "--load-cpus"), concurrent=concurrent,
-                      results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir)
+                      results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir,
+                      urls=_pairs(url, "--url"), pids=_pairs(pid, "--pid"))
     raise typer.Exit(run_command(opts, report=_write_report if report else None))
 
 
