@@ -163,8 +163,13 @@ def run(
 def locust(
     ctx: typer.Context,
     scenario: Annotated[str, typer.Argument(help="scenario file, or a name in --scenarios-dir")],
-    target: Annotated[str, typer.Option(help='one target, e.g. "rest", "grpc", "rest:httpx"')],
-    url: Annotated[str | None, typer.Option(help="drive a running target instead of starting one")] = None,
+    target: Annotated[str, typer.Option(
+        help='one target, e.g. "rest", "grpc", "rest:httpx", "rest@granian"')],
+    url: Annotated[str | None, typer.Option(
+        help="drive a running target instead of starting one: NAME=URL as run and verify take "
+             "it, or the URL alone")] = None,
+    pid: Annotated[str | None, typer.Option(
+        help="with --url, the process whose tree's CPU and memory to probe: NAME=PID[,PID…]")] = None,
     web: Annotated[bool, typer.Option("--web/--headless", help="locust's web UI, or run headless")] = True,
     users: Annotated[int | None, typer.Option(
         "--users", "-u", help="users (default: the scenario's closed-loop users, else 10)")] = None,
@@ -193,7 +198,8 @@ def locust(
     from harness.scenario import duration_option
 
     opts = LocustOptions(
-        scenario=scenario, target=target, url=url, web=web, users=users, spawn_rate=spawn_rate,
+        scenario=scenario, target=target, url=_one_url(url, target),
+        pids=_pairs([pid] if pid else [], "--pid"), web=web, users=users, spawn_rate=spawn_rate,
         run_time=run_time, warmup_s=duration_option(warmup, "--warmup", allow_zero=True),
         master=master, worker=worker, master_host=master_host,
         master_port=master_port, expect_workers=expect_workers, web_host=web_host,
@@ -235,6 +241,18 @@ def _transport(name: str):
         return get_transport(name)
     except KeyError as exc:
         raise UserError(exc.args[0]) from None
+
+
+def _one_url(value: str | None, target: str) -> str | None:
+    """locust's --url: NAME=URL (as run and verify take it) or the URL alone (one target)."""
+    if value is None:
+        return None
+    name, sep, rest = value.partition("=")
+    if not (sep and name in TRANSPORTS and rest):
+        return value
+    if name != target.partition("@")[0].partition(":")[0]:
+        raise UserError(f"--url names {name!r}, which is not the --target ({target})")
+    return rest
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
