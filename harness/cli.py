@@ -3,6 +3,7 @@ module, and turn user-fixable errors into one line and exit code 2."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -207,6 +208,49 @@ def locust(
         amqp_url=amqp_url, target_cpus=parse_cpus(target_cpus, "--target-cpus"),
         load_cpus=parse_cpus(load_cpus, "--load-cpus"), extra=list(ctx.args))
     raise typer.Exit(run_locust(opts))
+
+
+@app.command()
+def seed(
+    users: Annotated[int, typer.Option(min=1, help="seed: users")] = 100,
+    orders_per_user: Annotated[int, typer.Option(min=1, help="seed: orders per user")] = 10,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the deterministic data set")] = 1,
+    scenario: Annotated[str | None, typer.Option(
+        help="take users, orders per user and seed from this scenario's [data] instead")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl: one order per line; json: one "
+                                                      "array")] = "jsonl",
+    catalogue: Annotated[bool, typer.Option(
+        "--catalogue", help="write the catalogue (SKU → unit price in cents) instead")] = False,
+    out: Annotated[Path | None, typer.Option(help="file to write (default: stdout)")] = None,
+    scenarios_dir: Annotated[Path, typer.Option(help="where names are looked up")] = Path("scenarios"),
+) -> None:
+    """Write the seed orders (or the catalogue) an outside implementation loads so that
+    lookups hit: the same orders, ids included, that `commbench serve` seeds."""
+    import json
+
+    from targets.core.model import CATALOGUE
+    from targets.core.seed import seed_records
+
+    if fmt not in ("jsonl", "json"):
+        raise UserError(f"--format takes jsonl or json, got {fmt!r}")
+    spec = SeedSpec(users=users, orders_per_user=orders_per_user, seed=seed)
+    if scenario is not None:
+        from harness.scenario import find_scenario, load_scenario
+
+        spec = load_scenario(find_scenario(scenario, scenarios_dir)).data.seed_spec()
+    try:
+        f = open(out, "w", encoding="utf-8") if out is not None else sys.stdout
+    except OSError as exc:
+        raise UserError(f"--out {out}: {exc.strerror}") from None
+    with f if out is not None else contextlib.nullcontext(f):
+        if catalogue:
+            f.write(json.dumps(CATALOGUE, indent=2 if fmt == "json" else None) + "\n")
+        elif fmt == "json":
+            json.dump(list(seed_records(spec)), f, indent=1)
+            f.write("\n")
+        else:
+            for record in seed_records(spec):
+                f.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
 @app.command()

@@ -190,3 +190,29 @@ def test_bad_url_and_pid_options_are_one_line(tmp_path: Path, scenario: Path,
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_seed_writes_the_orders_an_outside_implementation_loads(tmp_path: Path,
+                                                                scenario: Path) -> None:
+    """`commbench seed`: every field of the seed orders, ids and request ids included, the
+    same as `commbench serve` loads; from options or from a scenario's [data]."""
+    def seed(*args: str) -> str:
+        proc = subprocess.run([COMMBENCH, "seed", *args], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    spec = SeedSpec(users=3, orders_per_user=2, seed=7)
+    lines = seed("--users", "3", "--orders-per-user", "2", "--seed", "7").splitlines()
+    want = [{**o.to_dict(), "request_id": o.request_id} for o in seed_orders(spec)]
+    assert [json.loads(line) for line in lines] == want
+    assert [Order.from_dict(json.loads(line)) for line in lines] == seed_orders(spec)
+    assert json.loads(seed("--users", "3", "--orders-per-user", "2", "--seed", "7",
+                           "--format", "json")) == want
+    out = tmp_path / "seed.jsonl"
+    assert seed("--scenario", str(scenario), "--out", str(out)) == ""
+    assert len(out.read_text().splitlines()) == SEED.total
+    assert json.loads(out.read_text().splitlines()[-1])["id"] == SEED.total
+    from targets.core.model import CATALOGUE
+
+    assert json.loads(seed("--catalogue")) == CATALOGUE
