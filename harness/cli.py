@@ -3,6 +3,7 @@ module, and turn user-fixable errors into one line and exit code 2."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -57,6 +58,8 @@ def serve(
         help="chain edge: ROLE=URL of a downstream service (repeatable)")] = None,
     hop_timeout: Annotated[float, typer.Option(
         min=0.001, help="chain edge: seconds each downstream call may take")] = DEFAULT_HOP_TIMEOUT_S,
+    server: Annotated[str | None, typer.Option(
+        help="server variant, e.g. granian for rest (default: the transport's first)")] = None,
 ) -> None:
     """Run one target server in the foreground until Ctrl-C or SIGTERM."""
     t = _transport(transport)
@@ -74,14 +77,20 @@ def serve(
                          role=role, topology=topology, downstreams=downstreams,
                          hop_timeout_s=hop_timeout)
     try:
-        t.serve()(config)
+        main = t.serve(server)
+    except KeyError as exc:
+        raise UserError(exc.args[0]) from None
+    try:
+        main(config)
     except ValueError as exc:  # a bad --store spec
         raise UserError(str(exc)) from None
 
 
 @app.command()
 def verify(
-    targets: Annotated[str, typer.Option(help="comma-separated targets")] = ",".join(TRANSPORTS),
+    targets: Annotated[str, typer.Option(
+        help='comma-separated targets, e.g. "rest,grpc" or "rest@granian" (a server '
+             'variant)')] = ",".join(TRANSPORTS),
     url: Annotated[list[str] | None, typer.Option(
         help="use a running target instead of starting one: NAME=URL (repeatable)")] = None,
     client: Annotated[list[str] | None, typer.Option(
@@ -94,7 +103,7 @@ def verify(
 
     names = [n.strip() for n in targets.split(",") if n.strip()]
     for n in names:
-        _transport(n)
+        _transport(n.partition("@")[0].partition(":")[0])
     ok = run_verify(names, urls=_pairs(url, "--url"), clients=_pairs(client, "--client"),
                     amqp_url=amqp_url, log_dir=logs)
     raise typer.Exit(0 if ok else 1)
@@ -142,7 +151,8 @@ def compare(
 def run(
     scenario: Annotated[str, typer.Argument(help="scenario file, or a name in --scenarios-dir")],
     targets: Annotated[str | None, typer.Option(
-        help='comma-separated targets, e.g. "rest,grpc" or "rest:httpx" (default: the scenario\'s)')] = None,
+        help='comma-separated targets, e.g. "rest,grpc", "rest:httpx" (a client variant) or '
+             '"rest@granian" (a server variant) (default: the scenario\'s)')] = None,
     rate: Annotated[float | None, typer.Option(help="override the open-loop rate (requests/s)")] = None,
     duration: Annotated[str | None, typer.Option(help='override the measured duration ("30s")')] = None,
     repetitions: Annotated[int | None, typer.Option(help="override the repetitions")] = None,
@@ -154,6 +164,12 @@ def run(
     scenarios_dir: Annotated[Path, typer.Option(help="where names are looked up")] = Path("scenarios"),
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
     report: Annotated[bool, typer.Option(help="write report.html into the result folder")] = False,
+    url: Annotated[list[str] | None, typer.Option(
+        help="measure a running target instead of starting one: NAME=URL (repeatable; a "
+             "queue target as amqp://…/?namespace=NS)")] = None,
+    pid: Annotated[list[str] | None, typer.Option(
+        help="with --url, the process whose tree's CPU and memory to probe: NAME=PID[,PID…] "
+             "(repeatable)")] = None,
 ) -> None:
     """Measure the targets under a scenario and write results/<run-id>/."""
     from harness.run.command import run_command
@@ -164,7 +180,8 @@ def run(
                       duration_s=duration_option(duration, "--duration"), repetitions=repetitions,
                       processes=processes, target_cpus=parse_cpus(target_cpus, "--target-cpus"),
                       load_cpus=parse_cpus(load_cpus, "--load-cpus"), concurrent=concurrent,
-                      results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir)
+                      results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir,
+                      urls=_pairs(url, "--url"), pids=_pairs(pid, "--pid"))
     raise typer.Exit(run_command(opts, report=_write_report if report else None))
 
 
@@ -172,8 +189,13 @@ def run(
 def locust(
     ctx: typer.Context,
     scenario: Annotated[str, typer.Argument(help="scenario file, or a name in --scenarios-dir")],
-    target: Annotated[str, typer.Option(help='one target, e.g. "rest", "grpc", "rest:httpx"')],
-    url: Annotated[str | None, typer.Option(help="drive a running target instead of starting one")] = None,
+    target: Annotated[str, typer.Option(
+        help='one target, e.g. "rest", "grpc", "rest:httpx", "rest@granian"')],
+    url: Annotated[str | None, typer.Option(
+        help="drive a running target instead of starting one: NAME=URL as run and verify take "
+             "it, or the URL alone")] = None,
+    pid: Annotated[str | None, typer.Option(
+        help="with --url, the process whose tree's CPU and memory to probe: NAME=PID[,PID…]")] = None,
     web: Annotated[bool, typer.Option("--web/--headless", help="locust's web UI, or run headless")] = True,
     users: Annotated[int | None, typer.Option(
         "--users", "-u", help="users (default: the scenario's closed-loop users, else 10)")] = None,
@@ -202,7 +224,8 @@ def locust(
     from harness.scenario import duration_option
 
     opts = LocustOptions(
-        scenario=scenario, target=target, url=url, web=web, users=users, spawn_rate=spawn_rate,
+        scenario=scenario, target=target, url=_one_url(url, target),
+        pids=_pairs([pid] if pid else [], "--pid"), web=web, users=users, spawn_rate=spawn_rate,
         run_time=run_time, warmup_s=duration_option(warmup, "--warmup", allow_zero=True),
         master=master, worker=worker, master_host=master_host,
         master_port=master_port, expect_workers=expect_workers, web_host=web_host,
@@ -210,6 +233,49 @@ def locust(
         amqp_url=amqp_url, target_cpus=parse_cpus(target_cpus, "--target-cpus"),
         load_cpus=parse_cpus(load_cpus, "--load-cpus"), extra=list(ctx.args))
     raise typer.Exit(run_locust(opts))
+
+
+@app.command()
+def seed(
+    users: Annotated[int, typer.Option(min=1, help="seed: users")] = 100,
+    orders_per_user: Annotated[int, typer.Option(min=1, help="seed: orders per user")] = 10,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the deterministic data set")] = 1,
+    scenario: Annotated[str | None, typer.Option(
+        help="take users, orders per user and seed from this scenario's [data] instead")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl: one order per line; json: one "
+                                                      "array")] = "jsonl",
+    catalogue: Annotated[bool, typer.Option(
+        "--catalogue", help="write the catalogue (SKU → unit price in cents) instead")] = False,
+    out: Annotated[Path | None, typer.Option(help="file to write (default: stdout)")] = None,
+    scenarios_dir: Annotated[Path, typer.Option(help="where names are looked up")] = Path("scenarios"),
+) -> None:
+    """Write the seed orders (or the catalogue) an outside implementation loads so that
+    lookups hit: the same orders, ids included, that `commbench serve` seeds."""
+    import json
+
+    from targets.core.model import CATALOGUE
+    from targets.core.seed import seed_records
+
+    if fmt not in ("jsonl", "json"):
+        raise UserError(f"--format takes jsonl or json, got {fmt!r}")
+    spec = SeedSpec(users=users, orders_per_user=orders_per_user, seed=seed)
+    if scenario is not None:
+        from harness.scenario import find_scenario, load_scenario
+
+        spec = load_scenario(find_scenario(scenario, scenarios_dir)).data.seed_spec()
+    try:
+        f = open(out, "w", encoding="utf-8") if out is not None else sys.stdout
+    except OSError as exc:
+        raise UserError(f"--out {out}: {exc.strerror}") from None
+    with f if out is not None else contextlib.nullcontext(f):
+        if catalogue:
+            f.write(json.dumps(CATALOGUE, indent=2 if fmt == "json" else None) + "\n")
+        elif fmt == "json":
+            json.dump(list(seed_records(spec)), f, indent=1)
+            f.write("\n")
+        else:
+            for record in seed_records(spec):
+                f.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
 @app.command()
@@ -244,6 +310,18 @@ def _transport(name: str):
         return get_transport(name)
     except KeyError as exc:
         raise UserError(exc.args[0]) from None
+
+
+def _one_url(value: str | None, target: str) -> str | None:
+    """locust's --url: NAME=URL (as run and verify take it) or the URL alone (one target)."""
+    if value is None:
+        return None
+    name, sep, rest = value.partition("=")
+    if not (sep and name in TRANSPORTS and rest):
+        return value
+    if name != target.partition("@")[0].partition(":")[0]:
+        raise UserError(f"--url names {name!r}, which is not the --target ({target})")
+    return rest
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:

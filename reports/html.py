@@ -54,6 +54,7 @@ class Section:
     tables: list[Table]
     plots: list[Plot] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    by_url: dict[str, str] = field(default_factory=dict)  # target → its CPU note (--url)
 
 
 def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None = None) -> Path:
@@ -153,7 +154,8 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
     section = Section(run=run, context=_context(run), targets=_targets(run),
                       findings=findings(run, df), noise=noise_note(df),
                       claims=check_claims(run, df) if not df.empty else [],
-                      tables=tables(df), files=[_rel(f, base) for f in files])
+                      tables=tables(df), files=[_rel(f, base) for f in files],
+                      by_url=run.by_url())
     pdir = folder / "plots"
     ops = [t.operation for t in section.tables if t.operation != "all"] or ["all"]
     for op in ops:
@@ -330,6 +332,9 @@ def _pinning(p: object) -> str:
 
 def _targets(run: Run) -> list[dict[str, Any]]:
     return [{"name": t.get("name"), "client": t.get("client", ""),
+             "server": t.get("server") or "",
+             "reached": f"by URL ({redact_text(str(t.get('url') or ''))}); CPU {t.get('cpu')}"
+             if t.get("measured_by_url") else "started by commbench",
              "repetition": t.get("repetition", 1), "status": t.get("status", "?"),
              "error": t.get("error") or "", "saturated": bool(t.get("saturated"))}
             for t in run.context.get("targets", [])]

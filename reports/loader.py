@@ -116,6 +116,13 @@ class Run:
         d = self.scenario.get("duration_s")
         return float(d) if d is not None else None
 
+    def by_url(self) -> dict[str, str]:
+        """Target → what run.json says of its CPU, for targets measured by URL (`--url`):
+        commbench did not start them, so their CPU and memory are empty unless --pid named
+        their processes."""
+        return {str(t["name"]): str(t.get("cpu") or "") for t in self.context.get("targets", [])
+                if t.get("measured_by_url") and "name" in t}
+
     def failed_targets(self) -> dict[str, str]:
         """Target → error for every target with a repetition whose status is not ok."""
         return {str(t.get("name")): _error(t) for t in _failed_rows(self.context)}

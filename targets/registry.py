@@ -44,7 +44,9 @@ class Transport:
 
     name: str
     description: str
-    server: str  # "module:function", function(ServeConfig) runs until SIGTERM/SIGINT
+    # server variant → "module:function", function(ServeConfig) runs until SIGTERM/SIGINT;
+    # the first is the default. Other variants are rows of their own (`rest-granian`).
+    servers: dict[str, str]
     clients: dict[str, str]  # variant name → "module:async factory(url, timeout=)"
     broker: BrokerKind | None = None  # the stage finds or starts it; names are namespaced
     # A create is acknowledged (the broker's confirm) before it completes: recorded apart as
@@ -60,8 +62,22 @@ class Transport:
     def default_client(self) -> str:
         return next(iter(self.clients))
 
-    def serve(self) -> Callable[[ServeConfig], None]:
-        return _resolve(self.server)
+    @property
+    def default_server(self) -> str:
+        return next(iter(self.servers))
+
+    def server_entry(self, variant: str | None = None) -> str:
+        """The "module:function" of a server variant (None: the default), not imported."""
+        variant = variant or self.default_server
+        if variant not in self.servers:
+            raise KeyError(
+                f"transport {self.name!r} has no server {variant!r}; "
+                f"choose one of: {', '.join(self.servers)}"
+            )
+        return self.servers[variant]
+
+    def serve(self, variant: str | None = None) -> Callable[[ServeConfig], None]:
+        return _resolve(self.server_entry(variant))
 
     def client_factory(self, variant: str | None = None) -> ClientFactory:
         variant = variant or self.default_client
@@ -76,18 +92,19 @@ class Transport:
 TRANSPORTS: dict[str, Transport] = {
     t.name: t
     for t in (
-        Transport("rest", "HTTP/JSON: FastAPI on uvicorn (uvloop, httptools)",
-                  "targets.rest.server:serve",
+        Transport("rest", "HTTP/JSON: FastAPI on uvicorn (uvloop, httptools) or granian",
+                  {"uvicorn": "targets.rest.server:serve",
+                   "granian": "targets.rest.server_granian:serve"},
                   {"aiohttp": "targets.rest.client_aiohttp:connect",
                    "httpx": "targets.rest.client_httpx:connect"},
                   roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY)),
         Transport("grpc", "gRPC: protobuf over HTTP/2, grpc.aio",
-                  "targets.grpc.server:serve",
+                  {"grpcio": "targets.grpc.server:serve"},
                   {"grpcio": "targets.grpc.client:connect"},
                   gevent_setup="targets.grpc.gevent_compat:prepare_grpc_aio",
                   roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY)),
         Transport("queue", "RabbitMQ through aio-pika: RPC lookups, confirmed commands, events",
-                  "targets.queue.server:serve",
+                  {"aio-pika": "targets.queue.server:serve"},
                   {"aio-pika": "targets.queue.client:connect"},
                   broker=RABBITMQ, accepted_moment=True,
                   roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY, ROLE_NOTIFICATION)),

@@ -73,7 +73,8 @@ async def connect_broken(url: str, *, timeout: float = 10.0) -> _BrokenTotals:
 def test_verify_fails_readably_on_a_broken_adapter(
     servers: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broken = Transport("broken", "REST with an off-by-one adapter", "targets.rest.server:serve",
+    broken = Transport("broken", "REST with an off-by-one adapter",
+                       {"uvicorn": "targets.rest.server:serve"},
                        {"off-by-one": f"{__name__}:connect_broken"})
     monkeypatch.setitem(TRANSPORTS, "broken", broken)
     console = Console(record=True, width=160)

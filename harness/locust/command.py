@@ -42,6 +42,7 @@ from harness.scenario import (
     parse_duration,
     parse_target,
 )
+from harness.stage.reach import Reach
 from harness.stage.stage import GateFailed, Stage
 from targets.redact import redact
 from targets.serving import DEFAULT_AMQP_URL
@@ -55,6 +56,7 @@ class LocustOptions:
     scenario: str
     target: str
     url: str | None = None
+    pids: dict[str, str] = field(default_factory=dict)  # --pid NAME=PID[,PID…], with --url
     web: bool = True
     users: int | None = None
     spawn_rate: float | None = None
@@ -124,6 +126,8 @@ def run_locust(opts: LocustOptions) -> int:
         ref = parse_target(opts.target)
     except KeyError as exc:
         raise UserError(f"--target: {exc.args[0]}") from None
+    reach = Reach.from_options({ref.transport: opts.url} if opts.url else {}, opts.pids)
+    reach.check([ref])
     if opts.users is not None and opts.users < 0:
         raise UserError(f"--users must be zero or more, got {opts.users}")
     if opts.spawn_rate is not None and not opts.spawn_rate > 0:
@@ -143,11 +147,13 @@ def run_locust(opts: LocustOptions) -> int:
         namespace = None
         if not opts.worker:
             url, pids, namespace, conformance = _stage_target(stack, opts, sc, ref)
+            pids = pids or list(reach.probed(ref))
             _say(f"{ref.name} at {redact(url)}: conformance {conformance}")
         config = LocustConfig(
             scenario_file=str(path.resolve()), transport=ref.transport, variant=ref.variant,
+            server=ref.server, url=url, reach=reach.record(ref),
             results_dir=str(opts.results_dir.resolve()), warmup_s=opts.warmup_s,
-            target_pids=tuple(pids), target_started=bool(pids), target_cpus=opts.target_cpus,
+            target_pids=tuple(pids), target_started=opts.url is None, target_cpus=opts.target_cpus,
             load_cpus=opts.load_cpus,
             arguments={**opts.arguments(), "url": url, "conformance": conformance},
             environment={} if opts.worker else environment(opts.target_cpus, opts.load_cpus),

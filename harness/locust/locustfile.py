@@ -7,10 +7,12 @@ gevent's monkey-patching stays inside that process.
 
 One parameterised user class, `OrderUser`: the transport and client variant come from the
 command line, the URL from locust's host (the web UI's host field may point it at another
-target of the same transport). User n draws its requests exactly as the closed-loop user n
-of `commbench run` does (harness.load.workload, stream `user/n`), so the operation mix is the
-scenario's [operations] weights and the same seed sends the same requests. The operation is
-drawn by the workload, not by locust's task weights: two draws would break that match.
+target of the same transport; left empty, it means the target the command staged; a host
+that is no target of the transport stops the test with one line, see clients.py). User n
+draws its requests exactly as the closed-loop user n of `commbench run` does
+(harness.load.workload, stream `user/n`), so the operation mix is the scenario's
+[operations] weights and the same seed sends the same requests. The operation is drawn by
+the workload, not by locust's task weights: two draws would break that match.
 Locust's statistics name requests `get`, `list` and `create`.
 
 Process roles: the local runner records and writes; a worker records and sends each closed
@@ -32,7 +34,6 @@ from typing import Any
 
 import gevent
 from gevent.event import Event
-from gevent.lock import Semaphore
 from locust import User, constant, events, task
 from locust.env import Environment
 from locust.runners import (
@@ -46,8 +47,10 @@ from locust.runners import (
 )
 
 from harness.load.recorder import NS
-from harness.load.workload import Request, Workload
-from harness.locust.bridge import get_bridge, stop_bridge
+from harness.load.workload import Workload
+from harness.locust.bridge import get_bridge
+from harness.locust.calls import UnusableHost, send
+from harness.locust.clients import Clients
 from harness.locust.node import (
     MESSAGE_DONE,
     MESSAGE_SECOND,
@@ -60,8 +63,7 @@ from harness.locust.node import (
     to_wire,
 )
 from harness.locust.results import ResultCollector
-from targets.api import OrderClient
-from targets.registry import get_transport, resolve
+from targets.registry import get_transport
 
 log = logging.getLogger("commbench")
 CONFIG = LocustConfig.from_env()
@@ -70,36 +72,13 @@ TRANSPORT = get_transport(CONFIG.transport)
 RECORD_ACCEPTED = TRANSPORT.accepted_moment
 WORKER_USER_BLOCK = 1_000_000  # worker i numbers its users i*1e6 + n (worker 0 = commbench run)
 FINAL_WAIT_S = 10.0  # the master waits this long for the workers' last seconds
-CLOSE_TIMEOUT_S = 5.0
-
-
-async def send(client: OrderClient, req: Request, record_accepted: bool) -> int | None:
-    """One request through the client interface; returns the accept offset (ns) of a queue
-    creation (the broker's confirm), else None."""
-    if req.op == "get":
-        await client.get_order(req.order_id)
-        return None
-    if req.op == "list":
-        await client.list_user_orders(req.user_id, req.limit)
-        return None
-    assert req.create is not None
-    if not record_accepted:
-        await client.create_order(req.create)
-        return None
-    t0 = time.monotonic_ns()
-    accepted: list[int] = []
-    await client.create_order(req.create,
-                              on_accepted=lambda: accepted.append(time.monotonic_ns() - t0))
-    return accepted[0] if accepted else None
 
 
 class _Process:
     """What one locust process keeps: its clients, its recorder and/or collector."""
 
     def __init__(self) -> None:
-        self.clients: dict[str, OrderClient] = {}
-        self._lock = Semaphore()
-        self._setup_done = False
+        self.clients = Clients(TRANSPORT, CONFIG.variant, SCENARIO.load.timeout_s)
         self.runner: Runner | None = None
         self.environment: Environment | None = None
         self.node: NodeRecorder | None = None
@@ -112,36 +91,6 @@ class _Process:
         self.all_done = Event()
         self.stop_ns: int | None = None  # master: when the test began stopping
         self.interrupted = False
-
-    # -- clients -----------------------------------------------------------------------
-
-    def client(self, url: str) -> OrderClient:
-        """The process's one client for `url` (as `commbench run` has one per process)."""
-        c = self.clients.get(url)
-        if c is not None:
-            return c
-        with self._lock:
-            c = self.clients.get(url)
-            if c is None:
-                bridge = get_bridge()
-                if TRANSPORT.gevent_setup and not self._setup_done:
-                    bridge.call(resolve(TRANSPORT.gevent_setup)())
-                    self._setup_done = True
-                factory = TRANSPORT.client_factory(CONFIG.variant)
-                c = bridge.call(factory(url, timeout=SCENARIO.load.timeout_s))
-                self.clients[url] = c
-        return c
-
-    def close_clients(self) -> None:
-        clients, self.clients = self.clients, {}
-        if clients:
-            bridge = get_bridge()
-            for c in clients.values():
-                try:
-                    bridge.call(c.close(), timeout=CLOSE_TIMEOUT_S)
-                except Exception as exc:  # closing must not stop the others closing
-                    log.warning("closing the %s client: %s", CONFIG.transport, exc)
-        stop_bridge()
 
     def next_user(self) -> int:
         n = self.users
@@ -214,12 +163,13 @@ class _Process:
         now = time.time_ns()
         self.users = 0
         self.interrupted = False
+        self.clients.new_test()
         runner = self.runner
         if isinstance(runner, MasterRunner):
             assert self.collector is not None
             nodes = [c.id for c in runner.clients.all if c.state != STATE_MISSING]
             token = f"{now // 1_000_000:x}"
-            self.collector.url = environment.host or ""
+            self.collector.url = host_of(environment)
             self.collector.begin(now, nodes)
             self.all_done.clear()
             runner.send_message(MESSAGE_START, {"epoch_ns": now, "token": token,
@@ -235,7 +185,7 @@ class _Process:
         else:
             assert self.node is not None and self.collector is not None
             self.prefix = f"lc{now // 1_000_000:x}"
-            self.collector.url = environment.host or ""
+            self.collector.url = host_of(environment)
             self.collector.begin(now, ["local"])
             self.node.begin(now, CONFIG.warmup(SCENARIO))
         self._start_ticker()
@@ -304,7 +254,7 @@ class _Process:
             self.finalizer.kill(block=True)  # no worker message can arrive any more
             self._write(time.time_ns())
         self._stop_ticker()
-        self.close_clients()
+        self.clients.close()
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -319,6 +269,8 @@ class _Process:
         if runner is not None and getattr(runner, "cpu_warning_emitted", False):
             warnings.append("locust's CPU went above 90 %: the load generator may have "
                             "limited the figures")
+        if self.clients.stopped_for is not None:
+            warnings.append(self.clients.stopped_for)
         path = collector.finish(stop_ns, status="partial" if self.interrupted else "complete",
                                 extra_warnings=warnings, locust_stats=self._locust_stats())
         log.info("commbench: results in %s", path)
@@ -366,6 +318,12 @@ class _Process:
 STATE = _Process()
 
 
+def host_of(environment: Environment) -> str:
+    """The test's host: the web UI's Host field (or --host); empty means the target this
+    command staged (or reached with --url)."""
+    return environment.host or CONFIG.url or ""
+
+
 @events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
     STATE.setup(environment)
@@ -388,7 +346,11 @@ class OrderUser(User):
         req = self.workload.draw(self.k)
         assert req is not None
         self.k += 1
-        client = STATE.client(self.environment.host or self.host or "")
+        host = host_of(self.environment)
+        try:
+            client = STATE.clients.get(host)
+        except UnusableHost as exc:
+            STATE.clients.stop_for(self.environment, host, str(exc))
         out = get_bridge().timed(send(client, req, RECORD_ACCEPTED))
         accepted = out.value if out.error is None else None
         self.environment.events.request.fire(

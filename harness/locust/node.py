@@ -32,10 +32,13 @@ class LocustConfig:
     scenario_file: str
     transport: str
     variant: str
+    server: str | None = None  # the server variant (None: the transport's default)
+    url: str | None = None  # the target commbench staged: where an empty host field goes
     results_dir: str = "results"
     warmup_s: float | None = None  # None: the scenario's warm-up
     target_pids: tuple[int, ...] = ()  # processes whose CPU and memory are charged
     target_started: bool = False  # commbench started the target (else --url)
+    reach: dict[str, Any] = field(default_factory=dict)  # run.json: measured_by_url, cpu, pids
     target_cpus: tuple[int, ...] = ()
     load_cpus: tuple[int, ...] = ()
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -60,7 +63,7 @@ class LocustConfig:
 
     @property
     def ref(self) -> TargetRef:
-        return TargetRef(self.transport, self.variant)
+        return TargetRef(self.transport, self.variant, self.server)
 
     def scenario(self) -> Scenario:
         return load_scenario(self.scenario_file)

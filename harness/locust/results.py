@@ -204,9 +204,9 @@ class ResultCollector:
             warnings.append(f"{late} results reached the recorder after their second was "
                             "closed (a starved locust process) and were counted one or more "
                             "seconds late")
-        if not self.config.target_started:
+        if not self.config.target_pids:
             warnings.append("the target was not started by commbench (--url): no CPU or "
-                            "memory figures")
+                            "memory figures; give --pid NAME=PID to measure them")
         recorded = sum(i.get("requests", 0) for i in t.node_info.values())
         counted = (locust_stats or {}).get("num_requests")
         if not missing and counted is not None and counted > recorded:
@@ -280,6 +280,7 @@ class ResultCollector:
                 "warmup_s": t.warmup_s, "duration_s": max(duration, 0.0), "saturated": False,
                 "conformance": cfg.arguments.get("conformance"),
                 "users": t.max_users, "log": None, "namespace": cfg.namespace,
+                "server": ref.server_name, **cfg.reach,
             }],
             "locust": locust_stats or {},
             "warnings": warnings,

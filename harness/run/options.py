@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,17 @@ class RunOptions:
     results_dir: Path = Path("results")
     amqp_url: str = DEFAULT_AMQP_URL
     scenarios_dir: Path = Path("scenarios")
+    urls: dict[str, str] = field(default_factory=dict)  # --url: transport → running target
+    pids: dict[str, str] = field(default_factory=dict)  # --pid: transport → "PID[,PID…]"
 
     def arguments(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "targets": self.targets, "rate": self.rate,
                 "duration": self.duration_s, "repetitions": self.repetitions,
                 "processes": self.processes, "target_cpus": list(self.target_cpus),
                 "load_cpus": list(self.load_cpus), "concurrent": self.concurrent,
-                "results_dir": str(self.results_dir), "amqp_url": redact(self.amqp_url)}
+                "results_dir": str(self.results_dir), "amqp_url": redact(self.amqp_url),
+                "url": {k: redact(v) for k, v in self.urls.items()} or None,
+                "pid": dict(self.pids) or None}
 
 
 @dataclass

@@ -38,8 +38,9 @@ from harness.run.results import ResourceSample, ResultWriter, run_id_for, utc_is
 from harness.run.target_run import TargetRun
 from harness.run.window import SATURATION_RULE
 from harness.scenario import find_scenario, load_scenario, parse_target
+from harness.stage.reach import Reach
 from harness.stage.stage import GateFailed, Stage, broker_record
-from targets.redact import redact, redact_text
+from targets.redact import redact
 from targets.registry import get_transport
 
 START_LEAD_NS = 200_000_000  # workers get their common start time this far ahead
@@ -71,6 +72,8 @@ class Runner:
         self.scenario = sc.with_overrides(targets=targets, rate=opts.rate,
                                           duration_s=opts.duration_s,
                                           repetitions=opts.repetitions)
+        self.reach = Reach.from_options(opts.urls, opts.pids)  # --url, --pid
+        self.reach.check(self.scenario.targets)
         if opts.processes < 1:
             raise UserError(f"--processes must be at least 1, got {opts.processes}")
         self.run_id = run_id_for(self.scenario.name)
@@ -102,8 +105,9 @@ class Runner:
             with Stage(self.writer.log_dir, amqp_url=opts.amqp_url,
                        data_dir=self.writer.dir / "data", note=self.progress.note) as stage:
                 self.stage = stage
-                stage.need_brokers(t.transport for t in sc.targets)
+                stage.need_brokers(t.transport for t in sc.targets if not self.reach.by_url(t))
                 self._record_brokers()
+                self.warnings += self.reach.warnings(sc.targets)
                 self.target_cpus = opts.target_cpus or all_cpus
                 for rep in range(1, sc.repetitions + 1):
                     order = list(sc.targets)
@@ -170,18 +174,19 @@ class Runner:
 
     def _prepare(self, r: TargetRun) -> None:
         sc = self.scenario
-        self.progress.note(f"starting {r.label} …")
+        self.progress.note(f"{'reaching' if self.reach.by_url(r.ref) else 'starting'} {r.label} …")
         try:
             r.target = self.stage.start(r.ref, name=r.name, namespace=self._namespace(r),
                                         seed=sc.data.seed_spec(), store=sc.data.store,
-                                        cpus=self.target_cpus)
+                                        cpus=self.target_cpus, url=self.reach.url(r.ref))
             self.stage.gate(r.target, sc.data.seed_spec(), sc.load.timeout_s)
         except GateFailed as exc:
             return self._refuse(r, str(exc))
         except UserError as exc:
             return self._refuse(r, f"did not start: {exc}")
-        roots = [s.pid for s in r.target.services.values()]
-        if get_transport(r.ref.transport).broker is not None:
+        roots = [s.pid for s in r.target.services.values()] or list(self.reach.probed(r.ref))
+        r.probed = bool(roots)
+        if get_transport(r.ref.transport).broker is not None and not r.target.external:
             pids = self.stage.broker_pids(r.target)
             if pids is None:
                 self.warnings.append(f"{r.label}: broker processes not found or not readable; "
@@ -198,7 +203,8 @@ class Runner:
         r.pool = WorkerPool(specs)
         r.meter = Meter(ProcessProbe(roots), ProcessProbe(r.pool.pids),
                         lambda second, pct, rss: r.results.resource(  # type: ignore[union-attr]
-                            second, ResourceSample(pct, rss)))
+                            second, ResourceSample(pct, rss) if r.probed
+                            else ResourceSample(None, None)))
         try:
             r.pool.wait_ready()
         except RuntimeError as exc:
@@ -307,10 +313,12 @@ class Runner:
             self.warnings.append(f"{r.label}: {totals.clamped} values above one hour clamped")
         client_cpu_s = r.meter.client_cpu_s
         r.rows = r.results.finish(
-            totals, measured_s=w.measured_s, rates=w.rates(), cpu_s=r.meter.cpu_s,
+            totals, measured_s=w.measured_s, rates=w.rates(),
+            cpu_s=r.meter.cpu_s if r.probed else None,
             client_cpu_us=client_cpu_s * 1e6 / w.started
             if client_cpu_s is not None and w.started else None,
-            rss_mb_max=r.meter.target.rss_max / 2**20, saturated=r.saturated)
+            rss_mb_max=r.meter.target.rss_max / 2**20 if r.probed else None,
+            saturated=r.saturated)
         if r.status == "running":
             r.status = "ok"
         self.progress.end(r.label, r.status + (f": {r.error}" if r.error else "")
@@ -345,19 +353,9 @@ class Runner:
 
     def _finish(self, status: str) -> RunOutcome:
         sc = self.scenario
-        targets = [{
-            "name": r.ref.name, "transport": r.ref.transport, "client": r.ref.variant,
-            "url": redact(r.target.url if r.target else ""), "repetition": r.repetition,
-            "status": r.status, "error": redact_text(r.error) if r.error else None,
-            "warmup_s": sc.warmup_s, "duration_s": sc.duration_s,
-            "measured_s": round(r.window.measured_s, 3) if r.window.began else 0.0,
-            "saturated": r.saturated,
-            "namespace": self._namespace(r)
-            if get_transport(r.ref.transport).broker is not None else None,
-            "conformance": (r.target.conformance if r.target else "") or None,
-            "in_flight_waits": sum(s.in_flight_waits for s in r.stats),
-            "log": f"logs/{r.name}.log" if r.target and r.target.services else None,
-        } for r in self.runs]
+        targets = [r.record(None if self.reach.by_url(r.ref) else self._namespace(r)
+                            if get_transport(r.ref.transport).broker is not None else None,
+                            self.reach.record(r.ref)) for r in self.runs]
         meta = {
             "status": status,
             "started_at": utc_iso(self.started_at), "ended_at": utc_iso(time.time()),

@@ -13,6 +13,7 @@ from harness.run.results import TargetResults
 from harness.run.window import Window
 from harness.scenario import Scenario, TargetRef
 from harness.stage.stage import StagedTarget
+from targets.redact import redact, redact_text
 
 
 @dataclass
@@ -25,6 +26,7 @@ class TargetRun:
     status: str = "not_run"
     error: str | None = None
     saturated: bool = False
+    probed: bool = True  # its processes' CPU and memory are measured (not: reached by URL)
     target: StagedTarget | None = None
     pool: WorkerPool | None = None
     meter: Meter | None = None
@@ -54,3 +56,20 @@ class TargetRun:
         """The measured window ends now (an interruption or a failure during the load)."""
         if self.window.stop() and self.meter is not None:
             self.meter.stop_client()
+
+    def record(self, namespace: str | None, reach: dict[str, Any]) -> dict[str, Any]:
+        """This run's row of run.json `targets`; `reach` says how it was reached and probed."""
+        sc, target = self.scenario, self.target
+        return {
+            "name": self.ref.name, "transport": self.ref.transport, "client": self.ref.variant,
+            "server": self.ref.server_name, "url": redact(target.url if target else ""),
+            "repetition": self.repetition, "status": self.status,
+            "error": redact_text(self.error) if self.error else None,
+            "warmup_s": sc.warmup_s, "duration_s": sc.duration_s,
+            "measured_s": round(self.window.measured_s, 3) if self.window.began else 0.0,
+            "saturated": self.saturated, "namespace": namespace,
+            "conformance": (target.conformance if target else "") or None,
+            "in_flight_waits": sum(s.in_flight_waits for s in self.stats),
+            "log": f"logs/{self.name}.log" if target and target.services else None,
+            **reach,
+        }

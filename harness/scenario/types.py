@@ -1,5 +1,6 @@
 """The value types of scenario files: durations, targets and names, each validated from the
-file's value and described in the JSON Schema as the file writes it ("10s", "rest:httpx").
+file's value and described in the JSON Schema as the file writes it ("10s", "rest:httpx",
+"rest@granian").
 
 `harness.scenario` re-exports the public ones (TargetRef, parse_target, parse_duration).
 """
@@ -23,20 +24,31 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 @dataclass(frozen=True)
 class TargetRef:
-    """A transport and the client variant that drives it (`rest` or `rest:httpx`)."""
+    """A transport, the client variant that drives it and the server variant that answers
+    (`rest`, `rest:httpx`, `rest@granian`, `rest:httpx@granian`). `server` is None for the
+    transport's default server, so existing specs keep their names and equality."""
 
     transport: str
     variant: str
+    server: str | None = None
 
     @property
     def name(self) -> str:
-        """The row name in results: the variant is appended only when it is not the default."""
+        """The row name in results: each variant is appended only when it is not the default
+        (`rest`, `rest-httpx`, `rest-granian`, `rest-httpx-granian`)."""
         default = TRANSPORTS[self.transport].default_client
-        return self.transport if self.variant == default else f"{self.transport}-{self.variant}"
+        name = self.transport if self.variant == default else f"{self.transport}-{self.variant}"
+        return f"{name}-{self.server}" if self.server else name
 
     @property
     def spec(self) -> str:
-        return f"{self.transport}:{self.variant}"
+        spec = f"{self.transport}:{self.variant}"
+        return f"{spec}@{self.server}" if self.server else spec
+
+    @property
+    def server_name(self) -> str:
+        """The server variant, the default one named."""
+        return self.server or TRANSPORTS[self.transport].default_server
 
 
 def parse_duration(value: object) -> float | None:
@@ -53,8 +65,11 @@ def parse_duration(value: object) -> float | None:
 
 
 def parse_target(spec: str) -> TargetRef:
-    """`rest` or `rest:httpx` → TargetRef; KeyError with the valid choices otherwise."""
-    transport, _, variant = spec.strip().partition(":")
+    """`TRANSPORT[:CLIENT][@SERVER]` (`rest`, `rest:httpx`, `rest@granian`) → TargetRef;
+    KeyError with the valid choices otherwise. `@` names the server variant, `:` the client
+    variant, so the two never collide."""
+    rest, at, server = spec.strip().partition("@")
+    transport, _, variant = rest.partition(":")
     t = TRANSPORTS.get(transport)
     if t is None:
         raise KeyError(f"unknown target {transport!r}; known: {', '.join(TRANSPORTS)}")
@@ -62,7 +77,17 @@ def parse_target(spec: str) -> TargetRef:
     if variant not in t.clients:
         raise KeyError(f"{transport} has no client {variant!r}; choose one of: "
                        f"{', '.join(t.clients)}")
-    return TargetRef(transport, variant)
+    if at and server not in t.servers:
+        raise KeyError(f"{transport} has no server {server!r}; choose one of: "
+                       f"{', '.join(t.servers)}")
+    return TargetRef(transport, variant, None if server == t.default_server else server or None)
+
+
+def target_specs() -> list[str]:
+    """Every target a scenario may name (the JSON Schema's enum)."""
+    return [f"{name}{client}{server}" for name, t in TRANSPORTS.items()
+            for server in ("", *(f"@{s}" for s in t.servers))
+            for client in ("", *(f":{c}" for c in t.clients))]
 
 
 def duration_type(*, positive: bool, maximum: float) -> Any:
@@ -99,11 +124,10 @@ def distinct(value: Any, handler: ValidatorFunctionWrapHandler) -> tuple[TargetR
     return refs
 
 
-# A target as the file writes it ("rest", "rest:httpx"); written to run.json as its spec.
+# A target as the file writes it ("rest", "rest:httpx", "rest@granian"); written to run.json
+# as its spec.
 Target = Annotated[TargetRef, PlainValidator(_target), PlainSerializer(lambda t: t.spec),
-                   WithJsonSchema({"type": "string", "enum": [
-                       spec for name, t in TRANSPORTS.items()
-                       for spec in (name, *(f"{name}:{c}" for c in t.clients))]})]
+                   WithJsonSchema({"type": "string", "enum": target_specs()})]
 
 
 def _name(value: Any) -> str:

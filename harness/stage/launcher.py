@@ -87,13 +87,14 @@ class Service:
         return self.process.returncode
 
 
-def serve_command(transport: str, config: ServeConfig) -> list[str]:
+def serve_command(transport: str, config: ServeConfig, server: str | None = None) -> list[str]:
+    """The `commbench serve` command line; `server` picks a server variant (None: default)."""
     return [
         sys.executable, "-m", "harness.cli", "serve", transport,
         "--host", config.host, "--port", str(config.port), "--store", config.store,
         "--namespace", config.namespace,
         "--users", str(config.seed.users), "--orders-per-user", str(config.seed.orders_per_user),
-        "--seed", str(config.seed.seed),
+        "--seed", str(config.seed.seed), *(["--server", server] if server else []),
         "--role", config.role, "--topology", config.topology,
         "--hop-timeout", repr(config.hop_timeout_s),
         *(arg for role, url in config.downstreams for arg in ("--downstream", f"{role}={url}")),
@@ -122,8 +123,9 @@ class Launcher:
         name: str | None = None,
         cpus: Sequence[int] = (),
         timeout: float = READY_TIMEOUT_S,
+        server: str | None = None,
     ) -> Service:
-        get_transport(transport)  # unknown names fail here, before a process starts
+        get_transport(transport).server_entry(server)  # unknown names fail here, before a process starts
         name = name or transport
         log_path = self.log_dir / f"{name}.log"
         try:
@@ -133,7 +135,7 @@ class Launcher:
             raise UserError(f"cannot write the log {log_path}: {exc.strerror}") from None
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{AMQP_URL_ENV: config.amqp_url})
         process = subprocess.Popen(
-            serve_command(transport, config),
+            serve_command(transport, config, server),
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,

@@ -146,7 +146,7 @@ class Stage:
         config = ServeConfig(store=self._store(store, name), amqp_url=broker_url,
                              namespace=namespace, seed=seed)
         service = self._launcher.start(ref.transport, config, name=name, cpus=cpus,
-                                       timeout=timeout)
+                                       timeout=timeout, server=ref.server)
         target.services[EDGE] = service
         target.url = service.url
         return target

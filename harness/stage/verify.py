@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.errors import UserError
-from harness.scenario import TargetRef
+from harness.scenario import TargetRef, parse_target
 from harness.stage.conformance import CHECKS, Check, run_checks
 from harness.stage.stage import Stage
 from targets.core.errors import InvalidRequest, NotFound, OrderError
@@ -21,9 +21,10 @@ from targets.registry import get_transport
 REACH = "reach the target"
 
 
-def column_name(transport: str, variant: str) -> str:
-    """`rest` for the default client, `rest-httpx` for another variant (results use the same)."""
-    return transport if variant == get_transport(transport).default_client else f"{transport}-{variant}"
+def column_name(transport: str, variant: str, server: str | None = None) -> str:
+    """`rest` for the default client and server, `rest-httpx` for another client variant,
+    `rest-granian` for another server variant (results use the same names)."""
+    return TargetRef(transport, variant, server).name
 
 
 PREFLIGHT_TIMEOUT_S = 5.0
@@ -63,12 +64,25 @@ def run_verify(
     seed: SeedSpec | None = None,
     console: Console | None = None,
 ) -> bool:
+    """`names` are targets as `TRANSPORT[:CLIENT][@SERVER]`; a client named there is the only
+    one checked, else every client variant (or the one --client names)."""
     console = console or Console()
     seed = seed or SeedSpec()
+    refs = []
+    for name in names:
+        try:
+            refs.append(parse_target(name))
+        except KeyError as exc:
+            raise UserError(f"--targets: {exc.args[0]}") from None
+    transports = [r.transport for r in refs]
     for option, given in (("--url", urls), ("--client", clients)):
         for name in given:
-            if name not in names:
+            if name not in transports:
                 raise UserError(f"{option} names {name!r}, which is not in --targets ({','.join(names)})")
+    for name, ref in zip(names, refs, strict=True):
+        if ref.server and ref.transport in urls:
+            raise UserError(f"--url {ref.transport}: a target reached by URL runs whatever server "
+                            f"answers there; drop @{ref.server} from {name}")
     for name, variant in clients.items():
         try:
             get_transport(name).client_factory(variant)
@@ -77,17 +91,20 @@ def run_verify(
     columns: dict[str, list[Check]] = {}
     namespace = f"verify-{uuid.uuid4().hex[:8]}"
     with Stage(log_dir, amqp_url=amqp_url, note=console.print) as stage:
-        stage.need_brokers(n for n in names if n not in urls)
-        for name in names:
-            transport = get_transport(name)
-            target = stage.start(TargetRef(name, transport.default_client), name=name,
-                                 namespace=namespace, seed=seed, url=urls.get(name))
+        stage.need_brokers(t for t in transports if t not in urls)
+        for name, ref in zip(names, refs, strict=True):
+            transport = get_transport(ref.transport)
+            served = TargetRef(ref.transport, transport.default_client, ref.server)
+            target = stage.start(served, name=served.name, namespace=namespace, seed=seed,
+                                 url=urls.get(ref.transport))
             if not target.external:
-                console.print(f"{name}: ready at {target.url}")
-            variants = [clients[name]] if name in clients else list(transport.clients)
+                console.print(f"{served.name}: ready at {target.url}")
+            explicit = ":" in name.partition("@")[0]
+            variants = [ref.variant] if explicit else [clients[ref.transport]] \
+                if ref.transport in clients else list(transport.clients)
             for variant in variants:
-                columns[column_name(name, variant)] = asyncio.run(
-                    verify_client(name, variant, target.url, seed)
+                columns[column_name(ref.transport, variant, ref.server)] = asyncio.run(
+                    verify_client(ref.transport, variant, target.url, seed)
                 )
     console.print(render_table(columns))
     failures = [(col, c) for col, checks in columns.items() for c in checks if not c.passed]

@@ -4,7 +4,9 @@ ids included, on every transport, so lookups can be compared field for field."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from targets.core.model import CATALOGUE, STATUSES, Item, Order
 
@@ -45,3 +47,10 @@ def seed_orders(spec: SeedSpec) -> list[Order]:
                 request_id=f"seed-{n}",
             ))
     return orders
+
+
+def seed_records(spec: SeedSpec) -> Iterator[dict[str, Any]]:
+    """The seed orders with every field, request id included (`commbench seed` writes them),
+    so an implementation in any language can load exactly the orders lookups will ask for."""
+    for order in seed_orders(spec):
+        yield {**order.to_dict(), "request_id": order.request_id}
