@@ -97,6 +97,9 @@ def verify(
         help="client variant per target: NAME=VARIANT (repeatable); default: every variant")] = None,
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
     logs: Annotated[Path, typer.Option(help="folder for the targets' logs")] = Path("results/.logs"),
+    topology: Annotated[str, typer.Option(
+        help="single: one order service; chain: the order flow (edge, payment, inventory), "
+             "with the flow's checks")] = "single",
 ) -> None:
     """Start the targets (or use --url), run the conformance checks, print check × target."""
     from harness.stage.verify import run_verify
@@ -105,7 +108,7 @@ def verify(
     for n in names:
         _transport(n.partition("@")[0].partition(":")[0])
     ok = run_verify(names, urls=_pairs(url, "--url"), clients=_pairs(client, "--client"),
-                    amqp_url=amqp_url, log_dir=logs)
+                    amqp_url=amqp_url, log_dir=logs, topology=topology)
     raise typer.Exit(0 if ok else 1)
 
 

@@ -24,6 +24,7 @@ from reports import plots
 from reports.claims import Claim, check_claims
 from reports.errors import ReportError
 from reports.findings import findings, noise_note
+from reports.flow import FlowTables, flow_tables
 from reports.loader import Run, load_runs, same_scenario, scenario_warning
 from reports.tables import OPERATION_LABEL, Table, figures, tables, write_tables
 from targets.redact import redact_text
@@ -55,6 +56,7 @@ class Section:
     plots: list[Plot] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     by_url: dict[str, str] = field(default_factory=dict)  # target → its CPU note (--url)
+    flow: FlowTables | None = None  # topology "chain": books and cost per service
 
 
 def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None = None) -> Path:
@@ -155,7 +157,7 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
                       findings=findings(run, df), noise=noise_note(df),
                       claims=check_claims(run, df) if not df.empty else [],
                       tables=tables(df), files=[_rel(f, base) for f in files],
-                      by_url=run.by_url())
+                      by_url=run.by_url(), flow=flow_tables(run))
     pdir = folder / "plots"
     ops = [t.operation for t in section.tables if t.operation != "all"] or ["all"]
     for op in ops:

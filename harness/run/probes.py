@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import psutil
 
@@ -52,8 +53,12 @@ class Meter:
     window, so CPU per request covers exactly the measured requests."""
 
     def __init__(self, target: ProcessProbe, client: ProcessProbe | None,
-                 record: Callable[[int, float | None, float], None]) -> None:
+                 record: Callable[[int, float | None, float], None],
+                 parts: dict[str, ProcessProbe] | None = None) -> None:
         self.target, self.client, self.record = target, client, record
+        self.parts = parts or {}  # a topology's services (and broker), by name
+        self.parts_start: dict[str, float] = {}
+        self.parts_end: dict[str, float] = {}
         self.start_ns = 0
         self.window_seconds = 0
         self.next_second = 0
@@ -70,6 +75,7 @@ class Meter:
         self.last = (time.monotonic_ns(), self.target.sample()[0])
         if self.next_second == 0:  # no warm-up: this sample opens the measured window
             self.cpu_start = self.last[1]
+            self.parts_start = self._parts()
             self.client_start = self.client.sample()[0] if self.client else None
 
     @property
@@ -88,6 +94,7 @@ class Meter:
             self.record(self.next_second, pct, rss / 2**20)
             if self.next_second == -1:  # the sample taken as measurement starts
                 self.cpu_start = cpu
+                self.parts_start = self._parts()
                 if self.client is not None:
                     self.client_start = self.client.sample()[0]
             elif self.next_second == self.window_seconds - 1:
@@ -96,7 +103,17 @@ class Meter:
             self.next_second += 1
             if final:
                 self.cpu_end = cpu
+                self.parts_end = self._parts()
                 break
+
+    def _parts(self) -> dict[str, float]:
+        return {name: probe.sample()[0] for name, probe in self.parts.items()}
+
+    def services_record(self, requests: int) -> dict[str, Any]:
+        """CPU µs per request of each part over the measured window (run.json `services`)."""
+        return {name: round((self.parts_end[name] - start) * 1e6 / requests, 1)
+                if name in self.parts_end and requests else None
+                for name, start in self.parts_start.items()}
 
     def stop_client(self) -> None:
         """The generator's CPU stops counting (the window ended, or the run was stopped)."""

@@ -35,6 +35,7 @@ from harness.run.options import Interrupted, RunOptions, RunOutcome
 from harness.run.probes import Meter, ProcessProbe
 from harness.run.progress import ProgressListener, ProgressView
 from harness.run.results import ResourceSample, ResultWriter, run_id_for, utc_iso
+from harness.run.settle import settle
 from harness.run.target_run import TargetRun
 from harness.run.window import SATURATION_RULE
 from harness.scenario import find_scenario, load_scenario, parse_target
@@ -159,6 +160,8 @@ class Runner:
                 self._drive(live)
             for r in runs:
                 self._complete(r)
+            for r in runs:
+                self._settle(r)
         except KeyboardInterrupt:
             with signals_ignored():
                 self._abort(runs, "interrupted")
@@ -178,7 +181,8 @@ class Runner:
         try:
             r.target = self.stage.start(r.ref, name=r.name, namespace=self._namespace(r),
                                         seed=sc.data.seed_spec(), store=sc.data.store,
-                                        cpus=self.target_cpus, url=self.reach.url(r.ref))
+                                        cpus=self.target_cpus, url=self.reach.url(r.ref),
+                                        topology=sc.topology)
             self.stage.gate(r.target, sc.data.seed_spec(), sc.load.timeout_s)
         except GateFailed as exc:
             return self._refuse(r, str(exc))
@@ -186,6 +190,7 @@ class Runner:
             return self._refuse(r, f"did not start: {exc}")
         roots = [s.pid for s in r.target.services.values()] or list(self.reach.probed(r.ref))
         r.probed = bool(roots)
+        parts = {role: ProcessProbe([s.pid]) for role, s in r.target.services.items()}
         if get_transport(r.ref.transport).broker is not None and not r.target.external:
             pids = self.stage.broker_pids(r.target)
             if pids is None:
@@ -193,7 +198,8 @@ class Runner:
                                      "CPU per request excludes the broker")
             else:
                 roots += pids
-        prefix = f"{self.run_id[:15]}-r{r.repetition}"
+                parts["broker"] = ProcessProbe(pids)
+        prefix = self._request_prefix(r)
         accepted = get_transport(r.ref.transport).accepted_moment
         specs = [WorkerSpec(r.ref.transport, r.ref.variant, r.target.url,
                             EngineConfig(sc, i, self.opts.processes, prefix,
@@ -204,7 +210,8 @@ class Runner:
         r.meter = Meter(ProcessProbe(roots), ProcessProbe(r.pool.pids),
                         lambda second, pct, rss: r.results.resource(  # type: ignore[union-attr]
                             second, ResourceSample(pct, rss) if r.probed
-                            else ResourceSample(None, None)))
+                            else ResourceSample(None, None)),
+                        parts if len(r.target.services) > 1 else None)
         try:
             r.pool.wait_ready()
         except RuntimeError as exc:
@@ -323,6 +330,19 @@ class Runner:
             r.status = "ok"
         self.progress.end(r.label, r.status + (f": {r.error}" if r.error else "")
                           + (" (saturated)" if r.saturated else ""))
+
+    def _settle(self, r: TargetRun) -> None:
+        """A chain's books after a bounded drain (from its stores, not client answers)."""
+        if r.target is not None and r.target.stores is not None and r.results is not None:
+            try:
+                r.reconciliation = settle(r.target.stores, self._request_prefix(r))
+            except ValueError as exc:  # a store missing or not what it should be
+                r.reconciliation = {"clean": False, "problems": [f"impossible: {exc}"]}
+            self.warnings += [f"{r.label}: reconciliation: {line}"
+                              for line in r.reconciliation["problems"]]
+
+    def _request_prefix(self, r: TargetRun) -> str:  # the generator's request ids
+        return f"{self.run_id[:15]}-r{r.repetition}"
 
     def _namespace(self, r: TargetRun) -> str:
         """Queue and exchange names of one target run on the broker."""

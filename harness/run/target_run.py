@@ -35,6 +35,7 @@ class TargetRun:
     window: Window = field(init=False)
     stats: list[EngineStats] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    reconciliation: dict[str, Any] | None = None  # chain topology: the stores' accounting
 
     def __post_init__(self) -> None:
         self.window = Window(self.scenario.duration_s, self.scenario.warmup_s)
@@ -71,5 +72,9 @@ class TargetRun:
             "conformance": (target.conformance if target else "") or None,
             "in_flight_waits": sum(s.in_flight_waits for s in self.stats),
             "log": f"logs/{self.name}.log" if target and target.services else None,
+            "topology": sc.topology,
+            "services": self.meter.services_record(self.window.started)
+            if self.meter is not None and target and len(target.services) > 1 else None,
+            "reconciliation": self.reconciliation,
             **reach,
         }

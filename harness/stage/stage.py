@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ from harness.lifecycle import signals_ignored
 from harness.scenario import TargetRef
 from harness.stage.launcher import READY_TIMEOUT_S, Launcher, Service
 from targets.core.seed import SeedSpec
+from targets.flow.plan import stand_up
 from targets.redact import redact
 from targets.registry import BrokerKind, get_transport
-from targets.serving import ServeConfig
+from targets.serving import TOPOLOGY_CHAIN, TOPOLOGY_SINGLE, ServeConfig
 
 EDGE = "order"  # the service clients talk to; the topology adds its downstreams by name
 
@@ -45,6 +46,8 @@ class StagedTarget:
     services: dict[str, Service] = field(default_factory=dict)
     conformance: str = ""  # "17/17 checks passed" once gated
     stopped: bool = False
+    topology: str = "single"
+    stores: Path | None = None  # chain: the folder of every service's store (reconciliation)
 
     @property
     def external(self) -> bool:
@@ -131,25 +134,42 @@ class Stage:
 
     def start(self, ref: TargetRef, *, name: str, namespace: str, seed: SeedSpec,
               store: str = "memory", cpus: Sequence[int] = (), url: str | None = None,
-              timeout: float = READY_TIMEOUT_S) -> StagedTarget:
-        """Stand a target up (or adopt the one at `url`); UserError when it cannot start."""
+              timeout: float = READY_TIMEOUT_S, topology: str = TOPOLOGY_SINGLE) -> StagedTarget:
+        """Stand a target up (or adopt the one at `url`); UserError when it cannot start.
+
+        topology "chain": every service the transport serves in the order flow, downstreams
+        first, each a process named `<name>-<service>` (the edge: `<name>`) on its own SQLite
+        store in `<data>/<name>/`, which reconciliation reads afterwards."""
         transport = get_transport(ref.transport)
         if url is not None:
-            target = StagedTarget(ref, name, url)
+            target = StagedTarget(ref, name, url, topology=topology)
             self.targets.append(target)
             return target
         broker = self._broker(transport.broker) if transport.broker is not None else None
         broker_url = broker.url if broker is not None else self.amqp_url
         target = StagedTarget(ref, name, "", namespace if broker else None,
-                              broker_url if broker else None)
+                              broker_url if broker else None, topology=topology)
         self.targets.append(target)
-        config = ServeConfig(store=self._store(store, name), amqp_url=broker_url,
-                             namespace=namespace, seed=seed)
-        service = self._launcher.start(ref.transport, config, name=name, cpus=cpus,
-                                       timeout=timeout, server=ref.server)
-        target.services[EDGE] = service
-        target.url = service.url
+        config = ServeConfig(amqp_url=broker_url, namespace=namespace, seed=seed)
+
+        def launch(role: str, config: ServeConfig) -> str:
+            service = self._launcher.start(ref.transport, config,
+                                           name=name if role == EDGE else f"{name}-{role}",
+                                           cpus=cpus, timeout=timeout, server=ref.server)
+            target.services[role] = service
+            return service.url
+
+        if topology == TOPOLOGY_CHAIN:
+            target.stores = self._folder(name)
+            target.url = stand_up(ref.transport, config, target.stores, launch)[EDGE]
+        else:
+            target.url = launch(EDGE, replace(config, store=self._store(store, name)))
         return target
+
+    def _folder(self, name: str) -> Path:
+        if self.data_dir is None:
+            raise UserError("the chain topology needs a data folder for the stage")
+        return (self.data_dir / name).resolve()
 
     def _store(self, kind: str, name: str) -> str:
         if kind == "memory":
@@ -162,12 +182,16 @@ class Stage:
     def gate(self, target: StagedTarget, seed: SeedSpec, timeout: float) -> str:
         """The conformance gate: the summary line, or GateFailed naming the failed checks."""
         from harness.stage.conformance import run_checks
+        from harness.stage.flow_checks import chain_status, run_flow_checks
 
         async def check() -> list[Any]:
             factory = get_transport(target.ref.transport).client_factory(target.ref.variant)
             client = await factory(target.url, timeout=timeout)
             try:
-                return await run_checks(client, seed)
+                if target.topology != TOPOLOGY_CHAIN:
+                    return await run_checks(client, seed)
+                return [*await run_checks(client, seed, created_status=chain_status(seed)),
+                        *await run_flow_checks(client, seed)]
             finally:
                 await client.close()
 

@@ -4,6 +4,7 @@ client variant, print one check × target table."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from rich.table import Table
 from harness.errors import UserError
 from harness.scenario import TargetRef, parse_target
 from harness.stage.conformance import CHECKS, Check, run_checks
+from harness.stage.flow_checks import FLOW_CHECKS, chain_status, run_flow_checks
 from harness.stage.stage import Stage
 from targets.core.errors import InvalidRequest, NotFound, OrderError
 from targets.core.seed import SeedSpec
 from targets.registry import get_transport
+from targets.serving import TOPOLOGIES, TOPOLOGY_CHAIN, TOPOLOGY_SINGLE
 
 REACH = "reach the target"
 
@@ -30,9 +33,12 @@ def column_name(transport: str, variant: str, server: str | None = None) -> str:
 PREFLIGHT_TIMEOUT_S = 5.0
 
 
-async def verify_client(transport: str, variant: str, url: str, seed: SeedSpec) -> list[Check]:
+async def verify_client(transport: str, variant: str, url: str, seed: SeedSpec,
+                        chain: bool = False) -> list[Check]:
     """The checks, after one preflight call: a target that does not answer at all gets one
-    failed `reach the target` row, not every check timing out in turn."""
+    failed `reach the target` row, not every check timing out in turn. `chain`: the edge of
+    the order flow, so new orders settle as the seeded rules say and the flow's own checks
+    run too."""
     factory = get_transport(transport).client_factory(variant)
     try:
         client = await factory(url, timeout=PREFLIGHT_TIMEOUT_S)
@@ -49,7 +55,11 @@ async def verify_client(transport: str, variant: str, url: str, seed: SeedSpec) 
         await client.close()
     client = await factory(url)
     try:
-        return [Check(REACH, True), *await run_checks(client, seed)]
+        if not chain:
+            return [Check(REACH, True), *await run_checks(client, seed)]
+        return [Check(REACH, True),
+                *await run_checks(client, seed, created_status=chain_status(seed)),
+                *await run_flow_checks(client, seed)]
     finally:
         await client.close()
 
@@ -63,6 +73,7 @@ def run_verify(
     log_dir: Path,
     seed: SeedSpec | None = None,
     console: Console | None = None,
+    topology: str = TOPOLOGY_SINGLE,
 ) -> bool:
     """`names` are targets as `TRANSPORT[:CLIENT][@SERVER]`; a client named there is the only
     one checked, else every client variant (or the one --client names)."""
@@ -90,13 +101,17 @@ def run_verify(
             raise UserError(exc.args[0]) from None
     columns: dict[str, list[Check]] = {}
     namespace = f"verify-{uuid.uuid4().hex[:8]}"
-    with Stage(log_dir, amqp_url=amqp_url, note=console.print) as stage:
+    if topology not in TOPOLOGIES:
+        raise UserError(f"--topology: choose one of {', '.join(TOPOLOGIES)}, got {topology!r}")
+    chain = topology == TOPOLOGY_CHAIN
+    with tempfile.TemporaryDirectory(prefix="commbench-verify-") as data, \
+            Stage(log_dir, amqp_url=amqp_url, data_dir=Path(data), note=console.print) as stage:
         stage.need_brokers(t for t in transports if t not in urls)
         for name, ref in zip(names, refs, strict=True):
             transport = get_transport(ref.transport)
             served = TargetRef(ref.transport, transport.default_client, ref.server)
             target = stage.start(served, name=served.name, namespace=namespace, seed=seed,
-                                 url=urls.get(ref.transport))
+                                 url=urls.get(ref.transport), topology=topology)
             if not target.external:
                 console.print(f"{served.name}: ready at {target.url}")
             explicit = ":" in name.partition("@")[0]
@@ -104,7 +119,7 @@ def run_verify(
                 if ref.transport in clients else list(transport.clients)
             for variant in variants:
                 columns[column_name(ref.transport, variant, ref.server)] = asyncio.run(
-                    verify_client(ref.transport, variant, target.url, seed)
+                    verify_client(ref.transport, variant, target.url, seed, chain)
                 )
     console.print(render_table(columns))
     failures = [(col, c) for col, checks in columns.items() for c in checks if not c.passed]
@@ -123,7 +138,8 @@ def render_table(columns: dict[str, list[Check]]) -> Table:
     table.add_column("check")
     for col in columns:
         table.add_column(col, justify="center")
-    names = [REACH, *CHECKS] if columns else []
+    flow = any(c.name in FLOW_CHECKS for checks in columns.values() for c in checks)
+    names = [REACH, *CHECKS, *(FLOW_CHECKS if flow else ())] if columns else []
     for name in names:
         cells = []
         for checks in columns.values():

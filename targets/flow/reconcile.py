@@ -47,6 +47,7 @@ class _FlowOrder:
     status: str
     total_cents: int
     items: dict[str, int]  # quantity per SKU
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class Reconciliation:
 
     orders: int  # orders created through the flow (seeded ones excluded)
     by_status: dict[str, int]
+    # orders whose request id starts with the `load` prefix reconcile was given (the load's
+    # own, without the conformance gate's): by status; None when no prefix was given
+    load_by_status: dict[str, int] | None
     stuck: dict[str, list[int]]  # non-terminal orders by stage (unpaid, paid, reserved)
     charges: int  # ledger entries, i.e. money movements
     refunds: int
@@ -113,6 +117,7 @@ def reconcile(
     payments: str | Path,
     inventory: str | Path,
     notifications: str | Path | None = None,
+    load: str | None = None,
 ) -> Reconciliation:
     """Account for one target from its stores (paths or `sqlite:PATH` specs); ValueError when
     a store is missing. Pass `notifications` for the queue topology only."""
@@ -157,6 +162,8 @@ def reconcile(
     return Reconciliation(
         orders=len(flow),
         by_status=dict(sorted(by_status.items())),
+        load_by_status=None if load is None else dict(sorted(Counter(
+            o.status for o in flow.values() if o.request_id.startswith(load)).items())),
         stuck=stuck,
         charges=sum(m[0] for m in money.values()),
         refunds=sum(m[1] for m in money.values()),
@@ -178,14 +185,14 @@ def reconcile(
     )
 
 
-def reconcile_folder(folder: str | Path) -> Reconciliation:
+def reconcile_folder(folder: str | Path, load: str | None = None) -> Reconciliation:
     """`reconcile` over `<folder>/{order,payment,inventory}.db`, and `notification.db` when
     the topology had one (the queue)."""
     folder = Path(folder)
     notifications = store_path(folder, ROLE_NOTIFICATION)
     return reconcile(store_path(folder, ROLE_ORDER), store_path(folder, ROLE_PAYMENT),
                      store_path(folder, ROLE_INVENTORY),
-                     notifications if notifications.exists() else None)
+                     notifications if notifications.exists() else None, load)
 
 
 @contextlib.contextmanager
@@ -202,14 +209,14 @@ def _store(path: str | Path, role: str) -> Iterator[sqlite3.Connection]:
 
 
 def _flow_orders(db: sqlite3.Connection) -> dict[int, _FlowOrder]:
-    rows = db.execute("SELECT id, status, total_cents, items FROM orders"
+    rows = db.execute("SELECT id, status, total_cents, items, request_id FROM orders"
                       " WHERE request_id != 'seed-' || id")
     out: dict[int, _FlowOrder] = {}
-    for oid, status, total, items in rows:
+    for oid, status, total, items, request_id in rows:
         wanted: dict[str, int] = defaultdict(int)
         for sku, quantity, _price in json.loads(items):
             wanted[sku] += quantity
-        out[oid] = _FlowOrder(oid, status, total, dict(wanted))
+        out[oid] = _FlowOrder(oid, status, total, dict(wanted), request_id)
     return out
 
 

@@ -1,0 +1,60 @@
+"""The order flow's own tables (topology "chain"): each target's books after the run, as
+reconciliation read them from the services' stores, and the CPU every service of the
+topology spent per request. Read from run.json's target rows; nothing is recomputed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from reports.loader import Run
+
+SERVICES = ("order", "payment", "inventory", "notification", "broker")
+
+
+@dataclass
+class FlowTables:
+    books_columns: list[str]
+    books: list[tuple[str, list[str]]]
+    cost_columns: list[str]
+    cost: list[tuple[str, list[str]]]
+    problems: list[str] = field(default_factory=list)
+
+
+def flow_tables(run: Run) -> FlowTables | None:
+    rows = [t for t in run.context.get("targets", []) if t.get("topology") == "chain"]
+    if not rows:
+        return None
+    books, cost, problems = [], [], []
+    for t in rows:
+        label = f"{t['name']} r{t.get('repetition', 1)}"
+        rec: dict[str, Any] = t.get("reconciliation") or {}
+        load = rec.get("load_by_status") or {}
+        stuck = sum((rec.get("stuck") or {}).values())
+        books.append((label, [
+            str(sum(load.values())) if load else "–",
+            str(load.get("confirmed", 0)), str(load.get("cancelled", 0)),
+            str(load.get("rejected", 0)), str(stuck),
+            str(rec.get("orders", "–")),
+            f"{rec.get('charges', '–')} / {rec.get('refunds', '–')}",
+            str(rec.get("double_charges", "–")),
+            _num(rec.get("downstream_steps_per_order")),
+            "yes" if rec.get("clean") else "no" if rec else "not reconciled",
+            _num(rec.get("drain_s")),
+        ]))
+        problems += [f"{label}: {p}" for p in rec.get("problems") or []]
+        services: dict[str, Any] = t.get("services") or {}
+        known = [v for v in services.values() if v is not None]
+        cost.append((label, [_num(services.get(s)) for s in SERVICES]
+                     + [_num(sum(known)) if known else "–"]))
+    return FlowTables(
+        ["load orders", "confirmed", "cancelled", "rejected", "stuck", "all orders",
+         "charges / refunds", "double charges", "downstream steps per order", "books balance",
+         "drain s"], books,
+        [*SERVICES, "total"], cost, problems)
+
+
+def _num(v: object) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,.0f}" if isinstance(v, int | float) and abs(v) >= 100 else f"{v:g}"
