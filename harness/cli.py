@@ -173,18 +173,24 @@ def run(
     pid: Annotated[list[str] | None, typer.Option(
         help="with --url, the process whose tree's CPU and memory to probe: NAME=PID[,PID…] "
              "(repeatable)")] = None,
+    fault: Annotated[list[str] | None, typer.Option(
+        help="inject a fault during the measured window, added to the scenario's: "
+             "SERVICE:KIND[=PARAMS]@AT+DURATION, e.g. payment:pause@10s+5s, "
+             "payment:delay=2s,jitter=200ms@10s+10s, payment:errors=0.2@5s+10s (repeatable)")]
+    = None,
 ) -> None:
     """Measure the targets under a scenario and write results/<run-id>/."""
     from harness.run.command import run_command
     from harness.run.options import RunOptions, parse_cpus
-    from harness.scenario import duration_option
+    from harness.scenario import duration_option, parse_fault_option
 
     opts = RunOptions(scenario=scenario, targets=targets, rate=rate,
                       duration_s=duration_option(duration, "--duration"), repetitions=repetitions,
                       processes=processes, target_cpus=parse_cpus(target_cpus, "--target-cpus"),
                       load_cpus=parse_cpus(load_cpus, "--load-cpus"), concurrent=concurrent,
                       results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir,
-                      urls=_pairs(url, "--url"), pids=_pairs(pid, "--pid"))
+                      urls=_pairs(url, "--url"), pids=_pairs(pid, "--pid"),
+                      faults=tuple(parse_fault_option(f) for f in fault or []))
     raise typer.Exit(run_command(opts, report=_write_report if report else None))
 
 

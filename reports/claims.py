@@ -376,26 +376,17 @@ def _window(run: Run, target: str, op: str, window: tuple[float, float, float],
     return Figure(v, min(per_rep), max(per_rep), len(per_rep), n)
 
 
-def _no_fault(key: str, claim: str, source: str) -> Callable[[Run, pd.DataFrame], Claim]:
-    def check(run: Run, df: pd.DataFrame) -> Claim:
-        c = Claim(key, claim, source)
-        faults = run.scenario.get("faults") or []
-        if not faults:
-            c.reason = "no fault was injected in this run"
-        else:
-            c.reason = ("this run injected faults, but this report version does not yet "
-                        "analyse fault windows")
-            c.evidence = [f"fault: {f}" for f in faults]
-        return c
-    return check
+def queue_isolates_consumers(run: Run, df: pd.DataFrame) -> Claim:
+    from reports.cascade_claims import queue_isolates_consumers as check  # uses Claim
+
+    return check(run, df)
 
 
-queue_isolates_consumers = _no_fault(
-    "queue-isolation", "Consumer failures do not affect producers behind a queue",
-    "Message queues — Pros: … resilience (consumer failures don't affect producers)")
-sync_chains_cascade = _no_fault(
-    "sync-cascade", "Synchronous call chains cascade failures",
-    "HTTP/REST — Cons: … cascading failures (if order-service is down, this call fails)")
+def sync_chains_cascade(run: Run, df: pd.DataFrame) -> Claim:
+    from reports.cascade_claims import sync_chains_cascade as check
+
+    return check(run, df)
+
 
 CHECKS: tuple[Callable[[Run, pd.DataFrame], Claim], ...] = (
     grpc_fast, rest_blocking, queue_buffers_spikes, queue_isolates_consumers,

@@ -19,13 +19,27 @@ class FlowTables:
     cost_columns: list[str]
     cost: list[tuple[str, list[str]]]
     problems: list[str] = field(default_factory=list)
+    cascade_columns: list[str] = field(default_factory=list)
+    cascade: list[tuple[str, list[str]]] = field(default_factory=list)
+
+
+CASCADE = (("fault", "fault"), ("time to detect s", "time_to_detect_s"),
+           ("time to recover s", "time_to_recover_s"), ("error rate during", "error_rate_during"),
+           ("p99 during ms", "p99_during_ms"), ("baseline p99 ms", "baseline_p99_ms"),
+           ("goodput before /s", "goodput_before_rps"), ("goodput during /s", "goodput_during_rps"))
+
+
+def fault_spans(run: Run) -> list[tuple[float, float, str]]:
+    """The scenario's fault windows, shaded on the time plots."""
+    return [(float(f["at_s"]), float(f["at_s"]) + float(f["duration_s"]),
+             f"{f['service']} {f['kind']}") for f in run.scenario.get("faults") or []]
 
 
 def flow_tables(run: Run) -> FlowTables | None:
     rows = [t for t in run.context.get("targets", []) if t.get("topology") == "chain"]
     if not rows:
         return None
-    books, cost, problems = [], [], []
+    books, cost, problems, cascade = [], [], [], []
     for t in rows:
         label = f"{t['name']} r{t.get('repetition', 1)}"
         rec: dict[str, Any] = t.get("reconciliation") or {}
@@ -43,6 +57,11 @@ def flow_tables(run: Run) -> FlowTables | None:
             _num(rec.get("drain_s")),
         ]))
         problems += [f"{label}: {p}" for p in rec.get("problems") or []]
+        for row in t.get("cascade") or []:
+            cascade.append((label, [_rate(row.get(k)) if k == "error_rate_during"
+                                    else str(row.get(k)) if k == "fault"
+                                    else "never" if row.get(k) is None and k.startswith("time")
+                                    else _num(row.get(k)) for _, k in CASCADE]))
         services: dict[str, Any] = t.get("services") or {}
         known = [v for v in services.values() if v is not None]
         cost.append((label, [_num(services.get(s)) for s in SERVICES]
@@ -51,10 +70,16 @@ def flow_tables(run: Run) -> FlowTables | None:
         ["load orders", "confirmed", "cancelled", "rejected", "stuck", "all orders",
          "charges / refunds", "double charges", "downstream steps per order", "books balance",
          "drain s"], books,
-        [*SERVICES, "total"], cost, problems)
+        [*SERVICES, "total"], cost, problems, [c for c, _ in CASCADE], cascade)
+
+
+def _rate(v: object) -> str:
+    return "–" if v is None else f"{float(v):.1%}"  # type: ignore[arg-type]
 
 
 def _num(v: object) -> str:
     if v is None:
         return "–"
-    return f"{v:,.0f}" if isinstance(v, int | float) and abs(v) >= 100 else f"{v:g}"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return f"{v:,}" if isinstance(v, int) else str(v)

@@ -24,7 +24,7 @@ from reports import plots
 from reports.claims import Claim, check_claims
 from reports.errors import ReportError
 from reports.findings import findings, noise_note
-from reports.flow import FlowTables, flow_tables
+from reports.flow import FlowTables, fault_spans, flow_tables
 from reports.loader import Run, load_runs, same_scenario, scenario_warning
 from reports.tables import OPERATION_LABEL, Table, figures, tables, write_tables
 from targets.redact import redact_text
@@ -159,6 +159,7 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
                       tables=tables(df), files=[_rel(f, base) for f in files],
                       by_url=run.by_url(), flow=flow_tables(run))
     pdir = folder / "plots"
+    spans = fault_spans(run)
     ops = [t.operation for t in section.tables if t.operation != "all"] or ["all"]
     for op in ops:
         fig = plots.percentile_spectrum(run, op)
@@ -170,10 +171,10 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
                 "x axis stretches the tail: 90 %, 99 %, 99.9 %, 99.99 %. The y axis starts at "
                 "half the lowest p10."))
     for fig, name, title, caption in (
-        (plots.latency_over_time(run), "latency-time", "Latency over time",
+        (plots.latency_over_time(run, spans), "latency-time", "Latency over time",
          "p99 solid, p50 dashed, per second of the measured window (warm-up and drain "
          "excluded), all operations together."),
-        (plots.throughput_over_time(run), "throughput-time", "Throughput over time",
+        (plots.throughput_over_time(run, spans), "throughput-time", "Throughput over time",
          "Successful requests completed per second of the measured window (warm-up and the "
          "drain after it excluded), against the offered rate (black dashed). Targets that "
          "kept up with the same arrival schedule draw the same line, the last one on top."),

@@ -277,7 +277,7 @@ def test_file_errors(tmp_path):
         load_scenario(bad)
     with pytest.raises(UserError, match="no such scenario file"):
         load_scenario(tmp_path / "missing.toml")
-    with pytest.raises(UserError, match=r"known: mixed, order-creation, order-lookup, quick"):
+    with pytest.raises(UserError, match=r"known: mixed, order-creation, order-flow, order-lookup, quick"):
         find_scenario("nope", ROOT / "scenarios")
     assert find_scenario("quick", ROOT / "scenarios") == ROOT / "scenarios" / "quick.toml"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.scenario import FaultSpec
 from targets.redact import redact
 from targets.serving import DEFAULT_AMQP_URL
 
@@ -26,6 +27,7 @@ class RunOptions:
     results_dir: Path = Path("results")
     amqp_url: str = DEFAULT_AMQP_URL
     scenarios_dir: Path = Path("scenarios")
+    faults: tuple[FaultSpec, ...] = ()  # --fault, added to the scenario's
     urls: dict[str, str] = field(default_factory=dict)  # --url: transport → running target
     pids: dict[str, str] = field(default_factory=dict)  # --pid: transport → "PID[,PID…]"
 

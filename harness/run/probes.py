@@ -106,6 +106,13 @@ class Meter:
                 self.parts_end = self._parts()
                 break
 
+    def follow(self, part: str, pid: int) -> None:
+        """A restarted process (a fault killed it) is probed from now on, in the total and
+        in its part; the CPU its predecessor used stays counted."""
+        self.target.roots.append(pid)
+        if part in self.parts:
+            self.parts[part].roots.append(pid)
+
     def _parts(self) -> dict[str, float]:
         return {name: probe.sample()[0] for name, probe in self.parts.items()}
 

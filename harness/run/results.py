@@ -247,6 +247,22 @@ class ResultWriter:
     def error_row(self, row: dict[str, Any]) -> None:
         self._row("errors.csv", row)
 
+    def fault_files(self, targets: list[dict[str, Any]]) -> None:
+        """faults.csv (each fault as applied) and cascade.csv (its numbers at the edge), from
+        run.json's target rows; written only when the run had faults."""
+        from harness.faults.cascade import CASCADE_COLUMNS
+        from harness.faults.injector import FAULT_COLUMNS
+
+        for name, key, cols in (("faults.csv", "faults", FAULT_COLUMNS),
+                                ("cascade.csv", "cascade", CASCADE_COLUMNS)):
+            rows = [{"target": t["name"], "repetition": t["repetition"], **row}
+                    for t in targets for row in t.get(key) or []]
+            if rows:
+                with open(self.dir / name, "w", newline="", encoding="utf-8") as f:
+                    w = csv.DictWriter(f, fieldnames=cols)
+                    w.writeheader()
+                    w.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
+
     def write_run_json(self, meta: dict[str, Any]) -> None:
         tmp = self.dir / "run.json.tmp"
         tmp.write_text(json.dumps({"format": FORMAT, "run_id": self.run_id, **meta}, indent=2)

@@ -18,7 +18,6 @@ import contextlib
 import multiprocessing.connection as mpc
 import os
 import shutil
-import signal
 import time
 import uuid
 from typing import Any, Protocol
@@ -27,6 +26,8 @@ from rich.console import Console
 
 from harness.environment import environment
 from harness.errors import UserError
+from harness.faults.cascade import Cascade
+from harness.faults.injector import Injector
 from harness.lifecycle import signals_ignored
 from harness.load.engine import EngineConfig
 from harness.load.recorder import NS, MergedSecond, Merger
@@ -72,7 +73,7 @@ class Runner:
                     raise UserError(f"--targets: {ref.name} is listed twice")
         self.scenario = sc.with_overrides(targets=targets, rate=opts.rate,
                                           duration_s=opts.duration_s,
-                                          repetitions=opts.repetitions)
+                                          repetitions=opts.repetitions, faults=opts.faults)
         self.reach = Reach.from_options(opts.urls, opts.pids)  # --url, --pid
         self.reach.check(self.scenario.targets)
         if opts.processes < 1:
@@ -230,6 +231,11 @@ class Runner:
                                        r.window.epoch_s())
         listeners: list[SecondListener] = [r.results, r.window,
                                            ProgressListener(self.progress, r.label)]
+        if sc.faults and r.target is not None:
+            r.cascade = Cascade(r.window.seconds)
+            r.injector = Injector(self.stage, r.target, sc.faults, r.window.start_ns,
+                                  r.meter.follow)
+            listeners.append(r.cascade)
 
         def on_second(m: MergedSecond) -> None:
             for listener in listeners:
@@ -247,15 +253,18 @@ class Runner:
             active = [r for r in runs if r.pool is not None and not r.pool.finished]
             if not active:
                 break
-            due = min(r.meter.due_ns for r in active if r.meter is not None)
+            due = min([r.meter.due_ns for r in active if r.meter is not None]
+                      + [d for r in active if r.injector and (d := r.injector.due_ns)])
             conns = [c for r in active for i, c in enumerate(r.pool.conns)  # type: ignore[union-attr]
                      if i not in r.pool.done]  # type: ignore[union-attr]
             mpc.wait(conns, max(0.0, (due - mono()) / NS))
             for r in active:
                 assert r.pool is not None and r.meter is not None
                 self._collect(r, r.pool.poll(0))
+                if r.injector is not None:
+                    r.injector.tick()
                 r.meter.sample()
-                if self._target_died(r):
+                if r.died():
                     r.pool.stop()
 
     def _collect(self, r: TargetRun, msgs: list[Message]) -> None:
@@ -279,28 +288,13 @@ class Runner:
                     self.warnings.append(f"{r.label}: {message}")
                 r.pool.stop()
 
-    def _target_died(self, r: TargetRun) -> bool:
-        """Mark a running target one of whose services has exited failed, with the reason it
-        gave (the queue server exits when it loses the broker)."""
-        dead = r.target.dead() if r.target is not None else None
-        if dead is None or r.status != "running":
-            return False
-        code = dead.process.returncode
-        if code < 0:  # killed: its last log line is whatever it happened to say before
-            r.fail(f"target was killed by {signal.Signals(-code).name} during the run; "
-                   f"see logs/{dead.log_path.name}")
-            return True
-        reason = dead.last_line()
-        r.fail(f"target exited with code {code} during the run"
-               + (f" ({reason})" if reason else "")
-               + f"; see logs/{dead.log_path.name}")
-        return True
-
     def _complete(self, r: TargetRun) -> None:
         """Merge what remains, write summary rows, decide the status and saturation."""
         if r.merger is None or r.results is None or r.meter is None:
             return
-        self._target_died(r)  # also after the load, e.g. while draining
+        if r.injector is not None:
+            r.injector.finish()
+        r.died()  # also after the load, e.g. while draining
         r.merger.flush_all()
         r.meter.sample(final=True)
         sc, w = self.scenario, r.window
@@ -349,6 +343,8 @@ class Runner:
         return f"cb-{self.run_id}-{self.token}-{r.ref.name}-r{r.repetition}"
 
     def _release(self, r: TargetRun) -> None:
+        if r.injector is not None:
+            r.injector.finish()  # a paused service resumed, a killed one back, before it stops
         if r.pool is not None:
             r.pool.close()
         if r.target is not None:
@@ -392,6 +388,7 @@ class Runner:
             "targets": targets,
             "warnings": self.warnings,
         }
+        self.writer.fault_files(targets)
         path = self.writer.finish(meta)
         rows = [row for r in self.runs for row in r.rows]
         failed = [r.label for r in self.runs if r.status == "failed"]

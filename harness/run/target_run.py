@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.faults.cascade import Cascade
+from harness.faults.injector import Injector
 from harness.load.engine import EngineStats
 from harness.load.recorder import Merger
 from harness.load.workers import WorkerPool
@@ -36,6 +39,8 @@ class TargetRun:
     stats: list[EngineStats] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     reconciliation: dict[str, Any] | None = None  # chain topology: the stores' accounting
+    injector: Injector | None = None  # its faults, when the scenario has some
+    cascade: Cascade | None = None
 
     def __post_init__(self) -> None:
         self.window = Window(self.scenario.duration_s, self.scenario.warmup_s)
@@ -58,6 +63,32 @@ class TargetRun:
         if self.window.stop() and self.meter is not None:
             self.meter.stop_client()
 
+    def died(self) -> bool:
+        """Mark a running target failed when one of its services has exited (not killed by
+        a fault), with the reason it gave (the queue server exits when it loses the broker)."""
+        dead = self.target.dead() if self.target is not None else None
+        if dead is None or self.status != "running":
+            return False
+        code = dead.process.returncode
+        if code < 0:  # killed: its last log line is whatever it happened to say before
+            self.fail(f"target was killed by {signal.Signals(-code).name} during the run; "
+                   f"see logs/{dead.log_path.name}")
+            return True
+        reason = dead.last_line()
+        self.fail(f"target exited with code {code} during the run"
+               + (f" ({reason})" if reason else "")
+               + f"; see logs/{dead.log_path.name}")
+        return True
+
+    def faults_record(self) -> dict[str, Any]:
+        """The faults as applied and the cascade numbers at the edge (run.json)."""
+        if self.injector is None:
+            return {}
+        events = self.injector.events
+        windows = [(e["start_s"], e["end_s"], e["detail"]) for e in events]
+        return {"faults": events,
+                "cascade": self.cascade.numbers(windows) if self.cascade else []}
+
     def record(self, namespace: str | None, reach: dict[str, Any]) -> dict[str, Any]:
         """This run's row of run.json `targets`; `reach` says how it was reached and probed."""
         sc, target = self.scenario, self.target
@@ -76,5 +107,6 @@ class TargetRun:
             "services": self.meter.services_record(self.window.started)
             if self.meter is not None and target and len(target.services) > 1 else None,
             "reconciliation": self.reconciliation,
+            **self.faults_record(),
             **reach,
         }

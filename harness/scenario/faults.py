@@ -80,8 +80,12 @@ class FaultSpec(BaseModel):
         return self.at_s + self.duration_s
 
     def describe(self) -> str:
-        what = {"delay": f"delay {self.delay_s:g} s ± {self.jitter_s:g} s",
-                "errors": f"errors {self.fraction:.0%}"}.get(self.kind, self.kind)
+        if self.kind == "delay":
+            what = f"delay {self.delay_s or 0:g} s ± {self.jitter_s:g} s"
+        elif self.kind == "errors":
+            what = f"errors {self.fraction or 0:.0%}"
+        else:
+            what = self.kind
         return f"{self.service}: {what} from {self.at_s:g} s for {self.duration_s:g} s"
 
 

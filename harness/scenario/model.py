@@ -309,6 +309,7 @@ class Scenario(_Table):
         rate: float | None = None,
         duration_s: float | None = None,
         repetitions: int | None = None,
+        faults: tuple[FaultSpec, ...] = (),
     ) -> "Scenario":
         """Apply command-line overrides; a combination that makes no sense is a UserError."""
         s = self
@@ -338,4 +339,8 @@ class Scenario(_Table):
                 raise UserError(f"--repetitions must be from 1 to {MAX_REPETITIONS}, "
                                 f"got {repetitions}")
             s = s.model_copy(update={"repetitions": repetitions})
-        return s
+        for f in faults:  # --fault: added to the scenario's own, held to the same rules
+            problems = _fault_problems(f, s.topology, s.duration_s)
+            if problems:
+                raise UserError(f"--fault {f.describe()}: {'; '.join(problems)}")
+        return s.model_copy(update={"faults": s.faults + faults}) if faults else s

@@ -40,6 +40,7 @@ class Service:
     process: subprocess.Popen[bytes]
     log_path: Path
     cpus: tuple[int, ...] = ()
+    control: str = ""  # its control socket (faults: delay, errors), when it has one
     _drain: threading.Thread | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
@@ -151,7 +152,8 @@ class Launcher:
             process.wait()
             log.close()
             raise
-        service = Service(name, transport, url, process, log_path, tuple(cpus))
+        service = Service(name, transport, url, process, log_path, tuple(cpus),
+                          getattr(config, "control", ""))
         service._drain = threading.Thread(
             target=_drain, args=(process, log), name=f"drain-{name}", daemon=True
         )

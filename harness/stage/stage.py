@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from harness.errors import UserError
 from harness.lifecycle import signals_ignored
@@ -48,6 +52,8 @@ class StagedTarget:
     stopped: bool = False
     topology: str = "single"
     stores: Path | None = None  # chain: the folder of every service's store (reconciliation)
+    down: set[str] = field(default_factory=set)  # services a fault killed on purpose
+    relaunch: dict[str, Callable[[], Service]] = field(default_factory=dict, repr=False)
 
     @property
     def external(self) -> bool:
@@ -58,8 +64,9 @@ class StagedTarget:
         return self.services.get(EDGE)
 
     def dead(self) -> Service | None:
-        """A service of this target that has exited on its own, if any."""
-        return next((s for s in self.services.values() if not s.alive()), None)
+        """A service of this target that has exited on its own (not killed by a fault)."""
+        return next((s for role, s in self.services.items()
+                     if role not in self.down and not s.alive()), None)
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class Stage:
         self.targets: list[StagedTarget] = []
         self._stack = contextlib.ExitStack()
         self._launcher = Launcher(log_dir)
+        self._control_dir: str | None = None
 
     def __enter__(self) -> Stage:
         self._stack.__enter__()
@@ -153,10 +161,15 @@ class Stage:
         config = ServeConfig(amqp_url=broker_url, namespace=namespace, seed=seed)
 
         def launch(role: str, config: ServeConfig) -> str:
-            service = self._launcher.start(ref.transport, config,
-                                           name=name if role == EDGE else f"{name}-{role}",
-                                           cpus=cpus, timeout=timeout, server=ref.server)
-            target.services[role] = service
+            config = replace(config, control=self._control_path(name, role))
+
+            def again(port: int = 0) -> Service:
+                return self._launcher.start(ref.transport, replace(config, port=port),
+                                            name=name if role == EDGE else f"{name}-{role}",
+                                            cpus=cpus, timeout=timeout, server=ref.server)
+
+            service = target.services[role] = again()
+            target.relaunch[role] = lambda: again(_port(service.url, transport.broker))
             return service.url
 
         if topology == TOPOLOGY_CHAIN:
@@ -165,6 +178,20 @@ class Stage:
         else:
             target.url = launch(EDGE, replace(config, store=self._store(store, name)))
         return target
+
+    def restart(self, target: StagedTarget, role: str) -> Service:
+        """Start a killed service again as it was (same store, same port, same name)."""
+        old = target.services[role]
+        old.stop()
+        service = target.services[role] = target.relaunch[role]()
+        return service
+
+    def _control_path(self, name: str, role: str) -> str:
+        """A short path for the service's control socket (Unix socket paths are short)."""
+        if self._control_dir is None:
+            self._control_dir = tempfile.mkdtemp(prefix="cb-ctl-")
+            self._stack.callback(shutil.rmtree, self._control_dir, True)
+        return os.path.join(self._control_dir, f"{len(self.targets)}-{role}.sock")
 
     def _folder(self, name: str) -> Path:
         if self.data_dir is None:
@@ -221,6 +248,11 @@ class Stage:
             kind = get_transport(target.ref.transport).broker
             assert kind is not None
             kind.resolve().delete_namespace(target.broker_url, target.namespace)
+
+
+def _port(url: str, broker: BrokerKind | None) -> int:
+    """The port a server bound (0 for a broker's consumer, which binds none)."""
+    return 0 if broker is not None else urlsplit(url).port or 0
 
 
 def broker_record(use: BrokerUse) -> dict[str, Any]:
