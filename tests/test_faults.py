@@ -1,0 +1,105 @@
+"""Faults during `commbench run` on the order flow, as a user runs them: real services
+killed and frozen on their timeline, and the accounting read from their stores afterwards.
+Short windows: each run measures a few seconds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMMBENCH = str(Path(sys.executable).parent / "commbench")
+FLOW = """
+name = "faulted"
+targets = ["{target}"]
+topology = "chain"
+duration = "{duration}"
+warmup = "0s"
+[data]
+users = 50
+orders_per_user = 2
+store = "sqlite"
+seed = 5
+[load]
+rate = 30
+arrival = "uniform"
+timeout = "10s"
+[operations]
+create = 1
+"""
+
+pytestmark = [pytest.mark.slow, pytest.mark.broker]
+
+
+def _run(tmp_path: Path, target: str, duration: str, amqp_url: str, *faults: str) -> Path:
+    scenario = tmp_path / "faulted.toml"
+    scenario.write_text(FLOW.format(target=target, duration=duration))
+    results = tmp_path / "results"
+    args = [COMMBENCH, "run", str(scenario), "--results-dir", str(results), "--amqp-url",
+            amqp_url, *(a for f in faults for a in ("--fault", f))]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = [d for d in results.iterdir() if not d.name.startswith(".")]
+    return run_dir
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_killed_saga_consumer_loses_no_accepted_order(tmp_path: Path, amqp_url: str) -> None:
+    """The queue: payment SIGKILLed mid-load and restarted; every create the broker accepted
+    ends as one order in a terminal state, charged at most once (from the stores)."""
+    run_dir = _run(tmp_path, "queue", "6s", amqp_url, "payment:kill@1s+2s")
+    meta = json.loads((run_dir / "run.json").read_text())
+    (t,) = meta["targets"]
+    assert t["status"] == "ok", t["error"]
+    (fault,) = t["faults"]
+    assert fault["kind"] == "kill" and not fault["error"]
+    assert 1.0 <= fault["start_s"] < 1.5 and fault["end_s"] >= 3.0
+    rec = t["reconciliation"]
+    assert rec["clean"], rec["problems"]
+    accepted = next(r for r in _csv(run_dir / "summary.csv")
+                    if r["operation"] == "create_accepted")
+    # warm-up 0 s: every create the generator sent is in the measured window
+    assert sum(rec["load_by_status"].values()) == int(accepted["count"]) - int(accepted["errors"])
+    assert sum(rec["stuck"].values()) == 0 and rec["double_charges"] == 0
+    rows = _csv(run_dir / "faults.csv")
+    assert [(r["target"], r["service"], r["kind"]) for r in rows] == [("queue", "payment", "kill")]
+
+
+@pytest.mark.parametrize("target", ["rest", "grpc"])
+def test_frozen_downstream_shows_at_the_edge(tmp_path: Path, amqp_url: str, target: str) -> None:
+    """Payment frozen for 1.2 s (under the 2 s hop timeout): the edge's creates wait, so the
+    fault shows as latency (or errors), never as silence."""
+    run_dir = _run(tmp_path, target, "5s", amqp_url, "payment:pause@2s+1200ms")
+    meta = json.loads((run_dir / "run.json").read_text())
+    (t,) = meta["targets"]
+    assert t["status"] == "ok", t["error"]
+    (row,) = t["cascade"]
+    assert row["time_to_detect_s"] is not None, row
+    # a frozen payment holds every create intended in the freeze for up to its length
+    assert row["p99_during_ms"] >= 600 or row["error_rate_during"] > 0.01, row
+    assert row["baseline_p99_ms"] < row["p99_during_ms"], row
+    assert t["reconciliation"]["clean"], t["reconciliation"]["problems"]
+    cascade = _csv(run_dir / "cascade.csv")
+    assert [r["fault"] for r in cascade] == ["payment: pause from 2 s for 1.2 s"]
+
+
+def test_a_fault_needs_the_chain(tmp_path: Path) -> None:
+    scenario = tmp_path / "single.toml"
+    scenario.write_text(FLOW.format(target="rest", duration="2s").replace(
+        'topology = "chain"', 'topology = "single"'))
+    proc = subprocess.run([COMMBENCH, "run", str(scenario), "--fault", "payment:pause@0s+1s"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ('commbench: --fault payment: pause from 0 s for 1 s: service '
+                                   '"payment" exists only with topology = "chain"')
+    bad = subprocess.run([COMMBENCH, "run", str(scenario), "--fault", "payment"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith("commbench: --fault takes SERVICE:KIND")
