@@ -227,15 +227,18 @@ def _stage_target(stack: contextlib.ExitStack, opts: LocustOptions, sc: Scenario
     # the runner's style (cb-<run-id>-<token>-<target>): unique on a shared broker
     namespace = f"cb-locust-{stamp}-{uuid.uuid4().hex[:8]}-{ref.name}"
     data = None
-    if opts.url is None and sc.data.store != "memory":
+    if opts.url is None and (sc.data.store != "memory" or sc.topology != "single"):
         data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="commbench-locust-")))
+    if sc.faults:
+        _say("note: locust runs the scenario's topology but injects none of its faults; "
+             "commbench run injects them on their timeline")
     log_dir = opts.results_dir / ".logs"
     stage = stack.enter_context(Stage(log_dir, amqp_url=opts.amqp_url, data_dir=data, note=_say))
     if opts.url is None:
         _say(f"starting {ref.name} (log: {log_dir / f'{ref.name}-locust.log'}) …")
     target = stage.start(ref, name=f"{ref.name}-locust", namespace=namespace,
                          seed=sc.data.seed_spec(), store=sc.data.store, cpus=opts.target_cpus,
-                         url=opts.url)
+                         url=opts.url, topology=sc.topology)
     try:
         conformance = stage.gate(target, sc.data.seed_spec(), sc.load.timeout_s)
     except GateFailed as exc:
