@@ -1,9 +1,14 @@
 """Orchestrates `commbench run`: for each repetition and target (the target order rotates
 from one repetition to the next, so no transport always goes first), stand the target up on
 the stage, pass the conformance gate, spawn the generator processes, warm up, measure, stop,
-and write the result folder. Every exit path stops everything; Ctrl-C (and SIGTERM, which the
-CLI turns into KeyboardInterrupt) keeps what was measured, marks the run partial and
-re-raises so the CLI exits 130.
+and write the result folder. Every exit path stops everything; Ctrl-C (and SIGTERM, a hang-up
+or a closed stdout, which the CLI turns into the same KeyboardInterrupt) keeps what was
+measured, marks the run partial and re-raises so the CLI exits 128 + the signal.
+
+What SIGKILL leaves is finishable: run.json says `running` from the start and is rewritten as
+each target run starts and ends, and every broker namespace is recorded in the folder before
+its target starts (harness.run.abandoned); a later `run` reports such a folder and
+`commbench clean` finalises or removes it.
 
 Each merged second goes to the same listeners in turn: the results writer, the measured
 window (harness.run.window: rates and the saturation rule) and the live progress view.
@@ -27,19 +32,20 @@ from rich.console import Console
 
 from harness.environment import environment
 from harness.errors import UserError
-from harness.lifecycle import signals_ignored
+from harness.lifecycle import Interrupt, signals_ignored
 from harness.load.engine import EngineConfig
 from harness.load.recorder import NS, MergedSecond, Merger
 from harness.load.workers import Message, WorkerPool, WorkerSpec
-from harness.run.options import Interrupted, RunOptions, RunOutcome
+from harness.run import abandoned
+from harness.run.options import Interrupted, RunOptions, RunOutcome, check_processes
 from harness.run.probes import Meter, ProcessProbe
 from harness.run.progress import ProgressListener, ProgressView
-from harness.run.results import ResourceSample, ResultWriter, run_id_for, utc_iso
+from harness.run.results import RUNNING, ResourceSample, ResultWriter, run_id_for, utc_iso
 from harness.run.target_run import TargetRun
 from harness.run.window import SATURATION_RULE
 from harness.scenario import find_scenario, load_scenario, parse_target
 from harness.stage.stage import GateFailed, Stage, broker_record
-from targets.redact import redact, redact_text
+from targets.redact import redact
 from targets.registry import get_transport
 
 START_LEAD_NS = 200_000_000  # workers get their common start time this far ahead
@@ -71,8 +77,7 @@ class Runner:
         self.scenario = sc.with_overrides(targets=targets, rate=opts.rate,
                                           duration_s=opts.duration_s,
                                           repetitions=opts.repetitions)
-        if opts.processes < 1:
-            raise UserError(f"--processes must be at least 1, got {opts.processes}")
+        check_processes(opts.processes, opts.load_cpus)
         self.run_id = run_id_for(self.scenario.name)
         self.token = uuid.uuid4().hex[:8]  # unique per run: queue names on a shared broker
         self.broker: dict[str, Any] | None = None
@@ -86,12 +91,17 @@ class Runner:
         sc, opts = self.scenario, self.opts
         try:
             opts.results_dir.mkdir(parents=True, exist_ok=True)
+            left = abandoned.find(opts.results_dir)
             self.writer = ResultWriter(opts.results_dir, self.run_id)
         except OSError as exc:
             raise UserError(f"--results-dir {opts.results_dir}: cannot write results there "
                             f"({exc.strerror})") from None
         self.run_id = self.writer.run_id  # with a suffix when another run took the name
+        self.environment = environment(opts.target_cpus, opts.load_cpus)
         self.progress = ProgressView(self.console)
+        for a in left:
+            self.progress.note(f"found {abandoned.describe(a)}; `commbench clean --results-dir "
+                               f"{opts.results_dir}` finalises or removes it")
         self.progress.note(f"run {self.run_id}: {sc.name}, targets "
                            f"{', '.join(t.name for t in sc.targets)}, "
                            f"{sc.repetitions} repetition(s) → {self.writer.dir}")
@@ -104,6 +114,7 @@ class Runner:
                 self.stage = stage
                 stage.need_brokers(t.transport for t in sc.targets)
                 self._record_brokers()
+                self._checkpoint()
                 self.target_cpus = opts.target_cpus or all_cpus
                 for rep in range(1, sc.repetitions + 1):
                     order = list(sc.targets)
@@ -112,10 +123,10 @@ class Runner:
                     self.runs.extend(runs)
                     for group in [runs] if opts.concurrent else [[r] for r in runs]:
                         self._measure(group)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             with signals_ignored():
                 outcome = self._finish("partial")
-            raise Interrupted(outcome) from None
+            raise Interrupted(outcome, getattr(exc, "signum", Interrupt().signum)) from None
         except UserError:
             if not self.runs:  # refused before anything ran (e.g. the broker): no result
                 shutil.rmtree(self.writer.dir, ignore_errors=True)
@@ -155,9 +166,11 @@ class Runner:
                 self._drive(live)
             for r in runs:
                 self._complete(r)
-        except KeyboardInterrupt:
+            self._checkpoint()
+        except KeyboardInterrupt as exc:
             with signals_ignored():
-                self._abort(runs, "interrupted")
+                self._abort(runs, "interrupted",
+                            exc.cause if isinstance(exc, Interrupt) else Interrupt().cause)
             raise
         except BaseException:
             with signals_ignored():
@@ -171,6 +184,10 @@ class Runner:
     def _prepare(self, r: TargetRun) -> None:
         sc = self.scenario
         self.progress.note(f"starting {r.label} …")
+        kind = get_transport(r.ref.transport).broker
+        if kind is not None:  # recorded first: a SIGKILL must not hide it from `clean`
+            use = self.stage.brokers[kind.name]
+            abandoned.record_namespace(self.writer.dir, self._namespace(r), use.url, use.private)
         try:
             r.target = self.stage.start(r.ref, name=r.name, namespace=self._namespace(r),
                                         seed=sc.data.seed_spec(), store=sc.data.store,
@@ -225,6 +242,7 @@ class Runner:
         r.merger = Merger(self.opts.processes, on_second)
         r.meter.begin(r.window.start_ns, sc.warmup_s, r.window.seconds)
         r.pool.start(t0)
+        self._checkpoint()
         self.progress.begin(r.label, sc.warmup_s, sc.duration_s)
 
     def _drive(self, runs: list[TargetRun]) -> None:
@@ -326,12 +344,12 @@ class Runner:
         if r.target is not None:
             self.stage.stop(r.target)
 
-    def _abort(self, runs: list[TargetRun], status: str) -> None:
+    def _abort(self, runs: list[TargetRun], status: str, cause: str = "") -> None:
         """Stop the generators of unfinished runs, keep what they measured."""
         for r in runs:
             if r.status != "running":
                 continue
-            r.status, r.error = status, f"{status} during the run"
+            r.status, r.error = status, f"{status} during the run" + (f" ({cause})" if cause else "")
             r.stopped()
             if r.pool is not None and r.merger is not None:
                 r.pool.stop()
@@ -343,39 +361,34 @@ class Runner:
 
     # -- run.json ----------------------------------------------------------------------
 
-    def _finish(self, status: str) -> RunOutcome:
+    def _meta(self, status: str) -> dict[str, Any]:
         sc = self.scenario
-        targets = [{
-            "name": r.ref.name, "transport": r.ref.transport, "client": r.ref.variant,
-            "url": redact(r.target.url if r.target else ""), "repetition": r.repetition,
-            "status": r.status, "error": redact_text(r.error) if r.error else None,
-            "warmup_s": sc.warmup_s, "duration_s": sc.duration_s,
-            "measured_s": round(r.window.measured_s, 3) if r.window.began else 0.0,
-            "saturated": r.saturated,
-            "namespace": self._namespace(r)
-            if get_transport(r.ref.transport).broker is not None else None,
-            "conformance": (r.target.conformance if r.target else "") or None,
-            "in_flight_waits": sum(s.in_flight_waits for s in r.stats),
-            "log": f"logs/{r.name}.log" if r.target and r.target.services else None,
-        } for r in self.runs]
-        meta = {
+        return {
             "status": status,
             "started_at": utc_iso(self.started_at), "ended_at": utc_iso(time.time()),
             "scenario_file": str(self.scenario_file),
             "scenario": sc.to_dict(),
             "arguments": self.opts.arguments(),
-            "environment": environment(self.opts.target_cpus, self.opts.load_cpus),
+            "environment": self.environment,
             "broker": self.broker,
             "generator": {"processes": self.opts.processes,
                           "in_flight_limit": sc.load.in_flight if sc.load.model == "open"
                           else None,
                           "loop": "uvloop", "clock": "CLOCK_MONOTONIC (time.monotonic_ns)",
                           "saturation_rule": SATURATION_RULE},
-            "targets": targets,
+            "targets": [r.record(self._namespace(r) if get_transport(r.ref.transport).broker
+                                 is not None else None) for r in self.runs],
             "warnings": self.warnings,
         }
-        path = self.writer.finish(meta)
+
+    def _checkpoint(self) -> None:
+        """run.json as it stands, status `running`: what a SIGKILL leaves for `clean`."""
+        with contextlib.suppress(OSError):
+            self.writer.write_run_json(self._meta(RUNNING))
+
+    def _finish(self, status: str) -> RunOutcome:
+        path = self.writer.finish(self._meta(status))
+        abandoned.namespaces_deleted(path)  # the stage has deleted them: nothing left behind
         rows = [row for r in self.runs for row in r.rows]
         failed = [r.label for r in self.runs if r.status == "failed"]
         return RunOutcome(path, status, rows, failed, self.warnings)
-

@@ -50,6 +50,23 @@ class TargetRun:
             self.status, self.error = "failed", message
             self.stopped()
 
+    def record(self, namespace: str | None) -> dict[str, Any]:
+        """This target run as run.json's `targets` lists it."""
+        from targets.redact import redact, redact_text
+
+        t, sc = self.target, self.scenario
+        return {
+            "name": self.ref.name, "transport": self.ref.transport, "client": self.ref.variant,
+            "url": redact(t.url if t else ""), "repetition": self.repetition,
+            "status": self.status, "error": redact_text(self.error) if self.error else None,
+            "warmup_s": sc.warmup_s, "duration_s": sc.duration_s,
+            "measured_s": round(self.window.measured_s, 3) if self.window.began else 0.0,
+            "saturated": self.saturated, "namespace": namespace,
+            "conformance": (t.conformance if t else "") or None,
+            "in_flight_waits": sum(s.in_flight_waits for s in self.stats),
+            "log": f"logs/{self.name}.log" if t and t.services else None,
+        }
+
     def stopped(self) -> None:
         """The measured window ends now (an interruption or a failure during the load)."""
         if self.window.stop() and self.meter is not None:
