@@ -303,7 +303,7 @@ def main() -> None:
     (or a closed stdout) stopped the command: 130 Ctrl-C, 129 hang-up, 141 closed stdout,
     143 SIGTERM."""
     lifecycle.stop_on_signals()
-    lifecycle.amqp_logs_one_line("commbench")
+    lifecycle.amqp_logs_one_line("")
     try:
         rv = _invoke(sys.argv[1:])
     except _EXITS as exc:

@@ -198,7 +198,8 @@ class _OneLine(logging.Handler):
         text = record.getMessage().strip().splitlines()[0] if record.getMessage().strip() else ""
         if record.exc_info and record.exc_info[1] is not None:
             text = f"{text}: {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        sys.stderr.write(f"commbench: {self.where}: broker connection: {redact_text(text)[:300]}"
+        where = f"{self.where}: " if self.where else ""
+        sys.stderr.write(f"commbench: {where}broker connection: {redact_text(text)[:300]}"
                          " (later messages of the AMQP client library are not shown)\n")
 
 
@@ -209,6 +210,21 @@ def amqp_logs_one_line(where: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.propagate = False
+
+
+@contextlib.contextmanager
+def amqp_logs_off() -> Iterator[None]:
+    """Around a best-effort broker operation that reports its own failure (a clean-up
+    after the broker is gone): the libraries' messages would only repeat it."""
+    loggers = [logging.getLogger(name) for name in AMQP_LIBRARIES]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)  # their child loggers inherit it
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, before, strict=True):
+            lg.setLevel(level)
 
 
 def amqp_logs_verbatim() -> None:
