@@ -298,6 +298,8 @@ def _failed_rows(context: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _error(row: dict[str, Any]) -> str:
+    if row.get("status") == RUNNING:
+        return "the run stopped while measuring it (killed, or still running)"
     return str(row.get("error") or row.get("status"))
 
 

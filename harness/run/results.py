@@ -234,6 +234,7 @@ class ResultWriter:
             f = open(self.dir / name, "w", newline="", encoding="utf-8")
             w = csv.DictWriter(f, fieldnames=cols)
             w.writeheader()
+            f.flush()  # a run killed before its first row still leaves a readable file
             self._files[name] = (f, w)
 
     @property
