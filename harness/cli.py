@@ -48,7 +48,7 @@ def serve(
     """Run one target server in the foreground until Ctrl-C or SIGTERM."""
     from harness.scenario import MAX_ORDERS
 
-    lifecycle.amqp_logs_verbatim()  # a server's log is where the library's detail belongs
+    lifecycle.as_a_server()
     if users * orders_per_user > MAX_ORDERS:  # the seeded set is built in memory
         raise UserError(f"--users × --orders-per-user must be at most {MAX_ORDERS:,} orders, "
                         f"got {users * orders_per_user:,}")

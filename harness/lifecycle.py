@@ -227,8 +227,11 @@ def amqp_logs_off() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def amqp_logs_verbatim() -> None:
-    """A server's log keeps the libraries' full messages (undoes amqp_logs_one_line)."""
+def as_a_server() -> None:
+    """`commbench serve`: its stdout is a log file and its sockets' broken pipes are plain
+    errors (SIGPIPE ignored again, as Python has it), and its log keeps the AMQP libraries'
+    full messages (amqp_logs_one_line undone)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     for name in AMQP_LIBRARIES:
         logger = logging.getLogger(name)
         logger.handlers = []
