@@ -396,6 +396,4 @@ def duration_option(text: str | None, option: str, allow_zero: bool = False) -> 
         seconds = parse_duration(text)
     if seconds is None or seconds < 0 or (seconds == 0 and not allow_zero):
         raise UserError(f'{option} takes a duration such as "30s", "500ms" or "2m"; got {text!r}')
-    if seconds > MAX_DURATION_S:
-        raise UserError(f"{option} {text}: {UP_TO_24H}")
     return seconds

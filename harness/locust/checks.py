@@ -20,6 +20,7 @@ from harness.errors import UserError
 MAX_USERS = 100_000  # locust users (greenlets) across every worker
 MAX_SPAWN_RATE = 100_000.0  # users started per second
 MAX_WORKERS = 1000
+MAX_SPAN_S = 24 * 3600  # -t and --warmup, as a scenario's durations
 _TIMESPAN = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 TIMESPAN_HELP = "locust's format: 20, 20s, 3m, 2h, 1h20m or 3h30m10s (whole seconds)"
 PARSE_TIMEOUT_S = 60.0
@@ -52,6 +53,8 @@ def check_options(opts: Options, warmup_s: float, scenario_name: str) -> None:
     """UserError naming the first option locust would refuse or that would measure nothing."""
     if opts.worker:  # a worker takes users, rate and run time from its master
         return
+    if warmup_s > MAX_SPAN_S:
+        raise UserError(f"--warmup {warmup_s:g} s: at most 24h")
     if opts.users is not None and not 1 <= opts.users <= MAX_USERS:
         raise UserError(f"-u/--users must be from 1 to {MAX_USERS:,}, got {opts.users}"
                         + (": no user would send a request, so nothing would be measured"
@@ -66,7 +69,7 @@ def check_options(opts: Options, warmup_s: float, scenario_name: str) -> None:
         run_s = timespan_s(opts.run_time)
         if run_s is None or run_s == 0:
             raise UserError(f"-t/--run-time {opts.run_time!r}: use {TIMESPAN_HELP}, more than 0")
-        if run_s > 24 * 3600:
+        if run_s > MAX_SPAN_S:
             raise UserError(f"-t/--run-time {opts.run_time!r}: at most 24h")
         if warmup_s > 0 and run_s <= warmup_s:
             raise UserError(f"-t {opts.run_time} is not longer than the {warmup_s:g} s warm-up "
