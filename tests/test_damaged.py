@@ -61,6 +61,14 @@ def test_a_summary_cut_mid_row_is_rebuilt_from_the_histograms(run_dir: Path,
 
     assert intended(cut) == pytest.approx(intended(whole), abs=0.001)
 
+    gone = copy_run(run_dir, tmp_path / "gone")  # missing altogether: the same rebuild
+    (gone / "summary.csv").unlink()
+    missing = load_run(gone)
+    assert any(w.startswith("summary.csv is damaged (missing; run.json lists it)")
+               for w in missing.warnings)
+    assert figure(figures(missing), "rest", "all", "throughput").value == pytest.approx(
+        figure(fa, "rest", "all", "throughput").value, abs=0.001)
+
     report = commbench("report", str(b), "--out", str(tmp_path / "b.html"))
     assert report.returncode == 0, report.stderr
     assert "summary.csv is damaged" in (tmp_path / "b.html").read_text()
