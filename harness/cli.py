@@ -4,17 +4,14 @@ module, and turn user-fixable errors into one line and exit code 2."""
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
+from harness import lifecycle
 from harness.errors import UserError
-from reports.errors import ReportError
-from targets.core.errors import OrderError
 from targets.core.seed import SeedSpec
 from targets.registry import TRANSPORTS, get_transport
 from targets.serving import (
@@ -23,7 +20,6 @@ from targets.serving import (
     DEFAULT_HOP_TIMEOUT_S,
     TOPOLOGIES,
     ServeConfig,
-    ServeError,
     parse_downstream,
 )
 
@@ -48,9 +44,10 @@ def serve(
     amqp_url: Annotated[str, typer.Option(
         envvar=AMQP_URL_ENV, help="broker for the queue target")] = DEFAULT_AMQP_URL,
     namespace: Annotated[str, typer.Option(help="prefix of queue and exchange names")] = "commbench",
-    users: Annotated[int, typer.Option(help="seed: users")] = 100,
-    orders_per_user: Annotated[int, typer.Option(help="seed: orders per user")] = 10,
-    seed: Annotated[int, typer.Option(help="seed of the deterministic data set")] = 1,
+    users: Annotated[int, typer.Option(min=1, help="seed: users")] = 100,
+    orders_per_user: Annotated[int, typer.Option(min=1, help="seed: orders per user")] = 10,
+    seed: Annotated[int, typer.Option(
+        min=0, max=2**63 - 1, help="seed of the deterministic data set")] = 1,
     role: Annotated[str, typer.Option(help="the service to run: order (the edge clients call), "
                                            "payment, inventory or notification")] = "order",
     topology: Annotated[str, typer.Option(help=f"one of: {', '.join(TOPOLOGIES)}")] = "single",
@@ -62,6 +59,12 @@ def serve(
         help="server variant, e.g. granian for rest (default: the transport's first)")] = None,
 ) -> None:
     """Run one target server in the foreground until Ctrl-C or SIGTERM."""
+    from harness.scenario import MAX_ORDERS
+
+    lifecycle.as_a_server()
+    if users * orders_per_user > MAX_ORDERS:  # the seeded set is built in memory
+        raise UserError(f"--users × --orders-per-user must be at most {MAX_ORDERS:,} orders, "
+                        f"got {users * orders_per_user:,}")
     t = _transport(transport)
     if role not in t.roles:
         raise UserError(f"{transport} serves the roles {', '.join(t.roles)}, not {role!r}")
@@ -159,7 +162,9 @@ def run(
     rate: Annotated[float | None, typer.Option(help="override the open-loop rate (requests/s)")] = None,
     duration: Annotated[str | None, typer.Option(help='override the measured duration ("30s")')] = None,
     repetitions: Annotated[int | None, typer.Option(help="override the repetitions")] = None,
-    processes: Annotated[int, typer.Option(help="generator processes (the schedule is split)")] = 1,
+    processes: Annotated[int, typer.Option(
+        help="generator processes (the schedule is split); at most 2 per CPU the generator "
+             "may use, and what half the available memory holds (about 64 MB each)")] = 1,
     target_cpus: Annotated[str | None, typer.Option(help='pin targets to CPUs, e.g. "1"')] = None,
     load_cpus: Annotated[str | None, typer.Option(help='pin the load generator, e.g. "0"')] = None,
     concurrent: Annotated[bool, typer.Option(help="measure the targets together")] = False,
@@ -216,10 +221,11 @@ def locust(
     master: Annotated[bool, typer.Option(help="run a locust master (workers connect to it)")] = False,
     worker: Annotated[bool, typer.Option(help="run a locust worker of a master")] = False,
     master_host: Annotated[str, typer.Option(help="the master a worker connects to")] = "127.0.0.1",
-    master_port: Annotated[int, typer.Option(help="master's port (bind or connect)")] = 5557,
+    master_port: Annotated[int, typer.Option(
+        min=1, max=65535, help="master's port (bind or connect)")] = 5557,
     expect_workers: Annotated[int, typer.Option(help="headless master: workers to wait for")] = 1,
     web_host: Annotated[str, typer.Option(help="web UI interface")] = "127.0.0.1",
-    web_port: Annotated[int, typer.Option(help="web UI port")] = 8089,
+    web_port: Annotated[int, typer.Option(min=1, max=65535, help="web UI port")] = 8089,
     target_cpus: Annotated[str | None, typer.Option(help='pin the target to CPUs, e.g. "1"')] = None,
     load_cpus: Annotated[str | None, typer.Option(help='pin locust to CPUs, e.g. "0"')] = None,
     results_dir: Annotated[Path, typer.Option(help="where result folders go")] = Path("results"),
@@ -288,6 +294,31 @@ def seed(
 
 
 @app.command()
+def clean(
+    results_dir: Annotated[Path, typer.Option(help="where result folders go")] = Path("results"),
+    finalise: Annotated[bool, typer.Option(
+        "--finalise", help="keep what each abandoned run measured, as a partial run")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="delete each abandoned run folder")] = False,
+    amqp_url: Annotated[str, typer.Option(
+        help="the broker of the runs' namespaces (they are deleted either way)")] = DEFAULT_AMQP_URL,
+) -> None:
+    """Find runs that were killed (SIGKILL) before they finished: report each, then finalise
+    or remove it (asked on a terminal) and delete its broker namespaces."""
+    from harness.run.abandoned import clean as clean_runs
+
+    if finalise and remove:
+        raise UserError("--finalise and --remove exclude each other")
+    action = "finalise" if finalise else "remove" if remove else None
+    ask = _ask_action if action is None and sys.stdin.isatty() and sys.stdout.isatty() else None
+    raise typer.Exit(clean_runs(results_dir, amqp_url, action, ask, typer.echo))
+
+
+def _ask_action(run: object) -> str:
+    answer = typer.prompt("  [f]inalise, [r]emove or [k]eep it?", default="k")
+    return {"f": "finalise", "r": "remove"}.get(answer.strip().lower()[:1], "keep")
+
+
+@app.command()
 def scenarios(
     folder: Annotated[Path, typer.Option("--dir", help="folder of scenario files")] = Path("scenarios"),
     schema: Annotated[bool, typer.Option(
@@ -344,42 +375,11 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
     return out
 
 
-def _sigterm_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-# typer ships its own copy of click; catch both so a usage error is never a traceback.
-_EXITS: tuple[type[BaseException], ...] = (typer.Exit, click.exceptions.Exit)
-_USAGE_ERRORS: tuple[type[BaseException], ...] = (click.ClickException,)
-_ABORTS: tuple[type[BaseException], ...] = (typer.Abort, click.exceptions.Abort)
-try:
-    from typer._click import exceptions as _typer_click
-
-    _USAGE_ERRORS += (_typer_click.ClickException,)
-except ImportError:  # an older typer that uses click itself
-    pass
-
-
 def main() -> None:
-    """Entry point: one-line errors, exit 2 for user errors, 130 for Ctrl-C."""
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    try:
-        rv = app(standalone_mode=False)
-    except _EXITS as exc:
-        sys.exit(exc.exit_code)
-    except _USAGE_ERRORS as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (*_ABORTS, KeyboardInterrupt):
-        sys.stderr.write("commbench: interrupted\n")
-        sys.exit(130)
-    except (UserError, ServeError, ReportError) as exc:
-        sys.stderr.write(f"commbench: {exc}\n")
-        sys.exit(2)
-    except OrderError as exc:
-        sys.stderr.write(f"commbench: {exc.kind}: {exc}\n")
-        sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    """Entry point (harness.entry: one-line errors, exit codes per signal)."""
+    from harness.entry import run_app
+
+    run_app(app)
 
 
 if __name__ == "__main__":

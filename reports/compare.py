@@ -11,6 +11,11 @@ either run) cannot be judged. Its change is printed but marked "too few samples"
 "within noise", and --fail-on does not check it: it is listed as NOT CHECKED and changes
 the exit code neither way (a gate on p99 needs runs long enough to have a p99).
 
+Failed and interrupted targets: a target with a repetition whose status is not `ok` in
+either run (failed, interrupted, never run, or killed while measuring) is left out of the
+comparison, as everywhere else: its changes are printed marked "x", never beyond noise, and
+--fail-on lists them NOT CHECKED with the reason.
+
 Offered load: in an open loop the achieved throughput is the schedule's Poisson draw, not
 the system's capacity. When either run is open loop and a target's intended rate (its
 `all` rows' intended_rps) differs between A and B by more than OFFERED_TOLERANCE, that
@@ -67,7 +72,7 @@ class Threshold:
     def crossed(self, c: Change) -> bool:
         """The change moved past the threshold; never on a figure with too few samples or
         an open-loop throughput whose offered load differs."""
-        if c.metric != self.metric or c.few_samples or c.offered_differs:
+        if c.metric != self.metric or c.unchecked:
             return False
         move = c.change_pct if self.relative else c.b.value - c.a.value
         if math.isnan(move):
@@ -100,10 +105,11 @@ class Change:
     beyond_noise: bool
     few_samples: bool
     offered_differs: bool = False  # open loop, intended rates apart: not judged
+    left_out: str = ""  # why the target is left out (failed or interrupted), else ""
 
     @property
     def unchecked(self) -> bool:
-        return self.few_samples or self.offered_differs
+        return self.few_samples or self.offered_differs or bool(self.left_out)
 
 
 def changes(a: Run, b: Run, band: float = DEFAULT_NOISE) -> tuple[list[Change], list[str]]:
@@ -120,6 +126,7 @@ def changes(a: Run, b: Run, band: float = DEFAULT_NOISE) -> tuple[list[Change], 
         if key not in keys_a:
             notes.append(f"{key[0]} {key[1]}: only in B")
     offered = offered_differs(a, b)
+    left_out = not_compared(a, b)
     for target, op in (k for k in keys_a if k in keys_b):
         for m in METRICS:
             x, y = figure(fa, target, op, m.key), figure(fb, target, op, m.key)
@@ -127,10 +134,26 @@ def changes(a: Run, b: Run, band: float = DEFAULT_NOISE) -> tuple[list[Change], 
                 continue
             few = not (enough_tail(m.key, x) and enough_tail(m.key, y))
             load = m.key == "throughput" and target in offered
-            beyond = bool(differs(y, x, band, reference="b")) and not (few or load)
+            out_why = left_out.get(target, "")
+            beyond = bool(differs(y, x, band, reference="b")) and not (few or load or out_why)
             out.append(Change(target, op, m.key, x, y, pct_change(y.value, x.value), beyond, few,
-                              load))
+                              load, out_why))
     return out, notes
+
+
+def not_compared(a: Run, b: Run) -> dict[str, str]:
+    """Target → why it is left out: a repetition failed, was interrupted or never ran."""
+    out: dict[str, str] = {}
+    for label, run in (("A", a), ("B", b)):
+        for t in run.context.get("targets") or []:
+            if not isinstance(t, dict) or t.get("status", "ok") == "ok" or t.get("name") in out:
+                continue
+            measured = t.get("measured_s")
+            after = f" after {float(measured):g} s" if measured else ""
+            status = "killed while measuring" if t.get("status") == "running" else t.get("status")
+            out[str(t.get("name"))] = (f"{status}{after} in {label} (repetition "
+                                       f"{t.get('repetition', 1)})")
+    return out
 
 
 def intended_rates(run: Run) -> dict[str, float]:
@@ -210,14 +233,15 @@ def render(a: Run, b: Run, rows: Sequence[Change], notes: Sequence[str], band: f
     lines += [f"marks: * beyond noise, ? too few samples (under {MIN_TAIL_SAMPLES} requests "
               "beyond this percentile: not judged, not checked by --fail-on), "
               "~ offered load differs (not judged, not checked by --fail-on), "
-              "! --fail-on threshold crossed", ""]
+              "x target failed or interrupted (left out: not judged, not checked by "
+              "--fail-on), ! --fail-on threshold crossed", ""]
     cols = _columns(rows)
     head = " ".join(f"{h:{al}{w}}" for h, w, al in cols)
     lines += [head, "-" * len(head)]
     for c in rows:
         change = "–" if math.isnan(c.change_pct) else (
             "new" if math.isinf(c.change_pct) else f"{c.change_pct:+.1f} %")
-        mark = ("*" if c.beyond_noise else "?" if c.few_samples else
+        mark = ("*" if c.beyond_noise else "x" if c.left_out else "?" if c.few_samples else
                 "~" if c.offered_differs else " ") + ("!" if id(c) in hit else "")
         cells = (c.target, c.operation, _metric_label(c.metric), fmt(c.a.value, c.metric),
                  fmt(c.b.value, c.metric), change)
@@ -228,7 +252,10 @@ def render(a: Run, b: Run, rows: Sequence[Change], notes: Sequence[str], band: f
         lines.append(f"FAIL {t.text}: {_what(c)}"
                      + ("" if c.beyond_noise else ", within noise"))
     for c, t in unchecked:
-        if c.offered_differs:
+        if c.left_out:
+            lines.append(f"NOT CHECKED {t.text}: {_what(c)}: the target was {c.left_out}; "
+                         "failed and interrupted targets are left out of every comparison")
+        elif c.offered_differs:
             lines.append(f"NOT CHECKED {t.text}: {_what(c)}: offered load differs (open loop, "
                          f"intended rates more than {OFFERED_TOLERANCE * 100:.0f} % apart)")
         else:

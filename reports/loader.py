@@ -2,15 +2,17 @@
 
 Reads only the files described in results/README.md, so a report works on any run folder
 whatever produced it (the engine, locust, a copy from another machine). Problems the user
-can fix are UserErrors naming the folder; problems that still leave something to report
-(a partial run, a failed target, a missing file) become warnings shown in the report.
+can fix are ReportErrors naming the folder or file; problems that still leave something to
+report (a partial run, a failed target, a missing file, a summary rebuilt from the
+histograms) become warnings shown in the report. A damaged file is never read as if it
+were whole (reports.files): summary.csv is rebuilt from the histograms, any other damaged
+file is refused.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +22,24 @@ import pandas as pd
 from hdrh.histogram import HdrHistogram
 
 from reports.errors import ReportError
+from reports.files import (
+    ERRORS_COLUMNS,
+    OPTIONAL_SUMMARY_COLUMNS,
+    RUNNING,
+    SUMMARY_COLUMNS,
+    TIMELINE_COLUMNS,
+    damaged,
+    manifest_problems,
+    read_csv,
+    read_histograms,
+)
 
+__all__ = ["FORMAT", "NOT_IN_ALL", "SUMMARY_COLUMNS", "TIMELINE_COLUMNS", "ERRORS_COLUMNS",
+           "OPTIONAL_SUMMARY_COLUMNS", "Run", "load_run", "load_runs", "merge", "percentiles_ms"]
 FORMAT = "commbench-run/1"
 HISTOGRAM_METRICS = ("latency", "service")
 # A queue creation is recorded twice (accepted and completed); "all" counts it once.
 NOT_IN_ALL = frozenset({"create_accepted"})
-_HLOG_NAME = re.compile(r"^(?P<target>.+)-r(?P<rep>\d+)-(?P<metric>latency|service)\.hlog$")
-_HLOG_LINE = re.compile(
-    r"^(?:Tag=(?P<tag>[^,]*),)?(?P<start>-?[\d.]+),(?P<length>[\d.]+),(?P<max>[\d.]+),(?P<payload>\S+)$"
-)
-_HLOG_BASE = re.compile(r"^#\[BaseTime: *(-?[\d.]+)")
-_HLOG_START = re.compile(r"^#\[StartTime: *(-?[\d.]+)")
 
 
 @dataclass
@@ -204,27 +213,43 @@ def load_run(path: Path) -> Run:
         )
 
     warnings: list[str] = []
+    killed = context.get("status") == RUNNING  # unfinished: still running, or SIGKILLed
+    if killed:
+        warnings.append(
+            f"unfinished run {context.get('run_id', path.name)}: it is still running, or was "
+            "killed before it could finish (SIGKILL, a crash); the figures cover what it had "
+            "written, and `commbench clean` finalises it")
     if context.get("status") != "complete" or path.name.startswith(".partial-"):
         context["status"] = "partial"
-        warnings.append(
-            f"partial run {context.get('run_id', path.name)}: it was interrupted or failed; "
-            "the figures cover only what was measured before it stopped"
-        )
+        if not killed:
+            warnings.append(
+                f"partial run {context.get('run_id', path.name)}: it was interrupted or failed; "
+                "the figures cover only what was measured before it stopped")
     for name, error in _failed(context).items():
         warnings.append(f"target {name} failed: {error}")
     warnings += [str(w) for w in context.get("warnings", [])]
 
-    summary = _read_csv(path / "summary.csv", SUMMARY_COLUMNS, warnings,
-                        optional=OPTIONAL_SUMMARY_COLUMNS)
-    timeline = _read_csv(path / "timeline.csv", TIMELINE_COLUMNS, warnings)
-    errors = _read_csv(path / "errors.csv", ERRORS_COLUMNS, warnings)
-    intervals = _read_histograms(path / "histograms", warnings)
+    problems = manifest_problems(path, context)
+    summary, summary_problem = read_csv(
+        path / "summary.csv", SUMMARY_COLUMNS, warnings, problem=problems.get("summary.csv"),
+        killed=killed, optional=OPTIONAL_SUMMARY_COLUMNS)
+    frames = {}
+    for name, columns in (("timeline.csv", TIMELINE_COLUMNS), ("errors.csv", ERRORS_COLUMNS)):
+        frames[name], problem = read_csv(path / name, columns, warnings,
+                                         problem=problems.get(name), killed=killed)
+        if problem is not None:
+            raise damaged(path, name, problem)
+    intervals = read_histograms(path / "histograms", warnings, problems=problems, killed=killed)
+    from reports.rebuild import complete_summary  # it reads Run's helpers from this module
+
+    summary = complete_summary(path, context, summary, summary_problem, intervals,
+                               frames["timeline.csv"], warnings)
     if summary.empty and intervals.empty:
         warnings.append(f"{path.name}: no measurements at all (no summary.csv rows, no histograms)")
     if not summary.empty and "saturated" in summary:
         summary["saturated"] = summary["saturated"].map(_truthy)
-    return Run(path=path, context=context, summary=summary, timeline=timeline, errors=errors,
-               intervals=intervals, warnings=warnings)
+    return Run(path=path, context=context, summary=summary, timeline=frames["timeline.csv"],
+               errors=frames["errors.csv"], intervals=intervals, warnings=warnings)
 
 
 def load_runs(paths: Sequence[Path]) -> list[Run]:
@@ -254,106 +279,23 @@ def scenario_warning(runs: Sequence[Run]) -> str | None:
             "and nothing is compared across them")
 
 
-SUMMARY_COLUMNS = [
-    "target", "transport", "client", "repetition", "operation", "count", "errors", "error_rate",
-    "throughput_rps", "intended_rps", "achieved_rps", "latency_p50_ms", "latency_p90_ms",
-    "latency_p99_ms", "latency_p999_ms", "latency_max_ms", "service_p50_ms", "service_p90_ms",
-    "service_p99_ms", "service_p999_ms", "service_max_ms", "cpu_us_per_request", "rss_mb_max",
-    "saturated",
-]
-# Columns added after format 1 was first written: read when present, NaN (no warning) when not.
-OPTIONAL_SUMMARY_COLUMNS = ["client_cpu_us_per_request"]
-TIMELINE_COLUMNS = [
-    "target", "repetition", "second", "operation", "count", "errors", "latency_p50_ms",
-    "latency_p99_ms", "service_p99_ms", "intended", "achieved", "schedule_lag_p99_ms",
-    "cpu_percent", "rss_mb",
-]
-ERRORS_COLUMNS = ["target", "repetition", "operation", "kind", "count"]
-_STRING_COLUMNS = {"target", "transport", "client", "operation", "kind", "saturated"}
-
-
-def _read_csv(path: Path, columns: list[str], warnings: list[str],
-              optional: Sequence[str] = ()) -> pd.DataFrame:
-    """Read a CSV of the format; a missing file or column becomes empty data and a warning
-    (an `optional` column becomes NaN silently)."""
-    if not path.exists():
-        warnings.append(f"{path.parent.name}/{path.name} is missing")
-        return pd.DataFrame({c: pd.Series(dtype=object if c in _STRING_COLUMNS else float)
-                             for c in [*columns, *optional]})
-    try:
-        df = pd.read_csv(path, dtype={c: str for c in _STRING_COLUMNS})
-    except pd.errors.EmptyDataError:
-        warnings.append(f"{path.name} is empty")
-        return pd.DataFrame({c: pd.Series(dtype=object if c in _STRING_COLUMNS else float)
-                             for c in [*columns, *optional]})
-    for c in optional:
-        if c not in df.columns:
-            df[c] = math.nan
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        warnings.append(f"{path.name} lacks columns {', '.join(missing)}")
-        for c in missing:
-            df[c] = math.nan
-    for c in df.columns:
-        if c not in _STRING_COLUMNS:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-    if "repetition" in df:
-        df["repetition"] = df["repetition"].fillna(1).astype(int)
-    return df
-
-
-def _read_histograms(folder: Path, warnings: list[str]) -> pd.DataFrame:
-    rows: list[dict[str, Any]] = []
-    if folder.is_dir():
-        for f in sorted(folder.glob("*.hlog")):
-            m = _HLOG_NAME.match(f.name)
-            if not m:
-                warnings.append(f"histograms/{f.name}: name not <target>-r<rep>-<metric>.hlog, skipped")
-                continue
-            try:
-                rows += _read_hlog(f, m["target"], int(m["rep"]), m["metric"])
-            except Exception as exc:  # a damaged file must not hide the rest of the run
-                warnings.append(f"histograms/{f.name}: unreadable ({type(exc).__name__}: {exc})")
-    elif (folder.parent / "summary.csv").exists():
-        warnings.append("histograms/ is missing: latency figures come from summary.csv alone")
-    cols = ["target", "repetition", "metric", "operation", "outcome", "start_s", "length_s",
-            "histogram"]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def _read_hlog(path: Path, target: str, rep: int, metric: str) -> list[dict[str, Any]]:
-    """Parse an interval log by hand: HistogramLogReader rejects negative (warm-up) timestamps."""
-    rows = []
-    base = 0.0
-    start: float | None = None
-    for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            if m := _HLOG_BASE.match(line):
-                base = float(m[1])
-            elif m := _HLOG_START.match(line):
-                start = float(m[1])
-            continue
-        m = _HLOG_LINE.match(line.strip())
-        if not m:
-            continue  # the legend line
-        operation, _, outcome = (m["tag"] or "all.ok").rpartition(".")
-        t = float(m["start"]) + base - (start if start is not None and base else 0.0)
-        rows.append({"target": target, "repetition": rep, "metric": metric,
-                     "operation": operation or "all", "outcome": outcome or "ok",
-                     "start_s": t, "length_s": float(m["length"]),
-                     "histogram": HdrHistogram.decode(m["payload"])})
-    return rows
-
-
 def _not_a_run(path: Path) -> str:
+    if path.name.startswith(".partial-"):
+        return (f"{path}: an unfinished run without run.json (written by a commbench older than "
+                "this one, which wrote run.json only at the end); nothing describes it")
     entries = [p for p in path.iterdir() if not p.name.startswith(".")] if path.is_dir() else []
+    unfinished = sorted(p for p in path.glob(".partial-*") if p.is_dir())
+    waiting = (f"; {len(unfinished)} unfinished run folder(s), e.g. {unfinished[-1]}: pass one "
+               "to read what it measured, or run `commbench clean` to finalise or remove "
+               "them") if unfinished else ""
     if not entries:
-        return f"{path}: empty folder, not a commbench run (no run.json)"
+        return (f"{path}: holds no finished run" + waiting if unfinished else
+                f"{path}: empty folder, not a commbench run (no run.json)")
     runs = sorted(p for p in entries if (p / "run.json").exists())
     if runs:
         return (f"{path}: holds {len(runs)} run folder(s), not a run itself; "
-                f"pass one, e.g. {runs[-1]}")
-    return f"{path}: not a commbench run (no run.json)"
+                f"pass one, e.g. {runs[-1]}" + waiting)
+    return f"{path}: not a commbench run (no run.json)" + waiting
 
 
 def _failed_rows(context: dict[str, Any]) -> list[dict[str, Any]]:
@@ -363,6 +305,8 @@ def _failed_rows(context: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _error(row: dict[str, Any]) -> str:
+    if row.get("status") == RUNNING:
+        return "the run stopped while measuring it (killed, or still running)"
     return str(row.get("error") or row.get("status"))
 
 

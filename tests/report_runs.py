@@ -55,12 +55,22 @@ def copy_run(run: Path, dest: Path) -> Path:
     return target
 
 
+def without_manifest(run: Path) -> Path:
+    """A run as commbench wrote it before run.json listed its files (so a test may edit
+    them as an older run's own)."""
+    ctx = json.loads((run / "run.json").read_text())
+    ctx.pop("files", None)
+    (run / "run.json").write_text(json.dumps(ctx))
+    return run
+
+
 def partial_copy(run_dir: Path, dest: Path) -> Path:
     """An interrupted run: status partial, grpc never measured, no summary.csv written."""
     copy = copy_run(run_dir, dest)
     ctx = json.loads((copy / "run.json").read_text())
     ctx["status"] = "partial"
     ctx["targets"] = [t for t in ctx["targets"] if t["name"] == "rest"]
+    ctx.pop("files")  # written by hand: no manifest vouches for these files
     (copy / "run.json").write_text(json.dumps(ctx))
     (copy / "summary.csv").unlink()
     for f in (copy / "histograms").glob("grpc-*"):

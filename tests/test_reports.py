@@ -25,7 +25,7 @@ from reports.findings import findings, throughput_comparable
 from reports.html import write_report
 from reports.loader import FORMAT, load_run, load_runs
 from reports.tables import METRICS, figure, figures, fmt, tables, write_tables
-from tests.report_runs import commbench, copy_run, partial_copy, real_run
+from tests.report_runs import commbench, copy_run, partial_copy, real_run, without_manifest
 from tests.resultfolder import RunSpec, TargetSpec, write_run
 
 pytestmark = pytest.mark.slow
@@ -584,7 +584,7 @@ def test_cpu_plot_and_tables_show_the_load_generator(tmp_path: Path, run_dir: Pa
     texts = [t.get_text() for t in ax.texts]
     assert any("load generator: 255 µs" in t for t in texts), texts
     # an older run without the column: no warning, no column, a single bar per target
-    copy = copy_run(run_dir, tmp_path / "old")
+    copy = without_manifest(copy_run(run_dir, tmp_path / "old"))
     s = pd.read_csv(copy / "summary.csv")
     s.drop(columns=[c for c in s.columns if c.startswith("client_cpu")]).to_csv(
         copy / "summary.csv", index=False)

@@ -17,6 +17,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # numpy's OpenBLAS starts a thread per core that busy-waits beside the event loop; the
 # recorder needs none of it (set before numpy is first imported in a generator process).
@@ -202,6 +203,12 @@ class MergedSecond:
     errors: Counter[tuple[str, str]]
     intended: int
     started: int
+
+
+class SecondListener(Protocol):
+    """What the run hands each merged second to (results, window, progress, cascade)."""
+
+    def on_second(self, m: MergedSecond) -> None: ...
 
 
 @dataclass

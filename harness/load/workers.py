@@ -2,8 +2,10 @@
 context, each with its own uvloop loop and client), which stream their closed seconds to
 the parent; the parent merges them exactly (harness.load.recorder.Merger).
 
-Workers ignore SIGINT (a terminal Ctrl-C reaches the whole foreground group): the parent
-alone decides when they stop, and a parent-death signal ends them if the parent dies.
+Workers ignore Ctrl-C and a hang-up (a terminal sends both to the whole foreground group):
+the parent alone decides when they stop, and a parent-death signal ends them if the parent
+dies. A broker that closes a queue client's connection costs one line on stderr, not the
+AMQP libraries' tracebacks.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import asyncio
 import contextlib
 import multiprocessing
 import multiprocessing.connection as mpc
-import signal
 import threading
 import time
 import traceback
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.lifecycle import child_setup
+from harness.lifecycle import amqp_logs_one_line, child_setup, ignore_terminal_signals
 from harness.load.engine import Engine, EngineConfig
 
 READY_TIMEOUT_S = 30.0
@@ -40,11 +41,12 @@ class WorkerSpec:
 
 def worker_main(conn: mpc.Connection, spec: WorkerSpec) -> None:
     """Entry point of a generator process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_terminal_signals()
     child_setup(spec.cpus)
     import uvloop
 
     index = spec.engine.index
+    amqp_logs_one_line(f"load process {index}")
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_worker(conn, spec))

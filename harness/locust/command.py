@@ -4,7 +4,7 @@ Starts the target (and, for the queue, the broker) unless --url names a running 
 it to the conformance gate as `commbench run` does, then runs locust as a *subprocess* on
 harness/locust/locustfile.py: locust monkey-patches the standard library with gevent when it is
 imported, and that must never reach the rest of commbench. Locust runs in its own session
-with a parent-death signal; Ctrl-C (or SIGTERM) here sends it SIGTERM, which locust turns
+with a parent-death signal; Ctrl-C (or SIGTERM, a hang-up) here sends it SIGTERM, which locust turns
 into a clean shutdown that writes the result folder of a running test, and then the target
 is stopped (and the queue target's broker namespace deleted). Nothing outlives the command.
 
@@ -33,13 +33,13 @@ from typing import Any
 from harness.environment import environment
 from harness.errors import UserError
 from harness.lifecycle import child_setup, signals_ignored
+from harness.locust.checks import check_locust_arguments, check_options
 from harness.locust.node import CONFIG_ENV, LocustConfig
 from harness.scenario import (
     Scenario,
     TargetRef,
     find_scenario,
     load_scenario,
-    parse_duration,
     parse_target,
 )
 from harness.stage.reach import Reach
@@ -128,16 +128,13 @@ def run_locust(opts: LocustOptions) -> int:
         raise UserError(f"--target: {exc.args[0]}") from None
     reach = Reach.from_options({ref.transport: opts.url} if opts.url else {}, opts.pids)
     reach.check([ref])
-    if opts.users is not None and opts.users < 0:
-        raise UserError(f"--users must be zero or more, got {opts.users}")
-    if opts.spawn_rate is not None and not opts.spawn_rate > 0:
-        raise UserError(f"--spawn-rate must be positive, got {opts.spawn_rate}")
+    check_options(opts, sc.warmup_s if opts.warmup_s is None else opts.warmup_s, sc.name)
     if opts.web and not opts.worker:
         _check_port_free(opts.web_host, opts.web_port, "--web-port")
     if opts.master:
         _check_port_free("", opts.master_port, "--master-port")
-    if not opts.worker:
-        _check_run_time(opts, sc)
+    if opts.extra:  # locust's own parser judges what goes to it unchanged, before any start
+        check_locust_arguments(locust_command(opts, sc, opts.url or "http://127.0.0.1:1"))
 
     stack = contextlib.ExitStack()
     try:
@@ -174,21 +171,6 @@ def run_locust(opts: LocustOptions) -> int:
     finally:
         with signals_ignored():
             stack.close()
-
-
-def _check_run_time(opts: LocustOptions, sc: Scenario) -> None:
-    """A run time within the warm-up would measure nothing: say so before starting."""
-    if opts.run_time is None:
-        return
-    run_s = parse_duration(opts.run_time)
-    if run_s is None:
-        with contextlib.suppress(ValueError):
-            run_s = parse_duration(float(opts.run_time))
-    warmup = sc.warmup_s if opts.warmup_s is None else opts.warmup_s
-    if run_s is not None and warmup > 0 and run_s <= warmup:
-        raise UserError(f"-t {opts.run_time} is not longer than the {warmup:g} s warm-up of "
-                        f"{sc.name}: nothing would be measured; use --warmup 0s or a "
-                        f"-t longer than {warmup:g}s")
 
 
 def _manifest(stack: contextlib.ExitStack) -> str:

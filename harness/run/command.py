@@ -18,16 +18,16 @@ from targets.redact import redact_text
 
 def run_command(opts: RunOptions, *, report: Callable[[Path], Path] | None = None,
                 console: Console | None = None) -> int:
-    """Exit 0, 1 (a target failed) or raise KeyboardInterrupt (the CLI exits 130) after
-    writing the partial result. `report`, when given, writes the HTML report of the folder
-    (the CLI wires it: harness/ does not import reports/)."""
+    """Exit 0, 1 (a target failed) or raise Interrupted (a KeyboardInterrupt: the CLI exits
+    128 + the signal) after writing the partial result. `report`, when given, writes the
+    HTML report of the folder (the CLI wires it: harness/ does not import reports/)."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     runner = Runner(opts, console)
     try:
         outcome = runner.run()
     except Interrupted as exc:
-        console.print(f"interrupted: partial result in {exc.outcome.path}", markup=False)
-        raise KeyboardInterrupt from None
+        exc.note = f"partial result in {exc.outcome.path}"
+        raise
     if outcome.rows:
         console.print(summary_table(outcome.rows))
     for w in outcome.warnings:

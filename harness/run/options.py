@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.lifecycle import Interrupt
 from harness.scenario import FaultSpec
 from targets.redact import redact
 from targets.serving import DEFAULT_AMQP_URL
@@ -50,12 +52,40 @@ class RunOutcome:
     warnings: list[str]
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C: the partial result was written to `outcome.path`."""
+class Interrupted(Interrupt):
+    """Ctrl-C or another stopping signal: the partial result was written to `outcome.path`."""
 
-    def __init__(self, outcome: RunOutcome) -> None:
-        super().__init__()
+    def __init__(self, outcome: RunOutcome, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
         self.outcome = outcome
+
+
+PROCESS_MB = 64  # resident memory of one generator process (measured: about 62 MB)
+PROCESSES_PER_CPU = 2  # beyond this, processes only take turns on a CPU
+
+
+def check_processes(n: int, load_cpus: tuple[int, ...] = ()) -> None:
+    """--processes within what the machine can run: at most PROCESSES_PER_CPU per CPU the
+    generator may use, and half the available memory at PROCESS_MB each."""
+    import psutil
+
+    cpus = len(load_cpus) or len(os.sched_getaffinity(0))
+    available = psutil.virtual_memory().available
+    by_cpu = PROCESSES_PER_CPU * cpus
+    by_memory = max(1, int(available / 2 / (PROCESS_MB * 2**20)))
+    if n < 1:
+        raise UserError(f"--processes must be at least 1, got {n}")
+    if n <= min(by_cpu, by_memory):
+        return
+    where = "--load-cpus" if load_cpus else "this machine"
+    if by_cpu <= by_memory:
+        why = (f"the load generator may use {cpus} CPU(s) ({where}), and more than "
+               f"{PROCESSES_PER_CPU} processes per CPU only take turns, adding scheduling "
+               "delay to the latency they measure")
+    else:
+        why = (f"each process takes about {PROCESS_MB} MB and {available / 2**30:.1f} GB is "
+               "available; half of it is the most the generator may take")
+    raise UserError(f"--processes {n}: at most {min(by_cpu, by_memory)} here: {why}")
 
 
 def parse_cpus(text: str | None, option: str) -> tuple[int, ...]:

@@ -2,15 +2,21 @@
 
 The folder is `results/.partial-<run-id>/` while the run goes; timeline rows and histogram
 intervals are written as each second closes, so an interrupted run keeps what it measured.
-`finish` writes run.json and renames the folder to `results/<run-id>/`.
+From the start the folder holds a run.json with status `running` and the writing process
+(pid, start time, host), so a run killed by SIGKILL is recognisable as abandoned
+(harness/run/abandoned.py). `finish` writes run.json with the size, SHA-256 and row count of
+every data file (`files`), so a reader tells a complete file from a damaged one, and renames
+the folder to `results/<run-id>/`.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import json
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,7 +86,8 @@ class HlogWriter:
         self._f.flush()
 
     def close(self) -> None:
-        self._f.close()
+        if not self._f.closed:
+            self._f.close()
 
 
 @dataclass
@@ -103,6 +110,7 @@ class TargetResults:
                                start_epoch_s, f"{comment} metric={metric} unit=us")
             for metric in ("latency", "service")
         }
+        writer.hlogs += self.hlogs.values()
         self.resources: dict[int, ResourceSample] = {}
         self._waiting: list[MergedSecond] = []  # seconds whose resource sample is not in yet
         self.last_second: MergedSecond | None = None
@@ -215,14 +223,18 @@ class ResultWriter:
     def __init__(self, results_dir: Path, run_id: str) -> None:
         self.results_dir = results_dir
         self.run_id, self.dir = _claim(results_dir, run_id)
+        self.owner = owner()
+        self.write_run_json({"status": RUNNING})
         (self.dir / "histograms").mkdir()
         (self.dir / "logs").mkdir()
+        self.hlogs: list[HlogWriter] = []
         self._files: dict[str, tuple[TextIO, csv.DictWriter[str]]] = {}
         for name, cols in (("summary.csv", SUMMARY_COLUMNS), ("timeline.csv", TIMELINE_COLUMNS),
                            ("errors.csv", ERROR_COLUMNS)):
             f = open(self.dir / name, "w", newline="", encoding="utf-8")
             w = csv.DictWriter(f, fieldnames=cols)
             w.writeheader()
+            f.flush()  # a run killed before its first row still leaves a readable file
             self._files[name] = (f, w)
 
     @property
@@ -264,30 +276,73 @@ class ResultWriter:
                     w.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
 
     def write_run_json(self, meta: dict[str, Any]) -> None:
-        tmp = self.dir / "run.json.tmp"
-        tmp.write_text(json.dumps({"format": FORMAT, "run_id": self.run_id, **meta}, indent=2)
-                       + "\n", encoding="utf-8")
-        os.replace(tmp, self.dir / "run.json")
+        """run.json, replaced atomically; while the run goes (status `running`) it names the
+        writing process."""
+        extra = {"process": self.owner} if meta.get("status") == RUNNING else {}
+        write_json(self.dir / "run.json",
+                   {"format": FORMAT, "run_id": self.run_id, **meta, **extra})
 
     def finish(self, meta: dict[str, Any]) -> Path:
-        """Write run.json, close the CSVs and move the folder to its final name."""
-        self.write_run_json(meta)
+        """Close every data file, write run.json with their manifest and move the folder to
+        its final name."""
         for f, _ in self._files.values():
             f.close()
-        final = self.results_dir / self.run_id
-        n = 2
-        while True:
-            if not final.exists():
-                try:
-                    os.rename(self.dir, final)  # fails if another run took the name meanwhile
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                        raise
-            final = self.results_dir / f"{self.run_id}-{n}"
-            n += 1
-        self.dir = final
-        return final
+        for hl in self.hlogs:
+            hl.close()
+        self.write_run_json({**meta, "files": manifest(self.dir)})
+        self.dir = move_to_final(self.results_dir, self.dir, self.run_id)
+        return self.dir
+
+
+RUNNING = "running"  # run.json status while the run goes (and of a run killed by SIGKILL)
+DATA_FILES = ("summary.csv", "timeline.csv", "errors.csv")
+
+
+def owner() -> dict[str, Any]:
+    """This process, as a later run recognises it: pid, start time (pids are reused), host."""
+    import psutil
+
+    return {"pid": os.getpid(), "started": psutil.Process().create_time(),
+            "host": socket.gethostname()}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size, SHA-256 and line count (CSV: data rows; .hlog: intervals) of every data file,
+    by its path in the folder: run.json's `files`."""
+    out: dict[str, dict[str, Any]] = {}
+    paths = [folder / n for n in DATA_FILES] + sorted((folder / "histograms").glob("*.hlog"))
+    for path in paths:
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        lines = data.splitlines()
+        rows = len(lines) - 1 if path.suffix == ".csv" else \
+            sum(1 for ln in lines if ln and not ln.startswith((b"#", b'"')))
+        out[path.relative_to(folder).as_posix()] = {
+            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "rows": max(rows, 0)}
+    return out
+
+
+def move_to_final(results_dir: Path, folder: Path, run_id: str) -> Path:
+    """Rename a `.partial-` folder to `<run-id>` (or `-2`, `-3`, … when that is taken)."""
+    final = results_dir / run_id
+    n = 2
+    while True:
+        if not final.exists():
+            try:
+                os.rename(folder, final)  # fails if another run took the name meanwhile
+                return final
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+        final = results_dir / f"{run_id}-{n}"
+        n += 1
 
 
 def _claim(results_dir: Path, run_id: str) -> tuple[str, Path]:

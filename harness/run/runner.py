@@ -1,9 +1,14 @@
 """Orchestrates `commbench run`: for each repetition and target (the target order rotates
 from one repetition to the next, so no transport always goes first), stand the target up on
 the stage, pass the conformance gate, spawn the generator processes, warm up, measure, stop,
-and write the result folder. Every exit path stops everything; Ctrl-C (and SIGTERM, which the
-CLI turns into KeyboardInterrupt) keeps what was measured, marks the run partial and
-re-raises so the CLI exits 130.
+and write the result folder. Every exit path stops everything; Ctrl-C (and SIGTERM, a hang-up
+or a closed stdout, which the CLI turns into the same KeyboardInterrupt) keeps what was
+measured, marks the run partial and re-raises so the CLI exits 128 + the signal.
+
+What SIGKILL leaves is finishable: run.json says `running` from the start and is rewritten as
+each target run starts and ends, and every broker namespace is recorded in the folder before
+its target starts (harness.run.abandoned); a later `run` reports such a folder and
+`commbench clean` finalises or removes it.
 
 Each merged second goes to the same listeners in turn: the results writer, the measured
 window (harness.run.window: rates and the saturation rule) and the live progress view.
@@ -20,7 +25,7 @@ import os
 import shutil
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
 from rich.console import Console
 
@@ -28,29 +33,24 @@ from harness.environment import environment
 from harness.errors import UserError
 from harness.faults.cascade import Cascade
 from harness.faults.injector import Injector
-from harness.lifecycle import signals_ignored
+from harness.lifecycle import Interrupt, signals_ignored
 from harness.load.engine import EngineConfig
-from harness.load.recorder import NS, MergedSecond, Merger
+from harness.load.recorder import NS, MergedSecond, Merger, SecondListener
 from harness.load.workers import Message, WorkerPool, WorkerSpec
-from harness.run.options import Interrupted, RunOptions, RunOutcome
+from harness.run import abandoned
+from harness.run.options import Interrupted, RunOptions, RunOutcome, check_processes
 from harness.run.probes import Meter, ProcessProbe
 from harness.run.progress import ProgressListener, ProgressView
-from harness.run.results import ResourceSample, ResultWriter, run_id_for, utc_iso
+from harness.run.results import RUNNING, ResourceSample, ResultWriter, run_id_for
 from harness.run.settle import settle
-from harness.run.target_run import TargetRun
-from harness.run.window import SATURATION_RULE
+from harness.run.target_run import TargetRun, run_meta
 from harness.scenario import find_scenario, load_scenario, parse_target
 from harness.stage.reach import Reach
 from harness.stage.stage import GateFailed, Stage, broker_record
-from targets.redact import redact
 from targets.registry import get_transport
 
 START_LEAD_NS = 200_000_000  # workers get their common start time this far ahead
 mono = time.monotonic_ns
-
-
-class SecondListener(Protocol):
-    def on_second(self, m: MergedSecond) -> None: ...
 
 
 class Runner:
@@ -76,8 +76,7 @@ class Runner:
                                           repetitions=opts.repetitions, faults=opts.faults)
         self.reach = Reach.from_options(opts.urls, opts.pids)  # --url, --pid
         self.reach.check(self.scenario.targets)
-        if opts.processes < 1:
-            raise UserError(f"--processes must be at least 1, got {opts.processes}")
+        check_processes(opts.processes, opts.load_cpus)
         self.run_id = run_id_for(self.scenario.name)
         self.token = uuid.uuid4().hex[:8]  # unique per run: queue names on a shared broker
         self.broker: dict[str, Any] | None = None
@@ -91,12 +90,17 @@ class Runner:
         sc, opts = self.scenario, self.opts
         try:
             opts.results_dir.mkdir(parents=True, exist_ok=True)
+            left = abandoned.find(opts.results_dir)
             self.writer = ResultWriter(opts.results_dir, self.run_id)
         except OSError as exc:
             raise UserError(f"--results-dir {opts.results_dir}: cannot write results there "
                             f"({exc.strerror})") from None
         self.run_id = self.writer.run_id  # with a suffix when another run took the name
+        self.environment = environment(opts.target_cpus, opts.load_cpus)
         self.progress = ProgressView(self.console)
+        for a in left:
+            self.progress.note(f"found {abandoned.describe(a)}; `commbench clean --results-dir "
+                               f"{opts.results_dir}` finalises or removes it")
         self.progress.note(f"run {self.run_id}: {sc.name}, targets "
                            f"{', '.join(t.name for t in sc.targets)}, "
                            f"{sc.repetitions} repetition(s) → {self.writer.dir}")
@@ -110,6 +114,7 @@ class Runner:
                 stage.need_brokers(t.transport for t in sc.targets if not self.reach.by_url(t))
                 self._record_brokers()
                 self.warnings += self.reach.warnings(sc.targets)
+                self._checkpoint()
                 self.target_cpus = opts.target_cpus or all_cpus
                 for rep in range(1, sc.repetitions + 1):
                     order = list(sc.targets)
@@ -118,10 +123,10 @@ class Runner:
                     self.runs.extend(runs)
                     for group in [runs] if opts.concurrent else [[r] for r in runs]:
                         self._measure(group)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             with signals_ignored():
                 outcome = self._finish("partial")
-            raise Interrupted(outcome) from None
+            raise Interrupted(outcome, getattr(exc, "signum", Interrupt().signum)) from None
         except UserError:
             if not self.runs:  # refused before anything ran (e.g. the broker): no result
                 shutil.rmtree(self.writer.dir, ignore_errors=True)
@@ -141,12 +146,8 @@ class Runner:
 
     def _record_brokers(self) -> None:
         for use in self.stage.brokers.values():
-            self.broker = broker_record(use)
-            if not use.private:
-                self.warnings.append(
-                    f"the queue used a shared broker ({redact(use.url)}): its CPU per "
-                    "request includes everything that broker did during the measured window, "
-                    "other users' work included")
+            self.broker, warning = broker_record(use)
+            self.warnings += [warning] if warning else []
 
     def _measure(self, runs: list[TargetRun]) -> None:
         """Start, gate, load and stop a set of target runs (one, or all with --concurrent)."""
@@ -163,9 +164,11 @@ class Runner:
                 self._complete(r)
             for r in runs:
                 self._settle(r)
-        except KeyboardInterrupt:
+            self._checkpoint()
+        except KeyboardInterrupt as exc:
             with signals_ignored():
-                self._abort(runs, "interrupted")
+                self._abort(runs, "interrupted",
+                            exc.cause if isinstance(exc, Interrupt) else Interrupt().cause)
             raise
         except BaseException:
             with signals_ignored():
@@ -179,6 +182,10 @@ class Runner:
     def _prepare(self, r: TargetRun) -> None:
         sc = self.scenario
         self.progress.note(f"{'reaching' if self.reach.by_url(r.ref) else 'starting'} {r.label} …")
+        kind = get_transport(r.ref.transport).broker
+        if kind is not None and not self.reach.by_url(r.ref):  # first: SIGKILL must not hide it
+            use = self.stage.brokers[kind.name]
+            abandoned.record_namespace(self.writer.dir, self._namespace(r), use.url, use.private)
         try:
             r.target = self.stage.start(r.ref, name=r.name, namespace=self._namespace(r),
                                         seed=sc.data.seed_spec(), store=sc.data.store,
@@ -244,6 +251,7 @@ class Runner:
         r.merger = Merger(self.opts.processes, on_second)
         r.meter.begin(r.window.start_ns, sc.warmup_s, r.window.seconds)
         r.pool.start(t0)
+        self._checkpoint()
         self.progress.begin(r.label, sc.warmup_s, sc.duration_s)
 
     def _drive(self, runs: list[TargetRun]) -> None:
@@ -350,12 +358,12 @@ class Runner:
         if r.target is not None:
             self.stage.stop(r.target)
 
-    def _abort(self, runs: list[TargetRun], status: str) -> None:
+    def _abort(self, runs: list[TargetRun], status: str, cause: str = "") -> None:
         """Stop the generators of unfinished runs, keep what they measured."""
         for r in runs:
             if r.status != "running":
                 continue
-            r.status, r.error = status, f"{status} during the run"
+            r.status, r.error = status, f"{status} during the run" + (f" ({cause})" if cause else "")
             r.stopped()
             if r.pool is not None and r.merger is not None:
                 r.pool.stop()
@@ -367,30 +375,22 @@ class Runner:
 
     # -- run.json ----------------------------------------------------------------------
 
-    def _finish(self, status: str) -> RunOutcome:
-        sc = self.scenario
+    def _meta(self, status: str) -> dict[str, Any]:
         targets = [r.record(None if self.reach.by_url(r.ref) else self._namespace(r)
                             if get_transport(r.ref.transport).broker is not None else None,
                             self.reach.record(r.ref)) for r in self.runs]
-        meta = {
-            "status": status,
-            "started_at": utc_iso(self.started_at), "ended_at": utc_iso(time.time()),
-            "scenario_file": str(self.scenario_file),
-            "scenario": sc.to_dict(),
-            "arguments": self.opts.arguments(),
-            "environment": environment(self.opts.target_cpus, self.opts.load_cpus),
-            "broker": self.broker,
-            "generator": {"processes": self.opts.processes,
-                          "in_flight_limit": sc.load.in_flight if sc.load.model == "open"
-                          else None,
-                          "loop": "uvloop", "clock": "CLOCK_MONOTONIC (time.monotonic_ns)",
-                          "saturation_rule": SATURATION_RULE},
-            "targets": targets,
-            "warnings": self.warnings,
-        }
-        self.writer.fault_files(targets)
+        return run_meta(self, status, targets)
+
+    def _checkpoint(self) -> None:
+        """run.json as it stands, status `running`: what a SIGKILL leaves for `clean`."""
+        with contextlib.suppress(OSError):
+            self.writer.write_run_json(self._meta(RUNNING))
+
+    def _finish(self, status: str) -> RunOutcome:
+        meta = self._meta(status)
+        self.writer.fault_files(meta["targets"])
         path = self.writer.finish(meta)
+        abandoned.namespaces_deleted(path)  # the stage has deleted them: nothing left behind
         rows = [row for r in self.runs for row in r.rows]
         failed = [r.label for r in self.runs if r.status == "failed"]
         return RunOutcome(path, status, rows, failed, self.warnings)
-

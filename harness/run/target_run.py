@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,8 +13,8 @@ from harness.load.engine import EngineStats
 from harness.load.recorder import Merger
 from harness.load.workers import WorkerPool
 from harness.run.probes import Meter
-from harness.run.results import TargetResults
-from harness.run.window import Window
+from harness.run.results import TargetResults, utc_iso
+from harness.run.window import SATURATION_RULE, Window
 from harness.scenario import Scenario, TargetRef
 from harness.stage.stage import StagedTarget
 from targets.redact import redact, redact_text
@@ -110,3 +111,23 @@ class TargetRun:
             **self.faults_record(),
             **reach,
         }
+
+
+def run_meta(runner: Any, status: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """run.json of a `commbench run` (harness.run.runner.Runner), with its target rows."""
+    sc, opts = runner.scenario, runner.opts
+    return {
+        "status": status,
+        "started_at": utc_iso(runner.started_at), "ended_at": utc_iso(time.time()),
+        "scenario_file": str(runner.scenario_file),
+        "scenario": sc.to_dict(),
+        "arguments": opts.arguments(),
+        "environment": runner.environment,
+        "broker": runner.broker,
+        "generator": {"processes": opts.processes,
+                      "in_flight_limit": sc.load.in_flight if sc.load.model == "open" else None,
+                      "loop": "uvloop", "clock": "CLOCK_MONOTONIC (time.monotonic_ns)",
+                      "saturation_rule": SATURATION_RULE},
+        "targets": targets,
+        "warnings": runner.warnings,
+    }

@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.errors import UserError
-from harness.lifecycle import child_setup
+from harness.lifecycle import amqp_logs_off, child_setup
 from targets.queue.topology import url_problem
 from targets.redact import redact
 
@@ -50,12 +50,14 @@ class BrokerInfo:
 
 
 def probe(amqp_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """A real AMQP connect (TCP, handshake, auth): an open port alone proves nothing.
+    """A real AMQP connect (TCP, handshake, auth, opening the vhost): an open port alone
+    proves nothing. A broker that answers but refuses the login or the vhost is a UserError:
+    starting a private broker instead would measure another broker without saying so.
 
     A plain TCP connect goes first so a closed port fails fast and quietly (aiormq logs
     every failed connection attempt)."""
     import aio_pika
-    from aiormq.exceptions import ProbableAuthenticationError
+    from aiormq.exceptions import ProbableAuthenticationError, ProtocolSyntaxError
 
     parts = urlsplit(amqp_url)
     if not _port_open(parts.port or 5672, parts.hostname or "localhost", timeout):
@@ -67,7 +69,18 @@ def probe(amqp_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
         try:
             connection = await aio_pika.connect(amqp_url, timeout=timeout)
         except ProbableAuthenticationError as exc:
-            refused.append(str(exc).split(" - ")[0] or "ACCESS_REFUSED")
+            refused.append(f"refused the login ({str(exc).split(' - ')[0] or 'ACCESS_REFUSED'}): "
+                           "check the user and password in --amqp-url")
+            return False
+        except ProtocolSyntaxError as exc:
+            # RabbitMQ answers Connection.Open on a vhost it lacks (or the user may not use)
+            # with Connection.Close; aiormq reports the unexpected frame.
+            if "Connection.Close" not in str(exc):
+                return False
+            refused.append(f"refused to open virtual host {_vhost(amqp_url)!r} (it does not "
+                           "exist, or the user may not use it): check the vhost in --amqp-url "
+                           "(the part after the port; the default vhost is '/', written as a "
+                           "URL ending in '/')")
             return False
         except Exception:
             return False
@@ -77,9 +90,16 @@ def probe(amqp_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     if _run_in_thread(attempt()):
         return True
     if refused:  # a broker answered but said no: starting another one would hide that
-        raise UserError(f"the broker at {redact(amqp_url)} refused the login ({refused[0]}): "
-                        "check the user and password in --amqp-url")
+        raise UserError(f"the broker at {redact(amqp_url)} {refused[0]}")
     return False
+
+
+def _vhost(amqp_url: str) -> str:
+    """The virtual host an AMQP URL names (URL-decoded; '/' when the path is empty or '/')."""
+    from urllib.parse import unquote
+
+    path = urlsplit(amqp_url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 @contextlib.contextmanager
@@ -330,7 +350,8 @@ def delete_namespace(amqp_url: str, namespace: str) -> bool:
             return False
         return True
 
-    return _run_in_thread(_delete())
+    with amqp_logs_off():  # a broker already gone is the caller's to report, once
+        return _run_in_thread(_delete())
 
 
 class RabbitMQ:

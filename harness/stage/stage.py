@@ -255,10 +255,13 @@ def _port(url: str, broker: BrokerKind | None) -> int:
     return 0 if broker is not None else urlsplit(url).port or 0
 
 
-def broker_record(use: BrokerUse) -> dict[str, Any]:
-    """How run.json describes a broker the stage used."""
+def broker_record(use: BrokerUse) -> tuple[dict[str, Any], str | None]:
+    """How run.json describes a broker the stage used, and the warning a shared one earns."""
+    warning = None if use.private else (
+        f"the queue used a shared broker ({redact(use.url)}): its CPU per request includes "
+        "everything that broker did during the measured window, other users' work included")
     return {"kind": use.kind.name, "url": redact(use.url), "shared": not use.private,
             "private": use.private,
             "note": "started for this run and stopped after it" if use.private else
             "an existing broker found at --amqp-url; other work on it is charged to the "
-            "queue's CPU per request"}
+            "queue's CPU per request"}, warning

@@ -168,6 +168,9 @@ class QueueClient:
             for fut in pending.values():
                 if not fut.done():
                     fut.set_exception(exc)
+                    # Retrieved here: a request still publishing fails on its own and never
+                    # awaits this future; asyncio would log "exception was never retrieved".
+                    fut.exception()
 
 
 async def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> QueueClient:
