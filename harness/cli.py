@@ -59,7 +59,7 @@ def serve(
         help="server variant, e.g. granian for rest (default: the transport's first)")] = None,
 ) -> None:
     """Run one target server in the foreground until Ctrl-C or SIGTERM."""
-    from harness.scenario import MAX_ORDERS
+    from harness.scenario.model import MAX_ORDERS
 
     lifecycle.as_a_server()
     if users * orders_per_user > MAX_ORDERS:  # the seeded set is built in memory
