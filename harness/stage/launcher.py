@@ -98,6 +98,7 @@ def serve_command(transport: str, config: ServeConfig, server: str | None = None
         "--role", config.role, "--topology", config.topology,
         "--hop-timeout", repr(config.hop_timeout_s),
         *(arg for role, url in config.downstreams for arg in ("--downstream", f"{role}={url}")),
+        *(["--control", config.control] if config.control else []),
     ]
 
 
