@@ -57,6 +57,9 @@ def serve(
         min=0.001, help="chain edge: seconds each downstream call may take")] = DEFAULT_HOP_TIMEOUT_S,
     server: Annotated[str | None, typer.Option(
         help="server variant, e.g. granian for rest (default: the transport's first)")] = None,
+    control: Annotated[str, typer.Option(
+        help="Unix socket path for the fault control channel (delay, errors); none by default")]
+    = "",
 ) -> None:
     """Run one target server in the foreground until Ctrl-C or SIGTERM."""
     from harness.scenario.model import MAX_ORDERS
@@ -78,7 +81,7 @@ def serve(
                          namespace=namespace,
                          seed=SeedSpec(users=users, orders_per_user=orders_per_user, seed=seed),
                          role=role, topology=topology, downstreams=downstreams,
-                         hop_timeout_s=hop_timeout)
+                         hop_timeout_s=hop_timeout, control=control)
     try:
         main = t.serve(server)
     except KeyError as exc:

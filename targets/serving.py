@@ -55,7 +55,8 @@ class ServeConfig:
     # frozen config stays hashable. The queue needs none (everything meets on the broker).
     downstreams: tuple[tuple[str, str], ...] = ()
     hop_timeout_s: float = DEFAULT_HOP_TIMEOUT_S  # per downstream call of a synchronous chain
-    control: str = ""  # path of a Unix socket that switches faults on (delay, errors)
+    # A Unix socket path: serve the fault control channel there (targets/control.py); "" none.
+    control: str = ""
 
     def downstream(self, role: str) -> str:
         """The URL of downstream `role`; ServeError when the chain was not given one."""

@@ -99,6 +99,7 @@ def serve_command(transport: str, config: ServeConfig, server: str | None = None
         "--role", config.role, "--topology", config.topology,
         "--hop-timeout", repr(config.hop_timeout_s),
         *(arg for role, url in config.downstreams for arg in ("--downstream", f"{role}={url}")),
+        *(["--control", config.control] if config.control else []),
     ]
 
 
@@ -153,7 +154,7 @@ class Launcher:
             log.close()
             raise
         service = Service(name, transport, url, process, log_path, tuple(cpus),
-                          getattr(config, "control", ""))
+                          config.control)
         service._drain = threading.Thread(
             target=_drain, args=(process, log), name=f"drain-{name}", daemon=True
         )

@@ -1,10 +1,13 @@
 """The flow's payment and inventory services on grpc.aio. Handlers only translate protobuf ⇄
-the cores in targets.flow; every rule lives there."""
+the cores in targets.flow; every rule lives there. Each method first awaits the fault switch
+when a fault is on (targets/control.py): an injected error aborts INTERNAL, like any error
+the status table does not name."""
 
 from __future__ import annotations
 
 import grpc
 
+from targets.control import FaultSwitch
 from targets.core.errors import OrderError
 from targets.flow.inventory import Inventory
 from targets.flow.payment import Payments
@@ -17,11 +20,14 @@ INVENTORY_SERVICE: str = fpb.DESCRIPTOR.services_by_name["InventoryService"].ful
 
 
 class PaymentServicer(fpb_grpc.PaymentServiceServicer):
-    def __init__(self, payments: Payments) -> None:
+    def __init__(self, payments: Payments, faults: FaultSwitch | None = None) -> None:
         self.payments = payments
+        self.faults = faults or FaultSwitch()
 
     async def Charge(self, request: fpb.ChargeRequest, context: grpc.aio.ServicerContext) -> fpb.FlowReply:
         try:
+            if self.faults.active:
+                await self.faults.before()
             state = self.payments.charge(request.order_id, request.user_id, request.amount_cents)
         except OrderError as exc:
             await abort(context, exc)
@@ -29,6 +35,8 @@ class PaymentServicer(fpb_grpc.PaymentServiceServicer):
 
     async def Refund(self, request: fpb.OrderRef, context: grpc.aio.ServicerContext) -> fpb.FlowReply:
         try:
+            if self.faults.active:
+                await self.faults.before()
             state = self.payments.refund(request.order_id)
         except OrderError as exc:
             await abort(context, exc)
@@ -36,11 +44,14 @@ class PaymentServicer(fpb_grpc.PaymentServiceServicer):
 
 
 class InventoryServicer(fpb_grpc.InventoryServiceServicer):
-    def __init__(self, inventory: Inventory) -> None:
+    def __init__(self, inventory: Inventory, faults: FaultSwitch | None = None) -> None:
         self.inventory = inventory
+        self.faults = faults or FaultSwitch()
 
     async def Reserve(self, request: fpb.ReserveRequest, context: grpc.aio.ServicerContext) -> fpb.FlowReply:
         try:
+            if self.faults.active:
+                await self.faults.before()
             state = self.inventory.reserve(request.order_id, ((i.sku, i.quantity) for i in request.items))
         except OrderError as exc:
             await abort(context, exc)
@@ -48,6 +59,8 @@ class InventoryServicer(fpb_grpc.InventoryServiceServicer):
 
     async def Release(self, request: fpb.OrderRef, context: grpc.aio.ServicerContext) -> fpb.FlowReply:
         try:
+            if self.faults.active:
+                await self.faults.before()
             state = self.inventory.release(request.order_id)
         except OrderError as exc:
             await abort(context, exc)

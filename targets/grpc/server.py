@@ -9,6 +9,10 @@ Request bytes that are not a valid protobuf message get INVALID_ARGUMENT, like a
 input. grpc.aio deserializes before the method runs and turns a deserializer's exception into
 UNKNOWN, so the order service's methods are registered with deserializers that hand them an
 `Undecodable` instead of raising, and each method refuses that first thing.
+
+With `--control`, every servicer method (order, payment, inventory) then awaits the fault
+switch while a fault is on (targets/control.py); an injected error aborts INTERNAL with the
+detail "fault injected by the control channel" (trailing metadata kind `injected`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from targets.control import FaultSwitch, controlled
 from targets.core.errors import OrderError
 from targets.core.model import CreateOrder, Order
 from targets.core.service import OrderService
@@ -100,9 +105,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     """Method names and signatures come from the generated base class. `create`, when given,
     replaces the service's own create (a chain edge's, which awaits downstreams)."""
 
-    def __init__(self, service: OrderService, create: Create | None = None) -> None:
+    def __init__(self, service: OrderService, create: Create | None = None,
+                 faults: FaultSwitch | None = None) -> None:
         self.service = service
         self._create = create
+        self.faults = faults or FaultSwitch()
 
     async def GetOrder(
         self, request: pb.GetOrderRequest | Undecodable, context: grpc.aio.ServicerContext
@@ -110,6 +117,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         if isinstance(request, Undecodable):
             await _refuse(context, request)
         try:
+            if self.faults.active:
+                await self.faults.before()
             return convert.order_to_pb(self.service.get_order(request.order_id))
         except OrderError as exc:
             await _abort(context, exc)
@@ -120,6 +129,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         if isinstance(request, Undecodable):
             await _refuse(context, request)
         try:
+            if self.faults.active:
+                await self.faults.before()
             if request.HasField("limit"):
                 orders = self.service.list_user_orders(request.user_id, request.limit)
             else:  # unset: the core's default, as when REST omits ?limit
@@ -134,6 +145,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         if isinstance(request, Undecodable):
             await _refuse(context, request)
         try:
+            if self.faults.active:
+                await self.faults.before()
             req = convert.create_from_pb(request)
             order, created = self.service.create_order(req) if self._create is None \
                 else await self._create(req)
@@ -148,6 +161,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         if isinstance(request, Undecodable):
             await _refuse(context, request)
         try:
+            if self.faults.active:
+                await self.faults.before()
             # aclosing: a cancelled call (client gone, server stopping) unregisters the watcher.
             async with contextlib.aclosing(self.service.watch(request.order_id)) as updates:
                 async for order in updates:
@@ -185,7 +200,12 @@ def _check_port_free(host: str, port: int) -> None:
         bind_socket(host, port).close()
 
 
-async def _serve(config: ServeConfig, register: Register) -> None:
+async def _serve(config: ServeConfig, register: Register, faults: FaultSwitch) -> None:
+    async with controlled(config.control, faults):  # up before the ready line
+        await _serve_grpc(config, register)
+
+
+async def _serve_grpc(config: ServeConfig, register: Register) -> None:
     _check_port_free(config.host, config.port)
     server = grpc.aio.server(options=_SERVER_OPTIONS)
     service_name = register(server)
@@ -215,6 +235,7 @@ async def _serve(config: ServeConfig, register: Register) -> None:
 
 
 async def _serve_order(config: ServeConfig, service: OrderService) -> None:
+    faults = FaultSwitch()
     downstream = None
     create: Create | None = None
     if config.topology == TOPOLOGY_CHAIN:
@@ -223,11 +244,11 @@ async def _serve_order(config: ServeConfig, service: OrderService) -> None:
         create = ChainEdge(service, downstream, config.hop_timeout_s).create_order
 
     def register(server: grpc.aio.Server) -> str:
-        add_to_server(OrderServicer(service, create), server)
+        add_to_server(OrderServicer(service, create, faults), server)
         return SERVICE_NAME
 
     try:
-        await _serve(config, register)
+        await _serve(config, register, faults)
     finally:
         if downstream is not None:
             await downstream.close()
@@ -235,26 +256,28 @@ async def _serve_order(config: ServeConfig, service: OrderService) -> None:
 
 def _serve_payment(config: ServeConfig) -> None:
     payments = Payments.open(config.store, config.seed)
+    faults = FaultSwitch()
 
     def register(server: grpc.aio.Server) -> str:
-        fpb_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
+        fpb_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments, faults), server)
         return PAYMENT_SERVICE
 
     try:
-        run_on_uvloop(_serve(config, register))
+        run_on_uvloop(_serve(config, register, faults))
     finally:
         payments.close()
 
 
 def _serve_inventory(config: ServeConfig) -> None:
     inventory = Inventory.open(config.store, config.seed)
+    faults = FaultSwitch()
 
     def register(server: grpc.aio.Server) -> str:
-        fpb_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(inventory), server)
+        fpb_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(inventory, faults), server)
         return INVENTORY_SERVICE
 
     try:
-        run_on_uvloop(_serve(config, register))
+        run_on_uvloop(_serve(config, register, faults))
     finally:
         inventory.close()
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
+from targets.control import FaultSwitch
 from targets.core.errors import OrderError
 from targets.core.model import STATUS_PENDING, CreateOrder, Order
 from targets.core.service import OrderService
@@ -43,8 +44,8 @@ class ChainWorker(Worker):
     pending and publishes OrderCreated; its completion waits for the saga's last event."""
 
     def __init__(self, service: OrderService, replies: AbstractExchange, events: AbstractExchange,
-                 saga: AbstractExchange) -> None:
-        super().__init__(service, replies, events)
+                 saga: AbstractExchange, faults: FaultSwitch | None = None) -> None:
+        super().__init__(service, replies, events, faults)
         self.saga = saga  # on the confirming channel, like `events`
 
     async def on_saga(self, message: AbstractIncomingMessage) -> None:
@@ -60,6 +61,8 @@ class ChainWorker(Worker):
             await self.complete(request_id, client_id, answer(order))
 
     async def _saga_event(self, message: AbstractIncomingMessage) -> None:
+        if self.faults.active and await self._requeued(message):
+            return
         try:
             m = codec.decode_saga(message.body)
             order = order_reacts(self.service, m.event, m.order.id)
@@ -73,8 +76,9 @@ class ChainWorker(Worker):
 class SagaWorker(Guarded):
     """A downstream service (payment, inventory, notification) on its saga queue."""
 
-    def __init__(self, react: React, saga: AbstractExchange) -> None:
-        super().__init__()
+    def __init__(self, react: React, saga: AbstractExchange,
+                 faults: FaultSwitch | None = None) -> None:
+        super().__init__(faults)
         self.react = react
         self.saga = saga
 
@@ -82,6 +86,8 @@ class SagaWorker(Guarded):
         await self._guard(self._handle, message)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
+        if self.faults.active and await self._requeued(message):
+            return
         try:
             m = codec.decode_saga(message.body)
             reply = self.react(m.event, m.order)

@@ -25,6 +25,7 @@ from functools import partial
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
+from targets.control import FaultSwitch, controlled
 from targets.core.service import OrderService
 from targets.flow.inventory import Inventory
 from targets.flow.notification import Notifications
@@ -80,7 +81,12 @@ async def _connect(amqp_url: str, ns: str) -> AbstractRobustConnection:
         ) from None
 
 
-async def _serve(config: ServeConfig, setup: Setup) -> None:
+async def _serve(config: ServeConfig, setup: Setup, faults: FaultSwitch) -> None:
+    async with controlled(config.control, faults):  # up before the ready line
+        await _serve_broker(config, setup)
+
+
+async def _serve_broker(config: ServeConfig, setup: Setup) -> None:
     connection = await _connect(config.amqp_url, config.namespace)
     try:
         consuming = await connection.channel(publisher_confirms=False)
@@ -128,32 +134,32 @@ async def _serve(config: ServeConfig, setup: Setup) -> None:
         await connection.close()
 
 
-def _order_setup(config: ServeConfig, service: OrderService) -> Setup:
+def _order_setup(config: ServeConfig, service: OrderService, faults: FaultSwitch) -> Setup:
     """The order service: lookups and commands; in a chain also the saga's last events."""
 
     async def setup(consuming: AbstractChannel, confirming: AbstractChannel) -> Ready:
         if config.topology != TOPOLOGY_CHAIN:
             shared = await declare_shared(consuming, config.namespace)
             events = await confirming.get_exchange(shared.names.events)
-            worker = Worker(service, consuming.default_exchange, events)
+            worker = Worker(service, consuming.default_exchange, events, faults)
             return worker, [(shared.rpc, worker.on_rpc), (shared.commands, worker.on_command)]
         saga = await declare_saga(consuming, config.namespace)
         shared = saga.shared
         chain = ChainWorker(service, consuming.default_exchange,
                             await confirming.get_exchange(shared.names.events),
-                            await confirming.get_exchange(shared.names.saga))
+                            await confirming.get_exchange(shared.names.saga), faults)
         return chain, [(shared.rpc, chain.on_rpc), (shared.commands, chain.on_command),
                        (saga.queues[ROLE_ORDER], chain.on_saga)]
 
     return setup
 
 
-def _saga_setup(config: ServeConfig, react: React) -> Setup:
+def _saga_setup(config: ServeConfig, react: React, faults: FaultSwitch) -> Setup:
     """A downstream service: its saga queue, and the saga exchange to publish on."""
 
     async def setup(consuming: AbstractChannel, confirming: AbstractChannel) -> Ready:
         saga = await declare_saga(consuming, config.namespace)
-        worker = SagaWorker(react, await confirming.get_exchange(saga.shared.names.saga))
+        worker = SagaWorker(react, await confirming.get_exchange(saga.shared.names.saga), faults)
         return worker, [(saga.queues[config.role], worker.on_saga)]
 
     return setup
@@ -172,7 +178,8 @@ def _serve_downstream(config: ServeConfig) -> None:
         core = notifications = Notifications.open(config.store)
         react = partial(notification_reacts, notifications)
     try:
-        run_on_uvloop(_serve(config, _saga_setup(config, react)))
+        faults = FaultSwitch()
+        run_on_uvloop(_serve(config, _saga_setup(config, react, faults), faults))
     finally:
         core.close()
 
@@ -183,6 +190,8 @@ def serve(config: ServeConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_role(config, "queue", get_transport("queue").roles)
     if config.role == ROLE_ORDER:
-        run_service(config, lambda service: _serve(config, _order_setup(config, service)))
+        faults = FaultSwitch()
+        run_service(config, lambda service: _serve(config, _order_setup(config, service, faults),
+                                                   faults))
     else:
         _serve_downstream(config)

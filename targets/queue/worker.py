@@ -4,6 +4,12 @@ Manual acks: a create is acked only after its outcome event is confirmed by the 
 (at-least-once: the core's idempotency on request_id makes a redelivery harmless). Messages
 that cannot be served are rejected without requeue, so they dead-letter into `<ns>.dead` and
 the worker carries on.
+
+With `--control`, each handler first awaits the fault switch while a fault is on
+(targets/control.py). An injected error on an RPC lookup answers an error reply of kind
+`injected`; on any other message (a create command, a saga event) the message is rejected
+with requeue, not acked, so the broker delivers it again: the queue's own failure, which
+shows up as latency (redeliveries), not as an answer.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
+from targets.control import FaultSwitch, InjectedFault
 from targets.core.errors import OrderError
 from targets.core.model import CreateOrder, Order
 from targets.core.service import DEFAULT_LIST_LIMIT, OrderService
@@ -40,7 +47,8 @@ class Guarded:
     """Counts messages in flight (a graceful stop waits for them) and keeps any handler
     failure from reaching aio-pika: never raises, never loops a poison message."""
 
-    def __init__(self) -> None:
+    def __init__(self, faults: FaultSwitch | None = None) -> None:
+        self.faults = faults or FaultSwitch()
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -50,6 +58,16 @@ class Guarded:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
                 return True
+        return False
+
+    async def _requeued(self, message: AbstractIncomingMessage) -> bool:
+        """Await the fault switch (call it only when `self.faults.active`); on an injected
+        error reject `message` with requeue, so the broker redelivers it, and say so."""
+        try:
+            await self.faults.before()
+        except InjectedFault:
+            await message.reject(requeue=True)
+            return True
         return False
 
     async def _guard(
@@ -77,9 +95,10 @@ class Worker(Guarded):
     """Translates messages into OrderService calls and answers; never raises into aio-pika."""
 
     def __init__(
-        self, service: OrderService, replies: AbstractExchange, events: AbstractExchange
+        self, service: OrderService, replies: AbstractExchange, events: AbstractExchange,
+        faults: FaultSwitch | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(faults)
         self.service = service
         self.replies = replies  # default exchange of the consuming channel (no confirms)
         self.events = events  # topic exchange on a channel with publisher confirms
@@ -97,6 +116,8 @@ class Worker(Guarded):
             d = codec.decode_object(message.body)
             op = d.get("op")
             try:
+                if self.faults.active:
+                    await self.faults.before()
                 if op == "get":
                     reply: dict[str, Any] = {"ok": self.service.get_order(d.get("order_id")).to_dict()}
                 elif op == "list":
@@ -115,6 +136,8 @@ class Worker(Guarded):
         await message.ack()
 
     async def _command(self, message: AbstractIncomingMessage) -> None:
+        if self.faults.active and await self._requeued(message):
+            return
         try:
             d = codec.decode_object(message.body)
             request_id, client_id = codec.command_keys(d)

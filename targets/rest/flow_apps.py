@@ -1,5 +1,6 @@
 """The flow's payment and inventory services as FastAPI apps. Routes only translate HTTP ⇄
-the cores in targets.flow; every rule (idempotency, declines, all-or-nothing stock) is there."""
+the cores in targets.flow; every rule (idempotency, declines, all-or-nothing stock) is there.
+Each route first awaits the fault switch when a fault is on (targets/control.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
+from targets.control import FaultSwitch
 from targets.flow.inventory import Inventory
 from targets.flow.payment import Payments
 from targets.rest import flow_wire, wire
@@ -50,29 +52,39 @@ def _state(order_id: int, state: str) -> Response:
     return OrjsonResponse(flow_wire.state_body(order_id, state))
 
 
-def build_payment_app(payments: Payments) -> FastAPI:
+def build_payment_app(payments: Payments, faults: FaultSwitch | None = None) -> FastAPI:
     app = _app("commbench payment")
+    faults = faults or FaultSwitch()
 
     @app.post(flow_wire.CHARGE_PATH, response_model=StateOut, responses=ERRORS)
     async def charge(order_id: int, body: ChargeIn) -> Response:
+        if faults.active:
+            await faults.before()
         return _state(order_id, payments.charge(order_id, body.user_id, body.amount_cents))
 
     @app.post(flow_wire.REFUND_PATH, response_model=StateOut, responses=ERRORS)
     async def refund(order_id: int) -> Response:
+        if faults.active:
+            await faults.before()
         return _state(order_id, payments.refund(order_id))
 
     return app
 
 
-def build_inventory_app(inventory: Inventory) -> FastAPI:
+def build_inventory_app(inventory: Inventory, faults: FaultSwitch | None = None) -> FastAPI:
     app = _app("commbench inventory")
+    faults = faults or FaultSwitch()
 
     @app.post(flow_wire.RESERVE_PATH, response_model=StateOut, responses=ERRORS)
     async def reserve(order_id: int, body: ReserveIn) -> Response:
+        if faults.active:
+            await faults.before()
         return _state(order_id, inventory.reserve(order_id, ((i.sku, i.quantity) for i in body.items)))
 
     @app.post(flow_wire.RELEASE_PATH, response_model=StateOut, responses=ERRORS)
     async def release(order_id: int) -> Response:
+        if faults.active:
+            await faults.before()
         return _state(order_id, inventory.release(order_id))
 
     return app

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from targets.control import InjectedFault
 from targets.core.errors import InvalidRequest, NotFound, Unavailable
 from targets.rest import wire
 
@@ -117,6 +118,13 @@ async def _on_unavailable(request: Request, exc: Exception) -> Response:
     return _error(wire.UNAVAILABLE_STATUS, exc.kind, exc.message)
 
 
+async def _on_injected(request: Request, exc: Exception) -> Response:
+    """A fault the control channel injected: the 500 any failing handler would answer, in
+    our error body (kind `injected`), so a caller can tell it from a crash."""
+    assert isinstance(exc, InjectedFault)
+    return _error(500, exc.kind, exc.message)
+
+
 async def _on_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0]
@@ -142,6 +150,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     NotFound: _on_not_found,
     InvalidRequest: _on_invalid,
     Unavailable: _on_unavailable,
+    InjectedFault: _on_injected,
     RequestValidationError: _on_validation,
     StarletteHTTPException: _on_http,
 }

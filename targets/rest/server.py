@@ -12,6 +12,8 @@ validate twice and answer in pydantic's words instead.
 
 `serve` runs one role: the order service (alone, or as the edge of a chain that charges and
 reserves through the payment and inventory services over aiohttp), or one of those two.
+With `--control`, every business route first awaits the fault switch while a fault is on
+(targets/control.py); an injected error answers 500 with the JSON error body.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fastapi import FastAPI, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
+from targets.control import FaultSwitch, controlled
 from targets.core.model import ALL_STATUSES, CATALOGUE, CreateOrder, ItemRequest, Order
 from targets.core.service import DEFAULT_LIST_LIMIT, OrderService
 from targets.core.validation import (
@@ -126,9 +129,12 @@ class HealthOut(BaseModel):
 
 # --- the app --------------------------------------------------------------------------------
 
-def build_app(service: OrderService, create: Create | None = None) -> FastAPI:
+def build_app(service: OrderService, create: Create | None = None,
+              faults: FaultSwitch | None = None) -> FastAPI:
     """The ASGI app over `service`; usable in-process (e.g. httpx.ASGITransport). `create`,
-    when given, replaces the service's own create (a chain edge's, which awaits downstreams)."""
+    when given, replaces the service's own create (a chain edge's, which awaits downstreams);
+    `faults`, the switch its routes obey (off unless a control channel sets it)."""
+    faults = faults or FaultSwitch()
     app = FastAPI(
         title="commbench orders",
         version="1",
@@ -141,6 +147,8 @@ def build_app(service: OrderService, create: Create | None = None) -> FastAPI:
     async def get_order(
         order_id: Annotated[int, Path(json_schema_extra=_ID_RANGE)],
     ) -> Response:
+        if faults.active:
+            await faults.before()
         return OrjsonResponse(service.get_order(order_id).to_dict())
 
     @app.get(wire.USER_ORDERS_PATH, response_model=OrderListOut,
@@ -151,6 +159,8 @@ def build_app(service: OrderService, create: Create | None = None) -> FastAPI:
         limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": MAX_LIST_LIMIT})]
         = DEFAULT_LIST_LIMIT,
     ) -> Response:
+        if faults.active:
+            await faults.before()
         orders = service.list_user_orders(user_id, limit)
         return OrjsonResponse({"orders": [o.to_dict() for o in orders]})
 
@@ -159,6 +169,8 @@ def build_app(service: OrderService, create: Create | None = None) -> FastAPI:
               responses={200: {"model": OrderOut, "description": "a retried request id: "
                                "the order its first attempt created"}, **INVALID, **UNAVAILABLE})
     async def create_order(body: CreateOrderIn) -> Response:
+        if faults.active:
+            await faults.before()
         req = CreateOrder(
             request_id=body.request_id,
             user_id=body.user_id,
@@ -209,7 +221,8 @@ async def _run(server: _Server, sock: socket.socket) -> None:
     await server.serve(sockets=[sock])
 
 
-async def _serve_app(app: FastAPI, config: ServeConfig, sock: socket.socket) -> None:
+async def _serve_app(app: FastAPI, config: ServeConfig, sock: socket.socket,
+                     faults: FaultSwitch) -> None:
     uv_config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -219,18 +232,20 @@ async def _serve_app(app: FastAPI, config: ServeConfig, sock: socket.socket) -> 
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     url = _url(config.host, sock)
-    await _run(_Server(uv_config, lambda: announce_ready("rest", url, config.role)), sock)
+    async with controlled(config.control, faults):  # up before the ready line
+        await _run(_Server(uv_config, lambda: announce_ready("rest", url, config.role)), sock)
 
 
 async def _serve_order(config: ServeConfig, service: OrderService, sock: socket.socket) -> None:
+    faults = FaultSwitch()
     if config.topology != TOPOLOGY_CHAIN:
-        await _serve_app(build_app(service), config, sock)
+        await _serve_app(build_app(service, faults=faults), config, sock, faults)
         return
     downstream = RestDownstream(config.downstream(ROLE_PAYMENT), config.downstream(ROLE_INVENTORY),
                                 config.hop_timeout_s)
     try:
         edge = ChainEdge(service, downstream, config.hop_timeout_s)
-        await _serve_app(build_app(service, edge.create_order), config, sock)
+        await _serve_app(build_app(service, edge.create_order, faults), config, sock, faults)
     finally:
         await downstream.close()
 
@@ -247,14 +262,17 @@ def serve(config: ServeConfig) -> None:
             run_service(config, lambda service: _serve_order(config, service, sock))
         elif config.role == ROLE_PAYMENT:
             payments = Payments.open(config.store, config.seed)
+            faults = FaultSwitch()
             try:
-                run_on_uvloop(_serve_app(build_payment_app(payments), config, sock))
+                run_on_uvloop(_serve_app(build_payment_app(payments, faults), config, sock, faults))
             finally:
                 payments.close()
         elif config.role == ROLE_INVENTORY:
             inventory = Inventory.open(config.store, config.seed)
+            faults = FaultSwitch()
             try:
-                run_on_uvloop(_serve_app(build_inventory_app(inventory), config, sock))
+                run_on_uvloop(_serve_app(build_inventory_app(inventory, faults), config, sock,
+                                         faults))
             finally:
                 inventory.close()
     finally:

@@ -22,6 +22,7 @@ from granian.log import LogLevels
 from granian.net import SocketHolder
 from granian.server.embed import Server
 
+from targets.control import FaultSwitch, controlled
 from targets.core.service import OrderService
 from targets.rest import wire
 from targets.rest.server import build_app
@@ -73,25 +74,31 @@ def serve(config: ServeConfig) -> None:
     url = _url(config.host, sock)
 
     async def main(service: OrderService) -> None:
-        server = _Server(build_app(service), sock)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.stop)
-        serving = asyncio.ensure_future(server.serve())
-        ready = asyncio.ensure_future(asyncio.wait_for(_answers(url), READY_TIMEOUT_S))
-        await asyncio.wait([serving, ready], return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():  # granian stopped before it answered
-            ready.cancel()
-            await serving
-            raise ServeError("granian stopped before it answered")
-        if (exc := ready.exception()) is not None:
-            server.stop()
-            await serving
-            raise ServeError(f"granian did not answer at {url}: {exc!r}")
-        announce_ready("rest", url)
-        await serving
+        faults = FaultSwitch()
+        async with controlled(config.control, faults):  # up before the ready line
+            await _serve(_Server(build_app(service, faults=faults), sock), url)
 
     try:
         run_service(config, main)
     finally:
         sock.close()
+
+
+async def _serve(server: _Server, url: str) -> None:
+    """Serve until SIGTERM/SIGINT; the ready line once the server has answered."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    serving = asyncio.ensure_future(server.serve())
+    ready = asyncio.ensure_future(asyncio.wait_for(_answers(url), READY_TIMEOUT_S))
+    await asyncio.wait([serving, ready], return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():  # granian stopped before it answered
+        ready.cancel()
+        await serving
+        raise ServeError("granian stopped before it answered")
+    if (exc := ready.exception()) is not None:
+        server.stop()
+        await serving
+        raise ServeError(f"granian did not answer at {url}: {exc!r}")
+    announce_ready("rest", url)
+    await serving
