@@ -19,9 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
-from harness.stage.conformance import Check, CheckFailed
+from harness.stage.conformance import Check, CheckFailed, run_all
 from targets.api import OrderClient
-from targets.core.errors import OrderError
 from targets.core.model import (
     STATUS_CANCELLED,
     STATUS_CONFIRMED,
@@ -122,17 +121,4 @@ FLOW_CHECKS: dict[str, Callable[[_Ctx], Awaitable[None]]] = {
 
 async def run_flow_checks(client: OrderClient, seed: SeedSpec, timeout: float = 30.0) -> list[Check]:
     """Every flow check, each bounded in time; a failure never stops the others."""
-    ctx = _Ctx(client, seed, uuid.uuid4().hex[:12])
-    results: list[Check] = []
-    for name, check in FLOW_CHECKS.items():
-        try:
-            await asyncio.wait_for(check(ctx), timeout)
-        except CheckFailed as exc:
-            results.append(Check(name, False, str(exc)))
-        except TimeoutError:
-            results.append(Check(name, False, f"no answer within {timeout:.0f} s"))
-        except OrderError as exc:
-            results.append(Check(name, False, f"unexpected error {exc.kind}: {exc}"))
-        else:
-            results.append(Check(name, True))
-    return results
+    return await run_all(FLOW_CHECKS, _Ctx(client, seed, uuid.uuid4().hex[:12]), timeout)
