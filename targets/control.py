@@ -32,7 +32,8 @@ from typing import Any
 from targets.core.errors import OrderError
 from targets.serving import ServeError
 
-STATE_KEYS = ("delay_s", "jitter_s", "error_fraction")
+STATE_KEYS = ("delay_s", "jitter_s", "error_fraction", "crash")
+CRASH_EXIT = 137  # as if SIGKILLed: the process dies between its side effect and its answer
 MAX_LINE = 4096  # a control line is a few dozen bytes; anything longer is refused
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, NUL included
 
@@ -50,35 +51,46 @@ class InjectedFault(OrderError):
 class FaultSwitch:
     """The faults in effect in this process. Assigning any state field updates `active`."""
 
-    __slots__ = ("delay_s", "jitter_s", "error_fraction", "injected", "active")
+    __slots__ = ("delay_s", "jitter_s", "error_fraction", "crash", "injected", "active")
     delay_s: float
     jitter_s: float
     error_fraction: float
+    crash: float  # 1: the next handler to reach `after_effect` kills the process
     injected: int  # errors injected so far
     # True when any fault is set; read on every request, so a plain attribute, not a property.
     active: bool
 
     def __init__(self, delay_s: float = 0.0, jitter_s: float = 0.0,
-                 error_fraction: float = 0.0) -> None:
+                 error_fraction: float = 0.0, crash: float = 0.0) -> None:
         object.__setattr__(self, "injected", 0)
-        self.set(delay_s, jitter_s, error_fraction)
+        self.set(delay_s, jitter_s, error_fraction, crash)
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         if name in STATE_KEYS:
             object.__setattr__(self, "active", bool(
                 getattr(self, "delay_s", 0) > 0 or getattr(self, "jitter_s", 0) > 0
-                or getattr(self, "error_fraction", 0) > 0))
+                or getattr(self, "error_fraction", 0) > 0 or getattr(self, "crash", 0) > 0))
 
     def __repr__(self) -> str:
         return f"FaultSwitch({self.state()}, injected={self.injected})"
 
-    def set(self, delay_s: float = 0.0, jitter_s: float = 0.0, error_fraction: float = 0.0) -> None:
+    def set(self, delay_s: float = 0.0, jitter_s: float = 0.0, error_fraction: float = 0.0,
+            crash: float = 0.0) -> None:
         self.delay_s, self.jitter_s, self.error_fraction = delay_s, jitter_s, error_fraction
+        self.crash = crash
 
     def state(self) -> dict[str, float]:
         return {"delay_s": self.delay_s, "jitter_s": self.jitter_s,
-                "error_fraction": self.error_fraction}
+                "error_fraction": self.error_fraction, "crash": self.crash}
+
+    def after_effect(self) -> None:
+        """Call between a handler's side effect (the store written) and its answer or ack:
+        with `crash` set, the process dies right there, the crash a saga must survive."""
+        if self.crash:
+            log.warning("crashing between a side effect and its answer (fault injected)")
+            logging.shutdown()
+            os._exit(CRASH_EXIT)
 
     async def before(self) -> None:
         """Await at the start of handling a request: the delay, then maybe InjectedFault."""
@@ -106,8 +118,8 @@ def parse_state(line: bytes | str) -> dict[str, float]:
         value = request.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ValueError(f"{key} must be a finite number, got {value!r}")
-        if value < 0 or (key == "error_fraction" and value > 1):
-            bounds = "between 0 and 1" if key == "error_fraction" else "0 or more"
+        if value < 0 or (key in ("error_fraction", "crash") and value > 1):
+            bounds = "between 0 and 1" if key in ("error_fraction", "crash") else "0 or more"
             raise ValueError(f"{key} must be {bounds}, got {value!r}")
         state[key] = float(value)
     return state

@@ -100,8 +100,9 @@ def test_malformed_lines_are_refused_with_a_reason(line: bytes, why: str) -> Non
 
 
 def test_missing_keys_reset_to_zero() -> None:
-    assert parse_state(b'{"delay_s": 2}') == {"delay_s": 2.0, "jitter_s": 0.0, "error_fraction": 0.0}
-    assert parse_state(b"{}") == {"delay_s": 0.0, "jitter_s": 0.0, "error_fraction": 0.0}
+    assert parse_state(b'{"delay_s": 2}') == {"delay_s": 2.0, "jitter_s": 0.0, "error_fraction": 0.0,
+                                                    "crash": 0.0}
+    assert parse_state(b"{}") == {"delay_s": 0.0, "jitter_s": 0.0, "error_fraction": 0.0, "crash": 0.0}
 
 
 def test_the_socket_is_claimed_from_a_dead_process_and_removed_on_close() -> None:
@@ -118,7 +119,7 @@ def test_the_socket_is_claimed_from_a_dead_process_and_removed_on_close() -> Non
             with pytest.raises(ServeError, match="another process"):
                 await serve_control(path, FaultSwitch())
             answer = await asyncio.to_thread(set_faults, path, delay_s=0.5, jitter_s=0.1)
-            assert answer == {"delay_s": 0.5, "jitter_s": 0.1, "error_fraction": 0.0}
+            assert answer == {"delay_s": 0.5, "jitter_s": 0.1, "error_fraction": 0.0, "crash": 0.0}
             assert (switch.delay_s, switch.jitter_s, switch.active) == (0.5, 0.1, True)
             server.close()
             assert not os.path.exists(path)
@@ -228,7 +229,7 @@ def _status(chain: Chain, request_id: str) -> str | None:
 def test_a_delay_on_payment_slows_creates_until_cleared(chain: Chain) -> None:
     payment = chain.controls["payment"]
     assert set_faults(payment, delay_s=DELAY_S) == {"delay_s": DELAY_S, "jitter_s": 0.0,
-                                                    "error_fraction": 0.0}
+                                                    "error_fraction": 0.0, "crash": 0.0}
     try:
         slow = statistics.median(_creates(chain, 0))
     finally:

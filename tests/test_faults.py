@@ -103,3 +103,27 @@ def test_a_fault_needs_the_chain(tmp_path: Path) -> None:
     bad = subprocess.run([COMMBENCH, "run", str(scenario), "--fault", "payment"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("commbench: --fault takes SERVICE:KIND")
+
+
+@pytest.mark.parametrize("target", ["queue", "rest"])
+def test_crash_between_side_effect_and_ack_charges_once(tmp_path: Path, amqp_url: str,
+                                                        target: str) -> None:
+    """Payment dies right after writing a charge, before its ack (queue) or its answer
+    (REST), and comes back when the fault ends. The queue's saga redelivers the event and
+    charges once: the books balance. The synchronous edge sees a failed call, rejects the
+    order and tries to refund while payment is down: the charge stays, and reconciliation
+    (the stores, not the client's answers) finds exactly that order."""
+    run_dir = _run(tmp_path, target, "6s", amqp_url, "payment:crash@1s+2s")
+    (t,) = json.loads((run_dir / "run.json").read_text())["targets"]
+    assert t["status"] == "ok", t["error"]
+    (fault,) = t["faults"]
+    assert fault["kind"] == "crash" and fault["error"] == "", fault
+    log = (run_dir / "logs" / f"{target}-r1-payment.log").read_text()
+    assert "crashing between a side effect and its answer" in log
+    rec = t["reconciliation"]
+    assert rec["double_charges"] == 0 and sum(rec["stuck"].values()) == 0
+    if target == "queue":
+        assert rec["clean"], rec["problems"]
+    else:
+        assert rec["rejected_with_leftovers"] == 1, rec["problems"]
+        assert rec["load_by_status"].get("rejected", 0) >= 1

@@ -71,8 +71,9 @@ class Injector:
         active = self._active[n] = _Active(f, round(self._now_s(), 3))
         try:
             service = self._service(f)
-            if f.kind == "kill":
+            if f.kind in ("kill", "crash"):
                 self.target.down.add(f.service)
+            if f.kind == "kill":
                 service.signal(signal.SIGKILL)
             elif f.kind == "pause":
                 service.signal(signal.SIGSTOP)
@@ -87,8 +88,12 @@ class Injector:
             return
         f = active.fault
         try:
-            if f.kind == "kill":
+            if f.kind == "kill" or (f.kind == "crash" and not self._service(f).alive()):
                 self.restarted(f.service, self.stage.restart(self.target, f.service).pid)
+            elif f.kind == "crash":
+                self._control(f, on=False)
+                active.error = "did not crash: no side effect reached it during the fault"
+            if f.kind in ("kill", "crash"):
                 self.target.down.discard(f.service)
             elif f.kind == "pause":
                 self._service(f).signal(signal.SIGCONT)
@@ -118,5 +123,7 @@ class Injector:
             set_faults(path)
         elif f.kind == "delay":
             set_faults(path, delay_s=f.delay_s or 0.0, jitter_s=f.jitter_s)
+        elif f.kind == "crash":
+            set_faults(path, crash=True)
         else:
             set_faults(path, error_fraction=f.fraction or 0.0)

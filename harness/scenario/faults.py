@@ -3,7 +3,7 @@ service of the topology, a kind, when it starts in the measured window and how l
 
     [[faults]]
     service = "payment"      # order, payment, inventory, notification (the topology's names)
-    kind = "pause"           # kill | pause | delay | errors
+    kind = "pause"           # kill | pause | delay | errors | crash
     at = "10s"               # from the start of the measured window
     duration = "5s"
     delay = "2s"             # delay: added to each request the service handles
@@ -25,7 +25,7 @@ from harness.errors import UserError
 from harness.scenario.errors import Help, problem, problems
 from harness.scenario.types import duration_type, parse_duration
 
-KINDS = ("kill", "pause", "delay", "errors")
+KINDS = ("kill", "pause", "delay", "errors", "crash")
 SERVICES = ("order", "payment", "inventory", "notification")
 MAX_FAULT_S = 24 * 3600.0
 MAX_DELAY_S = 60.0
@@ -47,7 +47,9 @@ class FaultSpec(BaseModel):
         " or ".join(f'"{s}"' for s in SERVICES))]
     kind: Annotated[Literal[KINDS], Help(  # type: ignore[valid-type]
         "kill: SIGKILL, restarted when the fault ends; pause: SIGSTOP, then SIGCONT; delay: "
-        "added latency; errors: a share of requests fail with the transport's own error",
+        "added latency; errors: a share of requests fail with the transport's own error; "
+        "crash: the service dies between a side effect and its answer or ack (payment's "
+        "charge, a saga step), restarted when the fault ends",
         " or ".join(f'"{k}"' for k in KINDS))]
     at_s: Annotated[At, Help("When the fault starts, from the start of the measured window",
                              f"{DURATION_HELP}, zero or more"), Field(alias="at")]

@@ -20,10 +20,11 @@ MAX_ANSWER = 4096
 
 
 def set_faults(path: str, *, delay_s: float = 0, jitter_s: float = 0, error_fraction: float = 0,
-               timeout: float = 2.0) -> dict[str, float]:
+               crash: bool = False, timeout: float = 2.0) -> dict[str, float]:
     """Set the service's faults (any left out are cleared); the state the service answers."""
     reply = exchange(path, {"delay_s": delay_s, "jitter_s": jitter_s,
-                            "error_fraction": error_fraction}, timeout=timeout)
+                            "error_fraction": error_fraction, "crash": int(crash)},
+                     timeout=timeout)
     return dict(reply["state"])
 
 

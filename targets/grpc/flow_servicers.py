@@ -29,6 +29,8 @@ class PaymentServicer(fpb_grpc.PaymentServiceServicer):
             if self.faults.active:
                 await self.faults.before()
             state = self.payments.charge(request.order_id, request.user_id, request.amount_cents)
+            if self.faults.active:
+                self.faults.after_effect()  # a crash here: charged, never answered
         except OrderError as exc:
             await abort(context, exc)
         return fpb.FlowReply(order_id=request.order_id, state=state)

@@ -94,6 +94,8 @@ class SagaWorker(Guarded):
         except (codec.Malformed, UnexpectedEvent, OrderError) as exc:
             await _reject(message, exc)
             return
+        if self.faults.active:
+            self.faults.after_effect()  # a crash here: written, not acked, redelivered
         if reply is not None:
             await publish_saga(self.saga, reply, m.order, m.request_id, m.client_id)
         await message.ack()

@@ -60,7 +60,10 @@ def build_payment_app(payments: Payments, faults: FaultSwitch | None = None) -> 
     async def charge(order_id: int, body: ChargeIn) -> Response:
         if faults.active:
             await faults.before()
-        return _state(order_id, payments.charge(order_id, body.user_id, body.amount_cents))
+        state = payments.charge(order_id, body.user_id, body.amount_cents)
+        if faults.active:
+            faults.after_effect()  # a crash here: charged, never answered
+        return _state(order_id, state)
 
     @app.post(flow_wire.REFUND_PATH, response_model=StateOut, responses=ERRORS)
     async def refund(order_id: int) -> Response:
