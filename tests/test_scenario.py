@@ -279,7 +279,7 @@ def test_file_errors(tmp_path):
         load_scenario(tmp_path / "missing.toml")
     known = ", ".join(sorted(p.stem for p in (ROOT / "scenarios").glob("*.toml")))
     assert "mixed, order-creation" in known
-    with pytest.raises(UserError, match=f"known: {known}$"):
+    with pytest.raises(UserError, match=rf"\(known: {known}\)$"):
         find_scenario("nope", ROOT / "scenarios")
     assert find_scenario("quick", ROOT / "scenarios") == ROOT / "scenarios" / "quick.toml"
 
