@@ -61,8 +61,7 @@ def sync_chains_cascade(run: Run, df: pd.DataFrame) -> Claim:
               "HTTP/REST — Cons: … cascading failures (if order-service is down, this call fails)")
     rows = _fault_rows(run, ("rest", "grpc"))
     if not rows:
-        c.verdict, c.reason = NOT_MEASURED, ("no fault hit a downstream service of a REST or "
-                                             "gRPC chain in this run")
+        c.verdict, c.reason = NOT_MEASURED, _none(run, "a REST or gRPC chain")
         return c
     outcomes = []
     for target, faults in rows.items():
@@ -83,8 +82,7 @@ def queue_isolates_consumers(run: Run, df: pd.DataFrame) -> Claim:
               "Message queues — Pros: … resilience (consumer failures don't affect producers)")
     rows = _fault_rows(run, ("queue",))
     if not rows:
-        c.verdict, c.reason = NOT_MEASURED, ("no fault hit a downstream service of the queue's "
-                                             "saga in this run")
+        c.verdict, c.reason = NOT_MEASURED, _none(run, "the queue's saga")
         return c
     outcomes = []
     for target, faults in rows.items():
@@ -104,6 +102,12 @@ def queue_isolates_consumers(run: Run, df: pd.DataFrame) -> Claim:
                 f"during {_ms(f.get('p99_during_ms'))}")
     return _verdict(c, outcomes, len(run.repetitions),
                     "kept serving the producer (accept p99 within 2× and no failed accept)")
+
+
+def _none(run: Run, what: str) -> str:
+    if not run.scenario.get("faults"):
+        return "no fault was injected in this run"
+    return f"no fault hit a downstream service of {what} in this run"
 
 
 def _p99(run: Run, target: str, rep: int, seconds: tuple[float, float]) -> float | None:

@@ -40,8 +40,10 @@ TIMELINE_COLUMNS = [
     "latency_p99_ms", "service_p99_ms", "intended", "achieved", "schedule_lag_p99_ms",
     "cpu_percent", "rss_mb",
 ]
+OPTIONAL_TIMELINE_COLUMNS = ["error_kinds"]  # failures by class per second, "kind:n;…"
 ERRORS_COLUMNS = ["target", "repetition", "operation", "kind", "count"]
-STRING_COLUMNS = {"target", "transport", "client", "operation", "kind", "saturated"}
+STRING_COLUMNS = {"target", "transport", "client", "operation", "kind", "saturated",
+                  "error_kinds"}
 INTERVAL_COLUMNS = ["target", "repetition", "metric", "operation", "outcome", "start_s",
                     "length_s", "histogram"]
 _HLOG_NAME = re.compile(r"^(?P<target>.+)-r(?P<rep>\d+)-(?P<metric>latency|service)\.hlog$")

@@ -25,6 +25,7 @@ from reports.errors import ReportError
 from reports.files import (
     ERRORS_COLUMNS,
     OPTIONAL_SUMMARY_COLUMNS,
+    OPTIONAL_TIMELINE_COLUMNS,
     RUNNING,
     SUMMARY_COLUMNS,
     TIMELINE_COLUMNS,
@@ -234,8 +235,9 @@ def load_run(path: Path) -> Run:
         path / "summary.csv", SUMMARY_COLUMNS, warnings, problem=problems.get("summary.csv"),
         killed=killed, optional=OPTIONAL_SUMMARY_COLUMNS)
     frames = {}
-    for name, columns in (("timeline.csv", TIMELINE_COLUMNS), ("errors.csv", ERRORS_COLUMNS)):
-        frames[name], problem = read_csv(path / name, columns, warnings,
+    for name, columns, optional in (("timeline.csv", TIMELINE_COLUMNS, OPTIONAL_TIMELINE_COLUMNS),
+                                    ("errors.csv", ERRORS_COLUMNS, [])):
+        frames[name], problem = read_csv(path / name, columns, warnings, optional=optional,
                                          problem=problems.get(name), killed=killed)
         if problem is not None:
             raise damaged(path, name, problem)

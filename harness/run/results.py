@@ -17,7 +17,8 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,7 @@ SUMMARY_COLUMNS = (
 TIMELINE_COLUMNS = (
     "target", "repetition", "second", "operation", "count", "errors", "latency_p50_ms",
     "latency_p99_ms", "service_p99_ms", "intended", "achieved", "schedule_lag_p99_ms",
-    "cpu_percent", "rss_mb",
+    "cpu_percent", "rss_mb", "error_kinds",
 )
 ERROR_COLUMNS = ("target", "repetition", "operation", "kind", "count")
 
@@ -148,6 +149,7 @@ class TargetResults:
                 "latency_p50_ms": percentile_ms(ok_lat, 50),
                 "latency_p99_ms": percentile_ms(ok_lat, 99),
                 "service_p99_ms": percentile_ms(ok_svc, 99),
+                "error_kinds": _kinds(m.errors, (op,)),
             })
         req_ops = [op for op in ops if op != ACCEPTED]
         ok = _merge(m.hists.get((op, "ok", "latency")) for op in req_ops)
@@ -163,6 +165,7 @@ class TargetResults:
             "schedule_lag_p99_ms": percentile_ms(m.lag, 99),
             "cpu_percent": res.cpu_percent if res else None,
             "rss_mb": res.rss_mb if res else None,
+            "error_kinds": _kinds(m.errors, req_ops),
         })
 
     def finish(self, totals: Totals, *, cpu_s: float | None, rss_mb_max: float | None,
@@ -361,6 +364,15 @@ def _claim(results_dir: Path, run_id: str) -> tuple[str, Path]:
                 pass
         candidate = f"{run_id}-{n}"
         n += 1
+
+
+def _kinds(errors: Counter[tuple[str, str]], ops: Sequence[str]) -> str:
+    """The second's failures by class, e.g. "timeout:3;unavailable:12" (empty: none)."""
+    by_kind: Counter[str] = Counter()
+    for (op, kind), n in errors.items():
+        if op in ops:
+            by_kind[kind] += n
+    return ";".join(f"{k}:{n}" for k, n in sorted(by_kind.items()))
 
 
 def _op_key(op: str) -> int:
