@@ -178,6 +178,10 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
          "Successful requests completed per second of the measured window (warm-up and the "
          "drain after it excluded), against the offered rate (black dashed). Targets that "
          "kept up with the same arrival schedule draw the same line, the last one on top."),
+        (plots.queue_depth(run, spans), "queue-depth", "Queue depth over time",
+         "Messages ready in each queue of the queue target, sampled once a second through a "
+         "connection of the harness's own (RabbitMQ's AMQP shows ready messages only, not "
+         "those delivered and not yet acknowledged); the fault windows shaded."),
         (plots.cpu_per_request(df, run.targets), "cpu", "CPU per request",
          "CPU time over the measured window divided by every completed request, failures "
          "included: the target's processes (the broker included for the queue) and, where "

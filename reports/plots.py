@@ -332,3 +332,36 @@ def throughput_vs_latency(points: Sequence[RatePoint], order: Sequence[str]) -> 
     ax.set_title("Throughput against latency (one point per offered rate)", loc="left")
     ax.legend(loc="upper left", frameon=False)
     return fig
+
+
+def queue_depth(run: Run, spans: Sequence[Span] = ()) -> Figure | None:
+    """Messages ready in each queue of the queue targets, per second (queues.csv): a step
+    line per queue, so a backlog building up during a fault or a spike and draining after
+    it is seen as it happened."""
+    path = run.path / "queues.csv"
+    if not path.exists():
+        return None
+    try:
+        q = pd.read_csv(path, dtype={"target": str, "queue": str})
+    except (ValueError, OSError):
+        return None
+    q = q.dropna(subset=["ready"])
+    if q.empty or not (q["ready"] > 0).any():
+        return None
+    q = q[q["repetition"] == q["repetition"].min()]
+    busy = q.groupby(["target", "queue"])["ready"].transform("max") > 0
+    q = q[busy]  # queues that never held a message draw nothing worth a line
+    fig, ax = _figure()
+    for (target, queue), g in q.groupby(["target", "queue"]):
+        short = queue.rsplit(".", 2)[-2:] if ".saga." in queue else queue.rsplit(".", 1)[-1:]
+        ax.step(g["second"], g["ready"], where="post", lw=1.3, label=f"{target}: {'.'.join(short)}")
+    _shade(ax, spans)
+    ax.set_ylabel("messages ready")
+    ax.set_xlabel("second of measurement (first repetition)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Queue depth over time", loc="left")
+    end = _window_end(run)
+    if end is not None:
+        ax.set_xlim(0, end)
+    _legend_below(ax, len(q.groupby(["target", "queue"])))
+    return fig

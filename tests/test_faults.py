@@ -71,6 +71,10 @@ def test_killed_saga_consumer_loses_no_accepted_order(tmp_path: Path, amqp_url: 
     assert sum(rec["stuck"].values()) == 0 and rec["double_charges"] == 0
     rows = _csv(run_dir / "faults.csv")
     assert [(r["target"], r["service"], r["kind"]) for r in rows] == [("queue", "payment", "kill")]
+    # while payment was down its saga queue held the orders' events: the backlog is visible
+    depths = [r for r in _csv(run_dir / "queues.csv") if r["queue"].endswith(".saga.payment")]
+    assert len(depths) == 6  # one sample per measured second
+    assert max(int(r["ready"]) for r in depths) > 0, depths
 
 
 @pytest.mark.parametrize("target", ["rest", "grpc"])

@@ -44,6 +44,7 @@ TIMELINE_COLUMNS = (
     "cpu_percent", "rss_mb", "error_kinds",
 )
 ERROR_COLUMNS = ("target", "repetition", "operation", "kind", "count")
+QUEUE_COLUMNS = ("target", "repetition", "second", "queue", "ready")
 
 
 def run_id_for(scenario_name: str, now: datetime | None = None) -> str:
@@ -55,7 +56,7 @@ def utc_iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _fmt(v: object) -> object:
+def format_cell(v: object) -> object:
     if v is None:
         return ""
     if isinstance(v, bool):
@@ -127,6 +128,11 @@ class TargetResults:
         self.last_second = m
         self._waiting.append(m)
         self._write_ready(final=False)
+
+    def queue_depths(self, second: int, depths: dict[str, int | None]) -> None:
+        for queue, ready in depths.items():
+            self.w.queue_row({"target": self.name, "repetition": self.repetition,
+                              "second": second, "queue": queue, "ready": ready})
 
     def resource(self, second: int, sample: ResourceSample) -> None:
         self.resources[second] = sample
@@ -250,7 +256,7 @@ class ResultWriter:
 
     def _row(self, name: str, row: dict[str, Any]) -> None:
         f, w = self._files[name]
-        w.writerow({k: _fmt(v) for k, v in row.items()})
+        w.writerow({k: format_cell(v) for k, v in row.items()})
         f.flush()
 
     def summary_row(self, row: dict[str, Any]) -> None:
@@ -262,21 +268,14 @@ class ResultWriter:
     def error_row(self, row: dict[str, Any]) -> None:
         self._row("errors.csv", row)
 
-    def fault_files(self, targets: list[dict[str, Any]]) -> None:
-        """faults.csv (each fault as applied) and cascade.csv (its numbers at the edge), from
-        run.json's target rows; written only when the run had faults."""
-        from harness.faults.cascade import CASCADE_COLUMNS
-        from harness.faults.injector import FAULT_COLUMNS
-
-        for name, key, cols in (("faults.csv", "faults", FAULT_COLUMNS),
-                                ("cascade.csv", "cascade", CASCADE_COLUMNS)):
-            rows = [{"target": t["name"], "repetition": t["repetition"], **row}
-                    for t in targets for row in t.get(key) or []]
-            if rows:
-                with open(self.dir / name, "w", newline="", encoding="utf-8") as f:
-                    w = csv.DictWriter(f, fieldnames=cols)
-                    w.writeheader()
-                    w.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
+    def queue_row(self, row: dict[str, Any]) -> None:
+        """queues.csv, opened when a queue target first reports its depths."""
+        if "queues.csv" not in self._files:
+            f = open(self.dir / "queues.csv", "w", newline="", encoding="utf-8")
+            w = csv.DictWriter(f, fieldnames=QUEUE_COLUMNS)
+            w.writeheader()
+            self._files["queues.csv"] = (f, w)
+        self._row("queues.csv", row)
 
     def write_run_json(self, meta: dict[str, Any]) -> None:
         """run.json, replaced atomically; while the run goes (status `running`) it names the

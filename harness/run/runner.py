@@ -32,6 +32,7 @@ from rich.console import Console
 from harness.environment import environment
 from harness.errors import UserError
 from harness.faults.cascade import Cascade
+from harness.faults.files import write_fault_files
 from harness.faults.injector import Injector
 from harness.lifecycle import Interrupt, signals_ignored
 from harness.load.engine import EngineConfig
@@ -41,10 +42,11 @@ from harness.run import abandoned
 from harness.run.options import Interrupted, RunOptions, RunOutcome, check_processes
 from harness.run.probes import Meter, ProcessProbe
 from harness.run.progress import ProgressListener, ProgressView
-from harness.run.results import RUNNING, ResourceSample, ResultWriter, run_id_for
+from harness.run.results import RUNNING, ResultWriter, run_id_for
 from harness.run.settle import settle
 from harness.run.target_run import TargetRun, run_meta
 from harness.scenario import find_scenario, load_scenario, parse_target
+from harness.stage.depths import DepthProbe
 from harness.stage.reach import Reach
 from harness.stage.stage import GateFailed, Stage, broker_record
 from targets.registry import get_transport
@@ -215,11 +217,9 @@ class Runner:
                             self.opts.load_cpus)
                  for i in range(self.opts.processes)]
         r.pool = WorkerPool(specs)
-        r.meter = Meter(ProcessProbe(roots), ProcessProbe(r.pool.pids),
-                        lambda second, pct, rss: r.results.resource(  # type: ignore[union-attr]
-                            second, ResourceSample(pct, rss) if r.probed
-                            else ResourceSample(None, None)),
+        r.meter = Meter(ProcessProbe(roots), ProcessProbe(r.pool.pids), r.resource,
                         parts if len(r.target.services) > 1 else None)
+        r.depths = DepthProbe.of(r.target)
         try:
             r.pool.wait_ready()
         except RuntimeError as exc:
@@ -351,6 +351,8 @@ class Runner:
         return f"cb-{self.run_id}-{self.token}-{r.ref.name}-r{r.repetition}"
 
     def _release(self, r: TargetRun) -> None:
+        if r.depths is not None:
+            r.depths.close()
         if r.injector is not None:
             r.injector.finish()  # a paused service resumed, a killed one back, before it stops
         if r.pool is not None:
@@ -388,7 +390,7 @@ class Runner:
 
     def _finish(self, status: str) -> RunOutcome:
         meta = self._meta(status)
-        self.writer.fault_files(meta["targets"])
+        write_fault_files(self.writer.dir, meta["targets"])
         path = self.writer.finish(meta)
         abandoned.namespaces_deleted(path)  # the stage has deleted them: nothing left behind
         rows = [row for r in self.runs for row in r.rows]

@@ -13,9 +13,10 @@ from harness.load.engine import EngineStats
 from harness.load.recorder import Merger
 from harness.load.workers import WorkerPool
 from harness.run.probes import Meter
-from harness.run.results import TargetResults, utc_iso
+from harness.run.results import ResourceSample, TargetResults, utc_iso
 from harness.run.window import SATURATION_RULE, Window
 from harness.scenario import Scenario, TargetRef
+from harness.stage.depths import DepthProbe
 from harness.stage.stage import StagedTarget
 from targets.redact import redact, redact_text
 
@@ -41,6 +42,7 @@ class TargetRun:
     rows: list[dict[str, Any]] = field(default_factory=list)
     reconciliation: dict[str, Any] | None = None  # chain topology: the stores' accounting
     injector: Injector | None = None  # its faults, when the scenario has some
+    depths: DepthProbe | None = None  # a queue target's queues, sampled each second
     cascade: Cascade | None = None
 
     def __post_init__(self) -> None:
@@ -58,6 +60,15 @@ class TargetRun:
         if self.status not in ("failed", "interrupted"):
             self.status, self.error = "failed", message
             self.stopped()
+
+    def resource(self, second: int, cpu_percent: float | None, rss_mb: float) -> None:
+        """One second's probe samples (the Meter's record): its processes' CPU and memory
+        (none when reached by URL), and for a queue target its queues' depths."""
+        assert self.results is not None
+        self.results.resource(second, ResourceSample(cpu_percent, rss_mb) if self.probed
+                              else ResourceSample(None, None))
+        if self.depths is not None and second >= 0:
+            self.results.queue_depths(second, self.depths.sample())
 
     def stopped(self) -> None:
         """The measured window ends now (an interruption or a failure during the load)."""
