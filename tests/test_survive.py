@@ -22,6 +22,7 @@ from harness.run.abandoned import MARKER
 from harness.run.results import ResultWriter
 from harness.stage.broker import private_broker
 from reports.loader import load_run
+from tests import procs
 from tests.test_cli import _system_broker
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
@@ -81,13 +82,10 @@ def start(args: list[str], **kw: object) -> subprocess.Popen[str]:
 
 
 def read_until(proc: subprocess.Popen[str], prefix: str) -> None:
-    """Block on the command's own output until a line starts with `prefix` (pytest-timeout
-    bounds it; a command that exits first fails the test)."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith(prefix):
-            return
-    pytest.fail(f"no {prefix!r} line; stderr: {proc.stderr.read() if proc.stderr else ''}")
+    """Wait on the command's own output until a line starts with `prefix`: 60 s of its own
+    (start, gate and warm-up take a few seconds on a quiet machine), and a command that
+    exits first fails the test."""
+    procs.read_until(proc, prefix, 60)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[str, str]:
