@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -71,15 +72,21 @@ def test_unreachable_target_fails_fast_with_one_reason(tmp_path: Path) -> None:
     assert len(failures) == 1 and "refused" in failures[0]
 
 
-def _system_broker() -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", 5672)) == 0
+def broker_url(url: str, *, password: str | None = None, vhost: str | None = None) -> str:
+    """The suite's broker URL (the `amqp_url` fixture: the system broker, or the private
+    one the suite started on a fresh machine) with another password or vhost."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if password is not None:
+        netloc = f"{parts.username}:{password}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc,
+                                     path=parts.path if vhost is None else f"/{vhost}"))
 
 
-@pytest.mark.skipif(not _system_broker(), reason="needs a RabbitMQ on 127.0.0.1:5672 to refuse a login")
-def test_a_refused_login_is_reported_not_replaced_by_a_private_broker() -> None:
-    proc = commbench("verify", "--targets", "queue", "--amqp-url", "amqp://guest:wrong@127.0.0.1:5672/")
+@pytest.mark.broker
+def test_a_refused_login_is_reported_not_replaced_by_a_private_broker(amqp_url: str) -> None:
+    proc = commbench("verify", "--targets", "queue", "--amqp-url",
+                     broker_url(amqp_url, password="wrong"))
     assert proc.returncode == 2
     assert "refused the login (ACCESS_REFUSED): check the user and password" in proc.stderr
     assert "wrong" not in proc.stderr  # the password is masked
@@ -94,9 +101,9 @@ def test_the_broker_url_never_reaches_a_servers_command_line() -> None:
     assert not any("s3cret" in a for a in argv)  # ps would show it; it travels in the environment
 
 
-@pytest.mark.skipif(not _system_broker(), reason="needs a RabbitMQ on 127.0.0.1:5672 to refuse a login")
-def test_a_run_refused_by_the_broker_leaves_no_result_folder(tmp_path: Path) -> None:
+@pytest.mark.broker
+def test_a_run_refused_by_the_broker_leaves_no_result_folder(tmp_path: Path, amqp_url: str) -> None:
     proc = commbench("run", "scenarios/quick.toml", "--targets", "queue", "--results-dir", str(tmp_path),
-                     "--amqp-url", "amqp://guest:wrong@127.0.0.1:5672/")
+                     "--amqp-url", broker_url(amqp_url, password="wrong"))
     assert proc.returncode == 2 and "refused the login" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # nothing that looks like a run

@@ -111,13 +111,17 @@ def test_sqlite_store_is_durable(tmp_path: Path) -> None:
     assert reopened.store.count() == 5  # not seeded twice
 
 
-def test_open_store_rejects_unknown_spec() -> None:
+def test_open_store_rejects_unknown_spec(tmp_path: Path) -> None:
     assert isinstance(open_store("memory"), MemoryStore)
+    sqlite = open_store(f"sqlite:{tmp_path / 's.db'}")
+    try:
+        assert isinstance(sqlite, SQLiteStore) and (tmp_path / "s.db").exists()
+    finally:
+        sqlite.close()
     with pytest.raises(ValueError, match="sqlite:PATH"):
         open_store("postgres")
     with pytest.raises(ValueError):
         open_store("sqlite:")
-    assert SQLiteStore  # imported for the type
 
 
 def test_watch_streams_status_changes_until_terminal(service: OrderService) -> None:

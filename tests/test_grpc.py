@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -149,8 +150,20 @@ def test_health_and_reflection(url: str) -> None:
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
             replies = [r async for r in call]
             names = {s.name for s in replies[0].list_services_response.service}
-            assert SERVICE_NAME == "commbench.orders.v1.OrderService"
-            assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+            # The names the server reflects, against the proto's own (not the server's
+            # constant): the order service under its package, and health.
+            proto_name = pb.DESCRIPTOR.services_by_name["OrderService"].full_name
+            assert proto_name == "commbench.orders.v1.OrderService"
+            assert {proto_name, "grpc.health.v1.Health"} <= names
+            # ... and reflection serves the file that defines it, as grpcurl would ask.
+            call = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol=proto_name)]), timeout=10)
+            (reply,) = [r async for r in call]
+            (raw,) = reply.file_descriptor_response.file_descriptor_proto
+            fd = descriptor_pb2.FileDescriptorProto.FromString(raw)
+            assert fd.package == "commbench.orders.v1"
+            assert {m.name for m in fd.service[0].method} >= {"GetOrder", "GetUserOrders",
+                                                               "CreateOrder"}
 
     run(main())
 
@@ -271,8 +284,9 @@ def test_transport_errors(launcher) -> None:
     svc = launcher.start("grpc", ServeConfig(seed=SEED))
 
     async def main() -> None:
-        c = await grpc_client.connect(svc.url, timeout=0.5)
+        c = await grpc_client.connect(svc.url, timeout=30)  # connecting is not under test
         try:
+            c.timeout = 0.5  # the call's deadline: it must fire while the server is paused
             svc.signal(signal.SIGSTOP)  # a paused server cannot answer: the deadline fires
             with pytest.raises(TransportError) as exc:
                 await c.get_order(1)

@@ -174,6 +174,17 @@ def chromium(url: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def rendered_stats(dom: str) -> dict[str, tuple[int, int]]:
+    """Locust's statistics table as Chromium rendered it: name → (# requests, # fails)."""
+    out: dict[str, tuple[int, int]] = {}
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", dom, re.S):
+        cells = [re.sub(r"<[^>]+>", "", c).strip()
+                 for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S)]
+        if len(cells) > 3 and cells[2].isdigit():
+            out[cells[1]] = (int(cells[2]), int(cells[3]))
+    return out
+
+
 def broker_objects(amqp_url: str, namespace: str) -> dict[str, bool]:
     """The namespace's queues and exchanges that still exist on the broker (passive
     declares: a missing one closes the channel with 404)."""
@@ -545,11 +556,14 @@ def test_web_ui_driven_over_http_and_rendered_in_chromium(tmp_path: Path, scenar
     try:
         page = poll("the web UI", lambda: http(base + "/"), 90, proc)
         assert "<html" in page.lower()
-        if CHROMIUM is not None:  # what a user's browser shows before a test
-            dom = chromium(base + "/", "--dump-dom")
-            assert dom.returncode == 0, dom.stderr[-2000:]
-            text = dom.stdout.decode()
-            assert "Number of users" in text and "Start" in text
+        # What a user's browser shows before a test. Chromium is required, never skipped:
+        # `make test` installs it (scripts/system-deps.sh).
+        assert CHROMIUM is not None, "needs Debian's chromium (make test installs it)"
+        dom = chromium(base + "/", "--dump-dom")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        text = dom.stdout.decode()
+        assert "Number of users" in text and "Start" in text
+        assert rendered_stats(text) == {}  # no test yet: no statistics rows
 
         started = http(base + "/swarm", {"user_count": 10, "spawn_rate": 10})
         assert started["success"] is True
@@ -565,14 +579,21 @@ def test_web_ui_driven_over_http_and_rendered_in_chromium(tmp_path: Path, scenar
         assert running["state"] in ("running", "spawning")
         assert running["total_rps"] > 0 and running["fail_ratio"] == 0
 
-        if CHROMIUM is not None:  # the running test, as the page shows it
-            shot = ARTIFACTS / "locust-web-ui.png"
-            shot.parent.mkdir(parents=True, exist_ok=True)
-            shot.unlink(missing_ok=True)
-            r = chromium(base + "/", f"--screenshot={shot}")
-            assert r.returncode == 0 and shot.stat().st_size > 10_000
-            dom = chromium(base + "/", "--dump-dom").stdout.decode()
-            assert "Aggregated" in dom or "RPS" in dom
+        # The running test, as the page shows it: the statistics table holds a row per
+        # operation of the scenario with the requests locust counted so far (at least what
+        # /stats/requests said before the page loaded), none failed, and the total row.
+        shot = ARTIFACTS / "locust-web-ui.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        shot.unlink(missing_ok=True)
+        r = chromium(base + "/", f"--screenshot={shot}")
+        assert r.returncode == 0 and shot.stat().st_size > 10_000
+        shown = rendered_stats(chromium(base + "/", "--dump-dom").stdout.decode())
+        assert set(shown) == {"get", "list", "create", "Aggregated"}, shown
+        before = stats_by_name(running)
+        for op in ("get", "list", "create"):
+            assert shown[op][0] >= before[op]["num_requests"] > 0, (op, shown, before)
+            assert shown[op][1] == 0
+        assert shown["Aggregated"][0] == sum(shown[op][0] for op in ("get", "list", "create"))
 
         assert http(base + "/stop", {})["success"] is True
 
@@ -584,6 +605,8 @@ def test_web_ui_driven_over_http_and_rendered_in_chromium(tmp_path: Path, scenar
         folders = poll("the result folder", lambda: run_folders(results), 30, proc)
         counts = {name: {"num_requests": s["num_requests"], "num_failures": s["num_failures"]}
                   for name, s in stats_by_name(final).items()}
+        for op in ("get", "list", "create"):  # the page showed a moment of this same test
+            assert shown[op][0] <= counts[op]["num_requests"], (op, shown, counts)
         check_folder(folders[0], "rest", counts)
     finally:
         if proc.poll() is None:

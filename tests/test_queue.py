@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -113,14 +113,30 @@ def test_domain_errors_come_back_typed(target: Service) -> None:
 
 
 def test_create_accepted_then_completed_and_idempotent(target: Service) -> None:
+    """Accepted is the broker's confirm, before the service has even seen the command: with
+    the server frozen (SIGSTOP) the create is accepted and cannot complete; it completes
+    once the server resumes."""
     async def body() -> None:
-        async with _client(target.url) as client:
-            accepted: list[float] = []
-            order = await client.create_order(
-                _create("r-1", qty=3), on_accepted=lambda: accepted.append(time.perf_counter())
-            )
-            returned = time.perf_counter()
-            assert len(accepted) == 1 and accepted[0] <= returned
+        async with _client(target.url, timeout=60.0) as client:
+            accepted = asyncio.Event()
+            calls: list[int] = []
+
+            def on_accepted() -> None:
+                calls.append(1)
+                accepted.set()
+
+            target.signal(signal.SIGSTOP)
+            try:
+                task = asyncio.create_task(client.create_order(_create("r-1", qty=3),
+                                                               on_accepted=on_accepted))
+                # Deadline of its own, generous for a busy machine: a confirm takes ms.
+                await asyncio.wait_for(accepted.wait(), 30)
+                await asyncio.sleep(0.2)  # room for a completion that must not come
+                assert not task.done(), "completed while the server was stopped"
+            finally:
+                target.signal(signal.SIGCONT)
+            order = await asyncio.wait_for(task, 30)
+            assert calls == [1]
             assert order.id == SEED.total + 1
             assert (order.user_id, order.status, order.total_cents) == (2, "created", 3 * 2599)
             assert await client.get_order(order.id) == order

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pandas as pd
 import pytest
 
 from reports.html import write_report
@@ -30,9 +31,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-extensions", "--remote-debugging-port=0", "--window-size=1280,900"]
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium "
-                                 "(apt-get install -y chromium)")]
+# Never skipped: `make test` installs chromium (scripts/system-deps.sh); without it these
+# tests fail saying so.
+pytestmark = pytest.mark.slow
 
 _INSPECT = """(() => {
   const imgs = [...document.images].map(i => ({alt: i.alt, complete: i.complete,
@@ -43,10 +44,15 @@ _INSPECT = """(() => {
   const overflow = [...document.querySelectorAll('main > *, section > *')]
       .filter(e => !e.classList.contains('scroll') && e.scrollWidth > e.clientWidth + 1)
       .map(e => e.tagName + '.' + e.className);
-  return {title: document.title, imgs, tables, overflow,
+  const text = n => n ? n.textContent.trim() : null;
+  const figures = [...document.querySelectorAll('table.figures[data-operation]')].map(t => ({
+      op: t.dataset.operation,
+      head: [...t.tHead.rows[0].cells].map(c => text(c.childNodes[0])),
+      rows: [...t.tBodies[0].rows].map(r => [...r.cells].map(
+          (c, i) => i === 0 ? text(c.childNodes[0]) : text(c.querySelector('.v'))))}));
+  return {title: document.title, imgs, tables, overflow, figures,
           claims: document.querySelectorAll('table.claims tbody tr').length,
           findings: document.querySelectorAll('ul.findings li').length,
-          inlineSvg: document.querySelectorAll('svg').length,
           warnings: [...document.querySelectorAll('#warnings li')].map(l => l.textContent),
           pageWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
           height: document.documentElement.scrollHeight};
@@ -57,6 +63,8 @@ class Chromium:
     """A headless Chromium with its own profile, stopped (and its profile removed) on exit."""
 
     def __enter__(self) -> Chromium:
+        assert CHROMIUM is not None, "needs Debian's chromium: make test installs it " \
+                                     "(or apt-get install -y chromium)"
         self.profile = tempfile.mkdtemp(prefix="commbench-chromium-")
         self.proc = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
@@ -167,12 +175,47 @@ def partial_report(tmp_path_factory, tmp_path: Path) -> Path:
     return write_report(partial_copy(run, tmp_path))
 
 
+# What a rendered figure's column means in summary.csv (results/README.md), by its header.
+SUMMARY_COLUMN = {"throughput": "throughput_rps", "latency p50": "latency_p50_ms",
+                  "latency p90": "latency_p90_ms", "latency p99": "latency_p99_ms",
+                  "latency p99.9": "latency_p999_ms", "latency max": "latency_max_ms",
+                  "service p99": "service_p99_ms"}
+
+
+def _rendered_number(text: str) -> tuple[float, float]:
+    """A figure as the page shows it ('1,234', '12.3', '0.456') and half its last digit:
+    the rounding any figure shown that way may carry."""
+    digits = text.replace(",", "")
+    decimals = len(digits.partition(".")[2])
+    return float(digits), 0.5 * 10 ** -decimals
+
+
 def test_report_opens_clean_in_chromium(real_report: Path) -> None:
     shot = ARTIFACTS / "report-real-run.png"
     with Chromium() as chromium:
         info = chromium.inspect(real_report, shot)
     _check(info, real_report, {"get", "list", "create", "all"})
     assert shot.stat().st_size > 10_000
+    run_dir = real_report.parent
+    assert info["title"] == f"commbench report: quick ({run_dir.name})"
+    assert len(info["imgs"]) == len(list((run_dir / "report" / "plots").glob("*.svg"))) == 6
+    assert all(img["alt"] for img in info["imgs"])
+    # Every latency and throughput figure the reader sees equals summary.csv's, read
+    # independently of the report code (one repetition: the figure is the row itself).
+    summary = pd.read_csv(run_dir / "summary.csv").set_index(["target", "operation"])
+    compared = 0
+    for table in info["figures"]:
+        for row in table["rows"]:
+            target = row[0]
+            for header, shown in zip(table["head"][1:], row[1:], strict=True):
+                if header not in SUMMARY_COLUMN:
+                    continue
+                value, rounding = _rendered_number(shown)
+                expected = summary.loc[(target, table["op"]), SUMMARY_COLUMN[header]]
+                assert abs(value - expected) <= rounding + 1e-9, \
+                    (target, table["op"], header, shown, expected)
+                compared += 1
+    assert compared == 4 * 2 * len(SUMMARY_COLUMN)  # operations × targets × columns
 
 
 def test_report_of_partial_run_shows_its_warning(partial_report: Path) -> None:
@@ -181,4 +224,6 @@ def test_report_of_partial_run_shows_its_warning(partial_report: Path) -> None:
         info = chromium.inspect(partial_report, shot)
     assert any("partial run" in w for w in info["warnings"])
     assert info["console_errors"] == []
-    assert all(img["w"] > 0 for img in info["imgs"])
+    assert info["imgs"], "the partial report has no images"
+    assert all(img["complete"] and img["w"] > 0 and img["h"] > 0 for img in info["imgs"])
+    assert {row[0] for t in info["figures"] for row in t["rows"]} == {"rest"}  # what it kept

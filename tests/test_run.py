@@ -31,6 +31,11 @@ from harness.run.results import (
 from harness.run.runner import Runner, RunOptions, TargetRun
 from harness.stage.broker import delete_namespace
 from targets.redact import redact_text
+from tests.procs import NoLine, read_until
+
+# From the start of `commbench run` to its "load on" line: start, conformance gate and
+# warm-up take about 3 s on a quiet 2-core machine; 60 s is generous for a busy one.
+LOAD_ON_S = 60
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
 TINY = """
@@ -162,13 +167,13 @@ def start_long_run(tmp_path: Path, results: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [COMMBENCH, "run", str(tiny(tmp_path, "60s")), "--results-dir", str(results)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:  # blocks until the load is on (pytest-timeout bounds it)
-        if line.startswith("load on rest r1"):
-            return proc
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    pytest.fail(f"no load line; stderr: {proc.stderr.read() if proc.stderr else ''}")
+    try:
+        read_until(proc, "load on rest r1", LOAD_ON_S)
+    except NoLine:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return proc
 
 
 def test_ctrl_c_keeps_a_partial_result_and_leaves_no_process(tmp_path):
@@ -207,7 +212,10 @@ def test_ctrl_c_keeps_a_partial_result_and_leaves_no_process(tmp_path):
     assert 1 <= target["measured_s"] < 60
     ok = int(all_row["count"]) - int(all_row["errors"])
     assert float(all_row["throughput_rps"]) == pytest.approx(ok / target["measured_s"], rel=0.01)
-    assert float(all_row["throughput_rps"]) > 75  # about 150/s offered; /60 s would give < 40
+    # Divided by the planned 60 s instead, throughput would be at most count / 60; the run
+    # was stopped well before 30 s, so over the seconds measured it is more than twice that,
+    # however slowly a busy machine served (no absolute rate is assumed).
+    assert float(all_row["throughput_rps"]) > 2 * int(all_row["count"]) / 60
     # The requests the stop kept from being sent are not counted as the generator falling
     # behind: every whole second before the stop was sent in full. (Schedule lag on a busy
     # 2-core machine may still flag the run; that is the lag rule, not the stop.)
@@ -242,10 +250,7 @@ def test_a_target_that_dies_is_failed_and_the_others_are_kept(tmp_path):
          "--results-dir", str(results)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("load on rest r1"):
-                break
+        read_until(proc, "load on rest r1", LOAD_ON_S)
         (server,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
                      if "serve" in p.cmdline() and "rest" in p.cmdline()]
         server.kill()  # the target dies mid-run
@@ -349,12 +354,7 @@ def test_a_queue_target_that_loses_its_broker_is_failed(tmp_path, amqp_url):
          amqp_url, "--results-dir", str(results)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("load on queue r1"):
-                break
-        else:
-            pytest.fail(f"no load line; stderr: {proc.stderr.read() if proc.stderr else ''}")
+        read_until(proc, "load on queue r1", LOAD_ON_S)
         (server,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
                      if "serve" in p.cmdline() and "queue" in p.cmdline()]
         cmd = server.cmdline()

@@ -22,7 +22,9 @@ from harness.run.abandoned import MARKER
 from harness.run.results import ResultWriter
 from harness.stage.broker import private_broker
 from reports.loader import load_run
-from tests.test_cli import _system_broker
+from targets.redact import redact
+from tests import procs
+from tests.test_cli import broker_url
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,13 +83,10 @@ def start(args: list[str], **kw: object) -> subprocess.Popen[str]:
 
 
 def read_until(proc: subprocess.Popen[str], prefix: str) -> None:
-    """Block on the command's own output until a line starts with `prefix` (pytest-timeout
-    bounds it; a command that exits first fails the test)."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith(prefix):
-            return
-    pytest.fail(f"no {prefix!r} line; stderr: {proc.stderr.read() if proc.stderr else ''}")
+    """Wait on the command's own output until a line starts with `prefix`: 60 s of its own
+    (start, gate and warm-up take a few seconds on a quiet machine), and a command that
+    exits first fails the test."""
+    procs.read_until(proc, prefix, 60)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[str, str]:
@@ -286,17 +285,18 @@ def test_processes_beyond_the_machine_are_refused_before_anything_starts(tmp_pat
     assert p.returncode == 2 and "at most 2 here" in p.stderr and "(--load-cpus)" in p.stderr
 
 
-@pytest.mark.skipif(not _system_broker(), reason="needs a RabbitMQ on 127.0.0.1:5672")
-def test_a_vhost_the_broker_lacks_is_refused_not_replaced(tmp_path: Path) -> None:
+@pytest.mark.broker
+def test_a_vhost_the_broker_lacks_is_refused_not_replaced(tmp_path: Path, amqp_url: str) -> None:
     """Case 6: a missing vhost used to fall back quietly to a private broker."""
     results = tmp_path / "results"
+    url = broker_url(amqp_url, vhost="novhost")
     p = subprocess.run([COMMBENCH, "run", str(scenario(tmp_path, "1s")), "--targets", "queue",
-                        "--amqp-url", "amqp://guest:guest@127.0.0.1:5672/novhost",
+                        "--amqp-url", url,
                         "--results-dir", str(results)], capture_output=True, text=True,
                        timeout=60, cwd=ROOT)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [
-        "commbench: the broker at amqp://guest:guest@127.0.0.1:5672/novhost refused to open "
+        f"commbench: the broker at {redact(url)} refused to open "
         "virtual host 'novhost' (it does not exist, or the user may not use it): check the "
         "vhost in --amqp-url (the part after the port; the default vhost is '/', written as "
         "a URL ending in '/')"]

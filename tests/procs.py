@@ -1,0 +1,53 @@
+"""Waiting on a subprocess's output with a deadline of its own (never only pytest-timeout's)."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+
+
+class NoLine(AssertionError):
+    """The line never came: the process ended, or the deadline passed."""
+
+
+def read_until(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
+    """Read proc's stdout (a pipe nothing has read yet) until a line starts with `prefix`;
+    return everything read, that line included. Raises NoLine, with what was read and the
+    process's stderr when it has ended, if the process closes its stdout or `timeout`
+    seconds pass first. Reads the pipe's file descriptor itself, so a later
+    proc.communicate() returns the rest of the output."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while True:
+        lines = buf.split(b"\n")
+        for i, line in enumerate(lines[:-1]):  # complete lines only
+            if line.decode(errors="replace").startswith(prefix):
+                return b"\n".join(lines[: i + 1]).decode(errors="replace") + "\n"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NoLine(f"no line starting {prefix!r} within {timeout:g} s; read:\n"
+                         f"{buf.decode(errors='replace')}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            err = proc.stderr.read() if proc.stderr is not None and proc.poll() is not None \
+                else ""
+            raise NoLine(f"stdout closed before a line starting {prefix!r}; read:\n"
+                         f"{buf.decode(errors='replace')}\nstderr:\n{err}")
+        buf += chunk
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.1):
+    """Poll `check()` until it returns a true value (returned); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        time.sleep(interval)
+    return value
