@@ -483,8 +483,12 @@ def test_master_and_worker_count_at_the_master(tmp_path: Path, mark: str,
 
 
 @pytest.mark.slow
-def test_ctrl_c_writes_a_partial_result_and_stops_everything(tmp_path: Path, scenario: Path,
-                                                             mark: str) -> None:
+@pytest.mark.parametrize(("sig", "code", "said"), [
+    (signal.SIGINT, 130, "interrupted"),
+    # a service manager stopping the command is not Ctrl-C: 128 + 15
+    (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_writes_a_partial_result_and_stops_everything(
+        tmp_path: Path, scenario: Path, mark: str, sig: int, code: int, said: str) -> None:
     results = tmp_path / "results"
     proc = subprocess.Popen(
         commbench_locust(scenario, results, "--target", "rest", "--headless", "-u", "5",
@@ -496,12 +500,13 @@ def test_ctrl_c_writes_a_partial_result_and_stops_everything(tmp_path: Path, sce
         poll("a measured second", lambda: any(
             len(p.joinpath("timeline.csv").read_text().splitlines()) > 1
             for p in results.glob(".partial-*")), 60, proc)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 130
+        proc.send_signal(sig)
+        assert proc.wait(60) == code
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert f"commbench: {said}" in (tmp_path / "log").read_text()
     (folder,) = run_folders(results)
     run = load_run(folder)
     assert run.context["status"] == "partial"

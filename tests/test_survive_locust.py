@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
 import time
 import uuid
@@ -15,15 +14,11 @@ import psutil
 import pytest
 
 from harness.locust.checks import timespan_s
-from reports.loader import load_run
 from tests.test_locust import (
     ROOT,
     SCENARIO,
     commbench_locust,
     env_with,
-    poll,
-    run_folders,
-    summary_counts,
     survivors,
 )
 
@@ -76,29 +71,3 @@ def test_locust_time_spans_are_read_as_locust_reads_them() -> None:
     assert [timespan_s(t) for t in ("20", "20s", "3m", "1h20m", "3h30m10s")] \
         == [20, 20, 180, 4800, 12610]
     assert [timespan_s(t) for t in ("abc", "500ms", "1.5s", "", "s", "20s junk")] == [None] * 6
-
-
-@pytest.mark.slow
-def test_sigterm_exits_143_after_writing_the_partial_result(tmp_path: Path, scenario: Path,
-                                                            mark: str) -> None:
-    """SIGTERM (a service manager stopping the command) is not Ctrl-C: 128 + 15."""
-    results = tmp_path / "results"
-    proc = subprocess.Popen(
-        commbench_locust(scenario, results, "--target", "rest", "--headless", "-u", "5",
-                         "-t", "120s"),
-        env=env_with(mark), stdout=subprocess.DEVNULL, stderr=open(tmp_path / "log", "wb"),
-        cwd=ROOT, start_new_session=True)
-    try:
-        poll("a measured second", lambda: any(
-            len(p.joinpath("timeline.csv").read_text().splitlines()) > 1
-            for p in results.glob(".partial-*")), 60, proc)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 143
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert "commbench: terminated (SIGTERM)" in (tmp_path / "log").read_text()
-    (folder,) = run_folders(results)
-    assert load_run(folder).context["status"] == "partial"
-    assert summary_counts(folder)["all"] > 0
