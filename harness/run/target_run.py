@@ -67,7 +67,8 @@ class TargetRun:
         assert self.results is not None
         self.results.resource(second, ResourceSample(cpu_percent, rss_mb) if self.probed
                               else ResourceSample(None, None))
-        if self.depths is not None and second >= 0:
+        # one depth row per measured second: the closing sample after the window is not one
+        if self.depths is not None and 0 <= second < self.window.seconds:
             self.results.queue_depths(second, self.depths.sample())
 
     def stopped(self) -> None:
