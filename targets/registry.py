@@ -24,9 +24,10 @@ from targets.serving import (
 @dataclass(frozen=True)
 class BrokerKind:
     """A broker some transports need. The harness finds or starts it through `provider`, an
-    object with `ensure(url)` (a context manager yielding the broker's `url`, `private` and
-    `startup_s`), `describe(info)`, `pids(url)` and `delete_namespace(url, namespace)`; a second
-    broker kind is a new provider module and a line here."""
+    object with `ensure(url, private=)` (a context manager yielding the broker's `url`,
+    `private`, `startup_s` and, private, `switch(on)` for the broker fault), `describe(info)`,
+    `pids(url)` and `delete_namespace(url, namespace)`; a second broker kind is a new provider
+    module and a line here."""
 
     name: str
     provider: str  # "module:attribute"

@@ -386,7 +386,14 @@ def test_faults_on_the_chain_topology():
     ({"service": "payment", "kind": "delay", "at": "0s", "duration": "1s"}, "chain",
      'x.toml: faults[0]: kind = "delay" needs delay (the added latency, e.g. "2s")'),
     ({"service": "payment", "kind": "melt", "at": "0s", "duration": "1s"}, "chain",
-     'x.toml: faults[0].kind: must be "kill" or "pause" or "delay" or "errors" or "crash", got "melt"'),
+     ('x.toml: faults[0].kind: must be "kill" or "pause" or "delay" or "errors" or "crash" '
+      'or "broker", got "melt"')),
+    ({"service": "payment", "kind": "broker", "at": "0s", "duration": "1s"}, "chain",
+     "x.toml: faults[0]: kind = \"broker\" goes with service = \"broker\" (the broker is not "
+     "one of the order flow's services), and only with it"),
+    ({"kind": "broker", "at": "0s", "duration": "16s"}, "single",
+     "x.toml: faults[0]: kind = \"broker\" lasts at most 15s (a queue service longer without "
+     "its broker gives up)"),
     ({"service": "payment", "kind": "errors", "at": "0s", "duration": "1s", "fraction": 1.5},
      "chain", "x.toml: faults[0].fraction: must be a number above 0 and at most 1, got 1.5"),
 ])
@@ -401,6 +408,13 @@ def test_fault_option():
     assert (f.kind, f.delay_s, f.jitter_s, f.at_s, f.duration_s) == ("delay", 2.0, 0.2, 10.0, 10.0)
     assert parse_fault_option("payment:errors=0.2@5s+10s").fraction == 0.2
     assert parse_fault_option("order:kill@1+2").end_s == 3.0
+    # the broker is not a service of the flow: `broker@…` is its short form, on any topology
+    assert parse_fault_option("broker@1s+2s") == parse_fault_option("broker:broker@1s+2s")
+    assert parse_fault_option("broker@1s+2s").describe() == "broker: stopped from 1 s for 2 s"
+    sc = parse_scenario(_faulted({"kind": "broker", "at": 0, "duration": 1}, topology="single"), W)
+    assert [(f.service, f.kind) for f in sc.faults] == [("broker", "broker")]
+    with pytest.raises(UserError, match="--fault takes"):
+        parse_fault_option("payment@1s+2s")
     with pytest.raises(UserError, match=r"--fault takes SERVICE:KIND\[=PARAMS\]@AT\+DURATION"):
         parse_fault_option("payment pause")
     with pytest.raises(UserError, match='--fault payment:errors@5s\\+10s: kind = "errors" needs'):

@@ -1,5 +1,6 @@
 """Applies a target run's faults on their timeline, outside the measured path: signals to a
-named service's process group (kill, pause), or its control socket (delay, errors).
+named service's process group (kill, pause), its control socket (delay, errors, crash), or
+the private broker's control tool (broker).
 
 The runner calls `tick()` from its collection loop, which wakes for `due_ns` as it wakes for
 probes, so a fault starts within a few milliseconds of its planned time; what actually
@@ -21,7 +22,7 @@ from harness.scenario import FaultSpec
 from harness.stage.stage import Stage, StagedTarget
 
 FAULT_COLUMNS = ("target", "repetition", "service", "kind", "planned_start_s", "planned_end_s",
-                 "start_s", "end_s", "detail", "error")
+                 "start_s", "end_s", "detail", "error", "applied")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class _Active:
     fault: FaultSpec
     start_s: float
     error: str = ""
+    detail: str = ""  # what happened beyond the plan (e.g. a transport without a broker)
 
 
 class Injector:
@@ -62,14 +64,14 @@ class Injector:
             self._end(n)
         self._plan.clear()
 
-    def windows(self) -> list[tuple[float, float]]:
-        """(start, end) of every fault as applied, seconds from the window's start."""
-        return [(e["start_s"], e["end_s"]) for e in self.events]
-
     def _start(self, n: int) -> None:
         f = self._faults[n]
         active = self._active[n] = _Active(f, round(self._now_s(), 3))
         try:
+            if f.kind == "broker":
+                if not self.stage.switch_broker(self.target, on=False):
+                    active.detail = f"not applied: {self.target.ref.transport} uses no broker"
+                return
             service = self._service(f)
             if f.kind in ("kill", "crash"):
                 self.target.down.add(f.service)
@@ -88,12 +90,17 @@ class Injector:
             return
         f = active.fault
         try:
-            if f.kind == "kill" or (f.kind == "crash" and not self._service(f).alive()):
+            if f.kind == "broker":
+                if not active.detail:  # it was stopped (or tried): start it whatever happened
+                    self.stage.switch_broker(self.target, on=True)
+            elif f.kind == "kill" or (f.kind == "crash" and not self._service(f).alive()):
                 self.restarted(f.service, self.stage.restart(self.target, f.service).pid)
             elif f.kind == "crash":
                 self._control(f, on=False)
                 active.error = "did not crash: no side effect reached it during the fault"
-            if f.kind in ("kill", "crash"):
+            if f.kind == "broker":
+                pass
+            elif f.kind in ("kill", "crash"):
                 self.target.down.discard(f.service)
             elif f.kind == "pause":
                 self._service(f).signal(signal.SIGCONT)
@@ -104,7 +111,9 @@ class Injector:
         self.events.append({
             "service": f.service, "kind": f.kind, "planned_start_s": f.at_s,
             "planned_end_s": f.end_s, "start_s": active.start_s,
-            "end_s": round(self._now_s(), 3), "detail": f.describe(), "error": active.error})
+            "end_s": round(self._now_s(), 3), "error": active.error,
+            "detail": "; ".join(filter(None, (f.describe(), active.detail))),
+            "applied": not active.detail})
 
     def _service(self, f: FaultSpec) -> Any:
         service = self.target.services.get(f.service)

@@ -113,7 +113,9 @@ class Runner:
             with Stage(self.writer.log_dir, amqp_url=opts.amqp_url,
                        data_dir=self.writer.dir / "data", note=self.progress.note) as stage:
                 self.stage = stage
-                stage.need_brokers(t.transport for t in sc.targets if not self.reach.by_url(t))
+                stage.need_brokers((t.transport for t in sc.targets if not self.reach.by_url(t)),
+                                   private=self.reach.own_broker_needed(
+                                       sc.targets, sc.faults))
                 self._record_brokers()
                 self.warnings += self.reach.warnings(sc.targets)
                 self._checkpoint()

@@ -98,7 +98,8 @@ class TargetRun:
         if self.injector is None:
             return {}
         events = self.injector.events
-        windows = [(e["start_s"], e["end_s"], e["detail"]) for e in events]
+        # a fault that did not apply (a broker fault on a transport without one) has no cascade
+        windows = [(e["start_s"], e["end_s"], e["detail"]) for e in events if e["applied"]]
         return {"faults": events,
                 "cascade": self.cascade.numbers(windows) if self.cascade else []}
 

@@ -3,7 +3,7 @@ service of the topology, a kind, when it starts in the measured window and how l
 
     [[faults]]
     service = "payment"      # order, payment, inventory, notification (the topology's names)
-    kind = "pause"           # kill | pause | delay | errors | crash
+    kind = "pause"           # kill | pause | delay | errors | crash | broker
     at = "10s"               # from the start of the measured window
     duration = "5s"
     delay = "2s"             # delay: added to each request the service handles
@@ -12,6 +12,12 @@ service of the topology, a kind, when it starts in the measured window and how l
 
 On the command line: `--fault payment:pause@10s+5s`, `--fault payment:delay=2s,jitter=200ms@10s+10s`,
 `--fault payment:errors=0.2@5s+10s`.
+
+`kind = "broker"` (service "broker", which is also its default) stops the message broker
+(RabbitMQ's stop_app: every connection is closed, durable queues and persistent messages
+are kept) and starts it again when the fault ends: `--fault broker@10s+5s`. It stops only a
+broker the run started itself, so a run with it uses a private broker; a transport without a
+broker carries on untouched (the fault is recorded as not applying to it).
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from harness.errors import UserError
 from harness.scenario.errors import Help, problem, problems
 from harness.scenario.types import duration_type, parse_duration
 
-KINDS = ("kill", "pause", "delay", "errors", "crash")
-SERVICES = ("order", "payment", "inventory", "notification")
+KINDS = ("kill", "pause", "delay", "errors", "crash", "broker")
+SERVICES = ("order", "payment", "inventory", "notification", "broker")
+BROKER = "broker"
+MAX_BROKER_DOWN_S = 15.0  # a queue service gives up on a broker away 20 s (targets/queue/server.py)
 MAX_FAULT_S = 24 * 3600.0
 MAX_DELAY_S = 60.0
 DURATION_HELP = 'a duration such as "10s", "500ms", "2m" or a number of seconds'
@@ -49,7 +57,8 @@ class FaultSpec(BaseModel):
         "kill: SIGKILL, restarted when the fault ends; pause: SIGSTOP, then SIGCONT; delay: "
         "added latency; errors: a share of requests fail with the transport's own error; "
         "crash: the service dies between a side effect and its answer or ack (payment's "
-        "charge, a saga step), restarted when the fault ends",
+        "charge, a saga step), restarted when the fault ends; broker: the message broker is "
+        "stopped, then started (service \"broker\")",
         " or ".join(f'"{k}"' for k in KINDS))]
     at_s: Annotated[At, Help("When the fault starts, from the start of the measured window",
                              f"{DURATION_HELP}, zero or more"), Field(alias="at")]
@@ -65,8 +74,21 @@ class FaultSpec(BaseModel):
     fraction: Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False), Help(
         "errors: the share of requests that fail", "a number above 0 and at most 1")] = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _broker_by_default(cls, raw: object) -> object:
+        if isinstance(raw, dict) and raw.get("kind") == BROKER and "service" not in raw:
+            return {**raw, "service": BROKER}
+        return raw
+
     @model_validator(mode="after")
     def _parameters_fit_the_kind(self) -> FaultSpec:
+        if (self.kind == BROKER) != (self.service == BROKER):
+            raise problem('kind = "broker" goes with service = "broker" (the broker is not one '
+                          "of the order flow's services), and only with it")
+        if self.kind == BROKER and self.duration_s > MAX_BROKER_DOWN_S:
+            raise problem(f'kind = "broker" lasts at most {MAX_BROKER_DOWN_S:g}s (a queue '
+                          "service longer without its broker gives up)")
         if self.kind == "delay" and self.delay_s is None:
             raise problem('kind = "delay" needs delay (the added latency, e.g. "2s")')
         if self.kind == "errors" and self.fraction is None:
@@ -86,23 +108,25 @@ class FaultSpec(BaseModel):
             what = f"delay {self.delay_s or 0:g} s ± {self.jitter_s:g} s"
         elif self.kind == "errors":
             what = f"errors {self.fraction or 0:.0%}"
+        elif self.kind == BROKER:
+            what = "stopped"
         else:
             what = self.kind
         return f"{self.service}: {what} from {self.at_s:g} s for {self.duration_s:g} s"
 
 
-_OPTION = re.compile(r"^(?P<service>[a-z]+):(?P<kind>[a-z]+)(?:=(?P<params>[^@]*))?"
+_OPTION = re.compile(r"^(?P<service>[a-z]+)(?::(?P<kind>[a-z]+))?(?:=(?P<params>[^@]*))?"
                      r"@(?P<at>[^+]+)\+(?P<duration>.+)$")
 
 
 def parse_fault_option(text: str) -> FaultSpec:
     """`SERVICE:KIND[=PARAMS]@AT+DURATION` → FaultSpec; a UserError that shows the form."""
     form = ("--fault takes SERVICE:KIND[=PARAMS]@AT+DURATION, e.g. payment:pause@10s+5s, "
-            "payment:delay=2s,jitter=200ms@10s+10s or payment:errors=0.2@5s+10s")
+            "payment:delay=2s,jitter=200ms@10s+10s, payment:errors=0.2@5s+10s or broker@10s+5s")
     m = _OPTION.match(text.strip())
-    if not m:
+    if not m or (m["kind"] is None and m["service"] != BROKER):
         raise UserError(f"{form}; got {text!r}")
-    raw: dict[str, object] = {"service": m["service"], "kind": m["kind"], "at": m["at"],
+    raw: dict[str, object] = {"service": m["service"], "kind": m["kind"] or BROKER, "at": m["at"],
                               "duration": m["duration"]}
     for n, part in enumerate(filter(None, (m["params"] or "").split(","))):
         key, sep, value = part.partition("=")

@@ -87,7 +87,7 @@ def _within_a_day(stages: tuple["Stage", ...]) -> tuple["Stage", ...]:
 def _fault_problems(f: FaultSpec, topology: str, duration_s: float) -> list[str]:
     """A fault must hit a service the topology has, within the measured window."""
     out = []
-    if f.service != "order" and topology != "chain":
+    if f.service not in ("order", "broker") and topology != "chain":
         out.append(f'service "{f.service}" exists only with topology = "chain"')
     if f.end_s > duration_s + 1e-9:
         out.append(f"must end within the measured window ({duration_s:g} s): it ends at "

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,6 +47,8 @@ class BrokerInfo:
     startup_s: float  # private: start until AMQP accepted a connection; else: the probe
     node: str = ""  # private node name, e.g. commbench-123-ab12cd@localhost
     log_dir: Path | None = None
+    # private: stop (False) or start (True) the broker application, for the broker fault
+    switch: Callable[[bool], None] | None = field(default=None, compare=False, repr=False)
 
 
 def probe(amqp_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -103,13 +105,15 @@ def _vhost(amqp_url: str) -> str:
 
 
 @contextlib.contextmanager
-def ensure_broker(amqp_url: str, work_dir: Path | None = None) -> Iterator[BrokerInfo]:
-    """Yield a broker that answers: `amqp_url` if it does, else a private node (stopped on exit)."""
+def ensure_broker(amqp_url: str, work_dir: Path | None = None, *,
+                  private: bool = False) -> Iterator[BrokerInfo]:
+    """Yield a broker that answers: `amqp_url` if it does, else a private node (stopped on
+    exit). `private`: always a private node (a run that stops its broker on purpose)."""
     problem = url_problem(amqp_url)
     if problem:
         raise UserError(f"--amqp-url: {problem}")
     start = time.monotonic()
-    if probe(amqp_url):
+    if not private and probe(amqp_url):
         yield BrokerInfo(amqp_url, private=False, startup_s=time.monotonic() - start)
         return
     with private_broker(work_dir) as info:
@@ -129,7 +133,7 @@ def private_broker(work_dir: Path | None = None) -> Iterator[BrokerInfo]:
     try:
         startup_s = node.start()
         yield BrokerInfo(node.url, private=True, startup_s=startup_s, node=node.name,
-                         log_dir=node.log_dir)
+                         log_dir=node.log_dir, switch=node.switch)
         ok = True
     finally:
         node.stop()
@@ -225,6 +229,24 @@ class _Node:
                     f"private {what} was not ready within {READY_TIMEOUT_S:.0f} s; "
                     f"see {self.output} and {self.log_dir}"
                 )
+
+    def switch(self, on: bool) -> None:
+        """Start or stop the RabbitMQ application, the Erlang node staying up: stopping
+        closes every connection and keeps durable queues with their persistent messages."""
+        command = "start_app" if on else "stop_app"
+        try:
+            done = subprocess.run(
+                [str(self.ctl), "-n", self.name, command], env=self.env, cwd=self.base,
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"rabbitmqctl {command} did not finish within "
+                            f"{STOP_TIMEOUT_S:.0f} s") from None
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout).strip().splitlines()
+            raise UserError(f"rabbitmqctl {command} failed (exit {done.returncode})"
+                            + (f": {why[-1]}" if why else ""))
+        if on and not probe(self.url):
+            raise UserError(f"the private broker at {self.url} does not answer after start_app")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

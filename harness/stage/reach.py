@@ -10,7 +10,7 @@ is reached at that URL, whichever client variant drives it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,17 @@ class Reach:
             if ref.server and ref.transport in self.urls:
                 raise UserError(f"--url {ref.transport}: a target reached by URL runs whatever "
                                 f"server answers there; drop @{ref.server} from {ref.name}")
+
+    def own_broker_needed(self, refs: Sequence[TargetRef], faults: Iterable[Any]) -> bool:
+        """A broker fault stops the broker, so the run needs one of its own; a target reached
+        by URL has its broker elsewhere, which the run refuses to stop (UserError)."""
+        if not any(f.kind == "broker" for f in faults):
+            return False
+        for ref in refs:
+            if self.by_url(ref) and get_transport(ref.transport).broker is not None:
+                raise UserError(f"--fault broker: {ref.name} is reached by --url, so its broker "
+                                "is not this run's to stop; drop the broker fault or the --url")
+        return True
 
     def url(self, ref: TargetRef) -> str | None:
         return self.urls.get(ref.transport)

@@ -113,22 +113,38 @@ class Stage:
 
     # -- brokers ---------------------------------------------------------------------------
 
-    def need_brokers(self, transports: Iterable[str]) -> None:
+    def need_brokers(self, transports: Iterable[str], *, private: bool = False) -> None:
         """Find or start, now, every broker these transports need: a refused or missing
-        broker fails before anything is measured."""
+        broker fails before anything is measured. `private`: start one of our own even when
+        --amqp-url answers (the broker fault stops it; a shared one is never touched)."""
         for name in transports:
             kind = get_transport(name).broker
             if kind is not None:
-                self._broker(kind)
+                self._broker(kind, private)
 
-    def _broker(self, kind: BrokerKind) -> BrokerUse:
+    def _broker(self, kind: BrokerKind, private: bool = False) -> BrokerUse:
         use = self.brokers.get(kind.name)
         if use is None:
             provider = kind.resolve()
-            info = self._stack.enter_context(provider.ensure(self.amqp_url))
+            info = self._stack.enter_context(provider.ensure(self.amqp_url, private=private))
             use = self.brokers[kind.name] = BrokerUse(kind, info)
-            self.note(f"broker: {provider.describe(info)}")
+            why = (" (the broker fault stops it; the broker at --amqp-url is left alone)"
+                   if private else "")
+            self.note(f"broker: {provider.describe(info)}{why}")
         return use
+
+    def switch_broker(self, target: StagedTarget, on: bool) -> bool:
+        """The broker fault: stop or start the broker `target` uses (False: it uses none).
+        Only a broker this stage started is ever touched."""
+        kind = get_transport(target.ref.transport).broker
+        if kind is None:
+            return False
+        use = self.brokers.get(kind.name)
+        if target.external or use is None or not use.private or use.info.switch is None:
+            raise UserError(f"{target.name}'s broker is not one this run started: the broker "
+                            "fault never stops a shared broker")
+        use.info.switch(on)
+        return True
 
     def broker_pids(self, target: StagedTarget) -> list[int] | None:
         """The processes of the broker a target uses (None: it uses none, or they cannot be

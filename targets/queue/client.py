@@ -5,11 +5,18 @@ end-to-end acknowledgement, and the client timeout covers a lost request); creat
 a channel with publisher confirms, whose ack is the *accepted* moment, and resolve when the
 order's event reaches this client's event queue (the *completed* moment). Replies and
 events are matched to waiting callers by correlation id and request id.
+
+When the broker goes away, calls made meanwhile fail at once (kind `broker`) and lookups in
+flight fail; a create in flight waits for the reconnect (within its own timeout) and sends
+its command again with the same request id: unconfirmed, the broker may never have had it;
+confirmed, its outcome event may have been lost with this client's exclusive event queue.
+The order service is idempotent on request_id, so the resend creates nothing twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
 from collections.abc import Callable
@@ -25,6 +32,7 @@ from targets.core.model import CreateOrder, Order
 from targets.core.service import DEFAULT_LIST_LIMIT
 from targets.queue import codec
 from targets.queue.topology import (
+    RECONNECT_INTERVAL_S,
     declare_client,
     declare_shared,
     split_target_url,
@@ -32,6 +40,7 @@ from targets.queue.topology import (
 )
 from targets.redact import redact
 
+LOSS_GRACE_S = 1.0  # how long a failed publish waits to learn whether the connection is gone
 BROKER_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
                  ConnectionError)
 
@@ -49,6 +58,8 @@ class QueueClient:
         self._replies: dict[str, asyncio.Future[bytes]] = {}
         self._outcomes: dict[Any, asyncio.Future[dict[str, Any]]] = {}  # by request id
         self._closed = False
+        self._ready = asyncio.Event()  # connected, channels and consumers restored
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def _open(self) -> None:
         conn = self._connection
@@ -65,6 +76,8 @@ class QueueClient:
         await reply_queue.consume(self._on_reply, no_ack=True)
         await event_queue.consume(self._on_event, no_ack=True)
         conn.close_callbacks.add(self._on_connection_lost)
+        conn.reconnect_callbacks.add(self._on_reconnected)
+        self._ready.set()
 
     # -- the OrderClient interface -------------------------------------------------------
 
@@ -87,25 +100,56 @@ class QueueClient:
         assert outcome is not None
         try:
             async with asyncio.timeout(self._timeout):
-                await self._command_exchange.publish(
-                    aio_pika.Message(codec.encode_command(req, self.client_id),
-                                     content_type=codec.CONTENT_TYPE,
-                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=self._command_key,
-                )
-                if on_accepted is not None:
-                    on_accepted()  # the broker confirmed: it now owns the command
-                event = await asyncio.shield(outcome)
+                event = await self._command(req, outcome, on_accepted)
         except TimeoutError:
             raise TransportError("timeout", f"no outcome within {self._timeout:g} s") from None
-        except BROKER_ERRORS as exc:
-            raise TransportError("broker", f"broker error: {exc!r}") from None
         finally:
             if owner and self._outcomes.get(rid) is outcome:
                 del self._outcomes[rid]
         if "order" in event:
             return Order.from_dict(event["order"])
         raise codec.error_from_body(event.get("error"))
+
+    async def _command(self, req: CreateOrder, outcome: asyncio.Future[dict[str, Any]],
+                       on_accepted: Callable[[], None] | None) -> dict[str, Any]:
+        """Publish until confirmed and wait for the outcome; after a lost connection, once
+        it is back, publish again (same request id) and go on waiting."""
+        body = codec.encode_command(req, self.client_id)
+        accepted = False
+        while True:
+            lost = self._lost
+            try:
+                await self._command_exchange.publish(
+                    aio_pika.Message(body, content_type=codec.CONTENT_TYPE,
+                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=self._command_key,
+                )
+            except BROKER_ERRORS as exc:
+                if not await self._was_lost(lost):  # a real refusal, not a lost connection
+                    raise TransportError("broker", f"broker error: {exc!r}") from None
+                await self._back()
+                continue
+            if on_accepted is not None and not accepted:
+                on_accepted()  # the broker confirmed: it now owns the command
+            accepted = True
+            await asyncio.wait((outcome, lost), return_when=asyncio.FIRST_COMPLETED)
+            if outcome.done():
+                return outcome.result()
+            await self._back()
+
+    async def _was_lost(self, lost: asyncio.Future[None]) -> bool:
+        """Whether a failed publish went down with the connection: its close callback may
+        run just after the publish fails, so it is given a moment."""
+        if not self._closed and not lost.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(lost), LOSS_GRACE_S)
+        return not self._closed and lost.done()
+
+    async def _back(self) -> None:
+        """Wait until the connection is back (the caller's timeout bounds it)."""
+        await self._ready.wait()
+        if self._closed:
+            raise TransportError("broker", "client closed")
 
     async def close(self) -> None:
         if not self._closed:
@@ -142,7 +186,7 @@ class QueueClient:
 
     def _check_connected(self) -> None:
         # A robust connection would park the publish until it reconnects; fail fast instead.
-        if self._closed or not self._connection.connected.is_set():
+        if self._closed or not self._ready.is_set():
             raise TransportError("broker", "not connected to the broker")
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
@@ -161,16 +205,32 @@ class QueueClient:
             fut.set_result(event)
 
     def _on_connection_lost(self, *_: object) -> None:
-        self._fail_all(TransportError("broker", "connection to the broker lost"))
+        """Lookups in flight fail; creates in flight wait for the reconnect (_command)."""
+        if self._closed or not self._ready.is_set():
+            return  # closed by us, or a failed reconnect attempt: already lost
+        self._ready.clear()
+        lost, self._lost = self._lost, asyncio.get_running_loop().create_future()
+        lost.set_result(None)
+        self._fail(self._replies, TransportError("broker", "connection to the broker lost"))
+
+    def _on_reconnected(self, *_: object) -> None:
+        self._ready.set()
 
     def _fail_all(self, exc: OrderError) -> None:
+        if not self._lost.done():
+            self._lost.set_result(None)
+        self._ready.set()  # creates waiting for a reconnect wake and see the client closed
         for pending in (self._replies, self._outcomes):
-            for fut in pending.values():
-                if not fut.done():
-                    fut.set_exception(exc)
-                    # Retrieved here: a request still publishing fails on its own and never
-                    # awaits this future; asyncio would log "exception was never retrieved".
-                    fut.exception()
+            self._fail(pending, exc)
+
+    @staticmethod
+    def _fail(pending: dict[Any, asyncio.Future[Any]], exc: OrderError) -> None:
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+                # Retrieved here: a request still publishing fails on its own and never
+                # awaits this future; asyncio would log "exception was never retrieved".
+                fut.exception()
 
 
 async def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> QueueClient:
@@ -181,7 +241,7 @@ async def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> QueueClien
         raise TransportError("broker", problem)
     try:
         connection = await aio_pika.connect_robust(
-            amqp_url, timeout=timeout,
+            amqp_url, timeout=timeout, reconnect_interval=RECONNECT_INTERVAL_S,
             client_properties={"connection_name": f"commbench queue client {ns}"},
         )
     except Exception as exc:  # refused, auth, DNS, timeout

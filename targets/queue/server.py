@@ -6,11 +6,13 @@ is published as an event on the topic exchange (targets/queue/worker.py); in a c
 outcome waits for the saga's last event (targets/queue/saga_workers.py). Manual acks with
 bounded prefetch; messages that cannot be served dead-letter into `<ns>.dead`.
 
-Losing the broker ends the server: when the connection or one of its channels closes, or
-the broker cancels a consumer (its queue was deleted), while the server is not stopping, it
-logs `broker lost: <reason>` and exits with code 2 (a ServeError). A benchmark target that
-silently reconnected would report figures measured across the outage; a dead one is marked
-failed by the harness.
+Losing the broker is waited out: the robust connection reconnects every
+RECONNECT_INTERVAL_S, restores channels, queues, bindings and consumers, and the broker
+redelivers whatever was unacked (the idempotent handlers absorb it). The server logs
+`broker lost: <reason>` and `broker back`; a broker still away after BROKER_GONE_S, or a
+consumer the broker cancels (its queue was deleted), ends the server with code 2 (a
+ServeError), and the harness marks the target failed rather than report figures measured
+against no broker.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from targets.flow.saga import inventory_reacts, notification_reacts, payment_rea
 from targets.queue.saga_workers import ChainWorker, React, SagaWorker
 from targets.queue.topology import (
     PREFETCH,
+    RECONNECT_INTERVAL_S,
     declare_saga,
     declare_shared,
     target_url,
@@ -57,6 +60,7 @@ from targets.serving import (
 
 CONNECT_TIMEOUT_S = 5.0
 DRAIN_TIMEOUT_S = 10.0  # how long a stop waits for in-flight messages
+BROKER_GONE_S = 20.0  # a lost broker not back within this ends the server (harness/scenario/faults.py)
 
 log = logging.getLogger("commbench.queue")
 
@@ -71,7 +75,7 @@ async def _connect(amqp_url: str, ns: str) -> AbstractRobustConnection:
         raise ServeError(problem)
     try:
         return await aio_pika.connect_robust(
-            amqp_url, timeout=CONNECT_TIMEOUT_S,
+            amqp_url, timeout=CONNECT_TIMEOUT_S, reconnect_interval=RECONNECT_INTERVAL_S,
             client_properties={"connection_name": f"commbench queue server {ns}"},
         )
     except Exception as exc:  # refused, DNS, auth, timeout: all one line for the user
@@ -96,21 +100,43 @@ async def _serve_broker(config: ServeConfig, setup: Setup) -> None:
         tags = [(queue, await queue.consume(callback)) for queue, callback in consumers]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        lost: asyncio.Future[str] = loop.create_future()
+        lost: asyncio.Future[str] = loop.create_future()  # why the server gives up
+        away: asyncio.TimerHandle | None = None  # the deadline while the broker is away
+
+        def give_up(why: str) -> None:
+            if not stop.is_set() and not lost.done():
+                lost.set_result(why)
 
         def on_lost(_sender: object, why: object = None) -> None:
-            if not stop.is_set() and not lost.done():
-                lost.set_result(str(why) or type(why).__name__ if why is not None
-                                else "closed by the broker")
+            nonlocal away
+            if stop.is_set() or away is not None:
+                return
+            reason = (str(why) or type(why).__name__) if why is not None else "closed by the broker"
+            log.warning("broker lost: %s; reconnecting (giving up after %g s)", reason,
+                        BROKER_GONE_S)
+            away = loop.call_later(BROKER_GONE_S, give_up,
+                                   f"{reason} (not back within {BROKER_GONE_S:g} s)")
 
         def on_cancel(frame: object) -> None:
-            on_lost(None, f"consumer {getattr(frame, 'consumer_tag', '?')} cancelled by the "
-                          "broker (its queue was deleted)")
+            give_up(f"consumer {getattr(frame, 'consumer_tag', '?')} cancelled by the broker "
+                    "(its queue was deleted)")
 
-        for closable in (connection, consuming, confirming):
-            closable.close_callbacks.add(on_lost)
-        for channel in (consuming, confirming):
-            (await channel.get_underlay_channel()).on_consumer_cancel_callbacks.add(on_cancel)
+        async def watch_cancels() -> None:  # on each connection's own channels
+            for channel in (consuming, confirming):
+                (await channel.get_underlay_channel()).on_consumer_cancel_callbacks.add(on_cancel)
+
+        def on_back(_sender: object) -> None:
+            nonlocal away
+            if away is not None:
+                away.cancel()
+                away = None
+                log.info("broker back: consuming again")
+            rewatch = loop.create_task(watch_cancels())
+            rewatch.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+        connection.close_callbacks.add(on_lost)
+        connection.reconnect_callbacks.add(on_back)
+        await watch_cancels()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         announce_ready("queue", target_url(config.amqp_url, config.namespace), config.role)

@@ -17,6 +17,7 @@ from targets.flow.events import SUBSCRIPTIONS
 from targets.redact import redact
 
 DEFAULT_NAMESPACE = "commbench"
+RECONNECT_INTERVAL_S = 0.5  # a robust connection's pause between attempts (aio-pika's: 5 s)
 PREFETCH = 64  # unacked messages per server consumer: bounds in-flight work and memory
 CREATED = "order.created"  # event routing key prefix; the full key ends with the client id
 REJECTED = "order.rejected"  # an invalid create: same body shape with "error" instead of "order"
