@@ -391,7 +391,7 @@ def test_faults_on_the_chain_topology():
     ({"service": "payment", "kind": "broker", "at": "0s", "duration": "1s"}, "chain",
      "x.toml: faults[0]: kind = \"broker\" goes with service = \"broker\" (the broker is not "
      "one of the order flow's services), and only with it"),
-    ({"kind": "broker", "at": "0s", "duration": "16s"}, "single",
+    ({"service": "broker", "kind": "broker", "at": "0s", "duration": "16s"}, "single",
      "x.toml: faults[0]: kind = \"broker\" lasts at most 15s (a queue service longer without "
      "its broker gives up)"),
     ({"service": "payment", "kind": "errors", "at": "0s", "duration": "1s", "fraction": 1.5},
@@ -411,7 +411,8 @@ def test_fault_option():
     # the broker is not a service of the flow: `broker@…` is its short form, on any topology
     assert parse_fault_option("broker@1s+2s") == parse_fault_option("broker:broker@1s+2s")
     assert parse_fault_option("broker@1s+2s").describe() == "broker: stopped from 1 s for 2 s"
-    sc = parse_scenario(_faulted({"kind": "broker", "at": 0, "duration": 1}, topology="single"), W)
+    sc = parse_scenario(_faulted({"service": "broker", "kind": "broker", "at": 0, "duration": 1},
+                                 topology="single"), W)
     assert [(f.service, f.kind) for f in sc.faults] == [("broker", "broker")]
     with pytest.raises(UserError, match="--fault takes"):
         parse_fault_option("payment@1s+2s")

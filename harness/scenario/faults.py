@@ -13,7 +13,7 @@ service of the topology, a kind, when it starts in the measured window and how l
 On the command line: `--fault payment:pause@10s+5s`, `--fault payment:delay=2s,jitter=200ms@10s+10s`,
 `--fault payment:errors=0.2@5s+10s`.
 
-`kind = "broker"` (service "broker", which is also its default) stops the message broker
+`kind = "broker"` (with service = "broker") stops the message broker
 (RabbitMQ's stop_app: every connection is closed, durable queues and persistent messages
 are kept) and starts it again when the fault ends: `--fault broker@10s+5s`. It stops only a
 broker the run started itself, so a run with it uses a private broker; a transport without a
@@ -73,13 +73,6 @@ class FaultSpec(BaseModel):
                         Field(alias="jitter")] = 0.0
     fraction: Annotated[float | None, Field(gt=0, le=1, allow_inf_nan=False), Help(
         "errors: the share of requests that fail", "a number above 0 and at most 1")] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _broker_by_default(cls, raw: object) -> object:
-        if isinstance(raw, dict) and raw.get("kind") == BROKER and "service" not in raw:
-            return {**raw, "service": BROKER}
-        return raw
 
     @model_validator(mode="after")
     def _parameters_fit_the_kind(self) -> FaultSpec:
