@@ -79,8 +79,13 @@ class Guarded:
         try:
             await handler(message)
         except BROKER_ERRORS as exc:
-            # Not acked: the broker requeues it when the channel is restored.
+            # Not acked. Delivered on a channel that died with the connection, the broker has
+            # requeued it already; delivered on a live one (after a reconnect, consumers may
+            # resume before the publishing channel is restored) it is handed back now, or it
+            # would stay unacked, its order stuck mid-saga, for as long as the connection lives.
             log.warning("broker error while handling a message: %r", exc)
+            with contextlib.suppress(*BROKER_ERRORS, RuntimeError):
+                await message.nack(requeue=True)
         except Exception:  # a bug must neither stop the worker nor loop a poison message
             log.exception("handler failed; dead-lettering the message")
             with contextlib.suppress(*BROKER_ERRORS):
