@@ -379,3 +379,28 @@ def test_a_queue_target_that_loses_its_broker_is_failed(tmp_path, amqp_url):
     shared_warning = any("shared broker" in w for w in meta["warnings"])
     assert shared_warning is meta["broker"]["shared"]
     assert "broker lost" in (run_dir / target["log"]).read_text()
+
+
+def test_an_slo_breach_exits_3_and_names_it(tmp_path):
+    """[slo] is checked on every completed target run: one objective that cannot hold (p50
+    under a microsecond) and one that must (errors under 100 %), so the exit code, the line
+    and run.json's verdicts each come from a real measurement."""
+    scenario = tmp_path / "slo.toml"
+    scenario.write_text(tiny(tmp_path, "1s").read_text()
+                        + '\n[slo]\nall = "p50 < 0.001ms, errors < 100%"\n')
+    results = tmp_path / "results"
+    proc = subprocess.run([COMMBENCH, "run", str(scenario), "--targets", "rest",
+                           "--results-dir", str(results)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    (run_dir,) = results.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    verdicts = {v["objective"]: v for v in meta["slo"]}
+    assert set(verdicts) == {"p50 < 0.001ms", "errors < 100%"}
+    assert verdicts["p50 < 0.001ms"]["held"] is False and verdicts["errors < 100%"]["held"]
+    p50 = verdicts["p50 < 0.001ms"]["value"]
+    summary = {r["operation"]: r for r in csv.DictReader(open(run_dir / "summary.csv"))}
+    assert float(summary["all"]["latency_p50_ms"]) == pytest.approx(p50, rel=1e-3)
+    assert "slo breached: rest r1 all: p50 < 0.001ms does not hold (measured" in \
+        " ".join(proc.stdout.split())
+    assert meta["scenario"]["slo"] == {"all": "p50 < 0.001ms, errors < 100%"}

@@ -420,3 +420,34 @@ def test_fault_option():
         parse_fault_option("payment pause")
     with pytest.raises(UserError, match='--fault payment:errors@5s\\+10s: kind = "errors" needs'):
         parse_fault_option("payment:errors@5s+10s")
+
+
+def test_slo_reads_back_as_written():
+    raw = base()
+    raw["slo"] = {"all": "p99 < 50ms, errors < 1%", "get": "p99.9<0.2s, rps > 10"}
+    sc = parse_scenario(raw, W)
+    assert sc.to_dict()["slo"] == {"all": "p99 < 50ms, errors < 1%",
+                                   "get": "p99.9 < 200ms, rps > 10"}
+    again = base()
+    again["slo"] = sc.to_dict()["slo"]
+    assert parse_scenario(again, W).slo == sc.slo
+
+
+@pytest.mark.parametrize(("slo", "message"), [
+    ({"all": "p99 < 50"}, "x.toml: slo: all: 'p99 < 50': p99 takes a duration with its unit, "
+                          'such as "50ms"'),
+    ({"all": "p99 > 5ms"}, "x.toml: slo: all: 'p99 > 5ms': p99 takes '<'"),
+    ({"all": "errors < 150%"}, "x.toml: slo: all: 'errors < 150%': errors takes a percentage "
+                               "above 0 and at most 100% (or a fraction above 0 and at most 1)"),
+    ({"create": "p99 < 5ms"}, "x.toml: slo.create: names an operation the mix does not have "
+                              "(weights: get, list)"),
+    ({"nope": "p99 < 5ms"}, "x.toml: slo: nope: not an operation; use one of get, list, "
+                            "create, create_accepted, all"),
+])
+def test_bad_slo(slo, message):
+    raw = base()
+    raw["operations"] = {"get": 1, "list": 1}
+    raw["slo"] = slo
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(raw, W)
+    assert message in err.value.problems, err.value.problems

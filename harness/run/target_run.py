@@ -16,6 +16,7 @@ from harness.run.probes import Meter
 from harness.run.results import ResourceSample, TargetResults, utc_iso
 from harness.run.window import SATURATION_RULE, Window
 from harness.scenario import Scenario, TargetRef
+from harness.scenario.slo import check
 from harness.stage.depths import DepthProbe
 from harness.stage.stage import StagedTarget
 from targets.redact import redact, redact_text
@@ -143,4 +144,11 @@ def run_meta(runner: Any, status: str, targets: list[dict[str, Any]]) -> dict[st
                       "saturation_rule": SATURATION_RULE},
         "targets": targets,
         "warnings": runner.warnings,
+        **({"slo": slo_verdicts(sc, runner.runs)} if sc.slo else {}),
     }
+
+
+def slo_verdicts(sc: Scenario, runs: list[TargetRun]) -> list[dict[str, Any]]:
+    """The scenario's [slo] on every target run that completed (a failed one exits 1
+    anyway, and its figures cover only part of the window)."""
+    return check(sc.slo, [row for r in runs if r.status == "ok" for row in r.rows])

@@ -24,6 +24,7 @@ from pydantic import (
 from harness.errors import UserError
 from harness.scenario.errors import Help, at, given, got, problem, refuse, validated
 from harness.scenario.faults import FaultSpec
+from harness.scenario.slo import SloTable
 from harness.scenario.types import (
     Name,
     Target,
@@ -257,6 +258,10 @@ class Scenario(_Table):
     faults: Annotated[tuple[FaultSpec, ...], Field(strict=False), Help(
         "Faults injected during the measured window ([[faults]] tables)",
         "a list of [[faults]] tables", item="a table {service, kind, at, duration, ...}")] = ()
+    slo: Annotated[SloTable, Help(
+        "Objectives checked on every target run's summary; a breach exits 3 ([slo]: "
+        'operation = "clauses", e.g. all = "p99 < 50ms, errors < 1%")',
+        'a table of operation = "clauses"')] = Field(default_factory=dict)
     _path: str = PrivateAttr("")  # the file it was read from; not part of the scenario's value
 
     @model_validator(mode="wrap")
@@ -286,6 +291,13 @@ class Scenario(_Table):
                          for message in _fault_problems(f, sc.topology, duration)]
         if refuse_faults:
             refuse("scenario", refuse_faults)
+        weights = sc.operations.weights()
+        unmeasured = [at(("slo", op), f"names an operation the mix does not have (weights: "
+                                      f"{', '.join(weights)})")
+                      for op in sc.slo if op != "all"
+                      and (op if op != "create_accepted" else "create") not in weights]
+        if unmeasured:
+            refuse("scenario", unmeasured)
         return sc
 
     @property
