@@ -12,6 +12,7 @@ import typer
 
 from harness import lifecycle
 from harness.errors import UserError
+from harness.sweep.cli import sweep
 from targets.core.seed import SeedSpec
 from targets.registry import TRANSPORTS, get_transport
 from targets.serving import (
@@ -32,6 +33,8 @@ app = typer.Typer(
 
 AmqpUrl = Annotated[str, typer.Option(help="RabbitMQ to use; when it does not answer, "
                                             "commbench starts a private broker")]
+
+app.command()(sweep)  # harness/sweep/cli.py
 
 
 @app.command()

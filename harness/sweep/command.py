@@ -1,0 +1,143 @@
+"""`commbench sweep`: every probe is a complete `commbench run` (stage, gate, load, results)
+at one offered rate, its folder kept under the sweep's; the sweep adds `sweep.csv` (one row
+per probe, target and repetition: offered and achieved rate, latency, errors, CPU per
+request of the target and of the generator, whether the generator saturated, whether the
+objectives held) and, with --find-max, `max.csv` (each target's highest sustained rate and
+the probes that decided it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from harness.errors import UserError
+from harness.run.options import RunOptions
+from harness.run.results import format_cell, run_id_for
+from harness.run.runner import Runner
+from harness.scenario import find_scenario, load_scenario, parse_target
+from harness.scenario.slo import Clause, check
+from harness.sweep.search import DEFAULT_MAX_PROBES, DEFAULT_PRECISION, Probe, Search, find_max
+
+SWEEP_COLUMNS = ("target", "offered_rps", "repetition", "status", "achieved_rps",
+                 "throughput_rps", "latency_p50_ms", "latency_p99_ms", "error_rate",
+                 "cpu_us_per_request", "client_cpu_us_per_request", "saturated", "held",
+                 "broken", "run")
+MAX_COLUMNS = ("target", "objective", "sustained_rps", "broke_at_rps", "bound", "verdict",
+               "probes")
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    base: RunOptions  # scenario, targets, duration, repetitions, cpus, broker, results_dir
+    rates: tuple[float, ...] = ()
+    find_max: bool = False
+    slo: tuple[Clause, ...] = ()  # on operation "all"; --find-max needs one
+    start: float = 100.0
+    max_probes: int = DEFAULT_MAX_PROBES
+    precision: float = DEFAULT_PRECISION
+
+
+class Sweep:
+    def __init__(self, opts: SweepOptions, console: Console) -> None:
+        if opts.find_max == bool(opts.rates):
+            raise UserError("sweep: give --rates R1,R2,… or --find-max (one of the two)")
+        if opts.find_max and not opts.slo:
+            raise UserError('sweep --find-max needs --slo, e.g. --slo "p99<50ms,errors<1%"')
+        self.opts, self.console = opts, console
+        sc = load_scenario(find_scenario(opts.base.scenario, opts.base.scenarios_dir))
+        if sc.load.model != "open" or len(sc.load.stages) != 1:
+            raise UserError(f"sweep: {sc.name} is not an open loop at one rate; a sweep sets "
+                            "the offered rate, so it needs one")
+        self.targets = ([parse_target(t) for t in opts.base.targets.split(",") if t.strip()]
+                        if opts.base.targets else list(sc.targets))
+        self.folder = _claim(opts.base.results_dir, run_id_for(f"sweep-{sc.name}"))
+        self.rows: list[dict[str, Any]] = []
+
+    def run(self) -> int:
+        try:
+            self._run()
+        finally:  # what was measured stays readable, even after Ctrl-C
+            self._write()
+        self.console.print(f"sweep: {self.folder}", markup=False)
+        return 0
+
+    def _run(self) -> None:
+        if self.opts.find_max:
+            searches = {}
+            for ref in self.targets:
+                searches[ref.name] = find_max(lambda rate, ref=ref: self._probe(ref.spec, rate),
+                                              self.opts.start, precision=self.opts.precision,
+                                              max_probes=self.opts.max_probes)
+                self._write()
+                self.console.print(f"{ref.name}: {searches[ref.name].describe()}", markup=False)
+            self._write_max(searches)
+        else:
+            for rate in self.opts.rates:
+                self._probe(",".join(r.spec for r in self.targets), rate)
+                self._write()
+
+    def _probe(self, targets: str, rate: float) -> Probe:
+        """One `commbench run` of `targets` at `rate`; its rows go to sweep.csv."""
+        self.console.print(f"sweep: {targets} at {rate:g} req/s", markup=False)
+        opts = replace(self.opts.base, targets=targets, rate=rate,
+                       results_dir=self.folder / "probes")
+        runner = Runner(opts, self.console)
+        outcome = runner.run()
+        verdicts = check({"all": self.opts.slo}, outcome.rows) if self.opts.slo else []
+        held, saturated, broken = True, False, []
+        for r in runner.runs:
+            row = next((x for x in r.rows if x["operation"] == "all"), {})
+            mine = [v for v in verdicts
+                    if (v["target"], v["repetition"]) == (r.ref.name, r.repetition)]
+            r_broken = [v["objective"] for v in mine if not v["held"]]
+            if r.status != "ok":
+                r_broken.append(f"the target {r.status}")
+            held = held and not r_broken
+            saturated = saturated or bool(r.saturated)
+            broken += r_broken
+            self.rows.append({
+                "target": r.ref.name, "offered_rps": rate, "repetition": r.repetition,
+                "status": r.status, **{k: row.get(k) for k in SWEEP_COLUMNS if k in row},
+                "saturated": bool(r.saturated), "held": not r_broken if self.opts.slo else None,
+                "broken": "; ".join(r_broken), "run": outcome.path.name})
+        return Probe(rate, held, saturated, "; ".join(broken))
+
+    def _write(self) -> None:
+        with open(self.folder / "sweep.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=SWEEP_COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows({k: format_cell(v) for k, v in row.items()} for row in self.rows)
+
+    def _write_max(self, searches: dict[str, Search]) -> None:
+        objective = ", ".join(map(str, self.opts.slo))
+        rows = [{"target": name, "objective": objective, "sustained_rps": s.sustained,
+                 "broke_at_rps": s.broke_at, "bound": s.bound, "verdict": s.describe(),
+                 "probes": " ".join(f"{p.rate:g}{'+' if p.held else '-'}"
+                                    f"{'(saturated)' if p.saturated else ''}" for p in s.probes)}
+                for name, s in searches.items()]
+        with open(self.folder / "max.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=MAX_COLUMNS)
+            w.writeheader()
+            w.writerows({k: format_cell(v) for k, v in row.items()} for row in rows)
+        (self.folder / "max.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def _claim(results_dir: Path, name: str) -> Path:
+    """A new folder for the sweep (a suffix when the name is taken this second)."""
+    for n in range(100):
+        folder = results_dir / (name if n == 0 else f"{name}-{n + 1}")
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"--results-dir {results_dir}: cannot write there "
+                            f"({exc.strerror})") from None
+        return folder
+    raise UserError(f"--results-dir {results_dir}: too many sweeps named {name}")
