@@ -64,11 +64,17 @@ def test_find_max_reports_what_no_probe_could_hold(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert folder is not None
     probes = _csv(folder / "sweep.csv")
-    assert [float(r["offered_rps"]) for r in probes] == [40, 20]
     assert all(r["held"] == "false" and "p50 < 0.001ms" in r["broken"] for r in probes)
     (row,) = _csv(folder / "max.csv")
-    assert (row["target"], row["sustained_rps"], row["bound"]) == ("rest", "", "probes")
-    assert row["probes"] == "40- 20-" and "rest: no probe held" in proc.stdout
+    assert (row["target"], row["sustained_rps"]) == ("rest", "")
+    if any(r["saturated"] == "true" for r in probes):
+        # a busy machine: the generator fell behind, and that probe ended the search
+        assert probes[-1]["saturated"] == "true" and row["bound"] == "generator"
+        assert "rest: no probe held before the generator saturated" in proc.stdout
+    else:
+        assert [float(r["offered_rps"]) for r in probes] == [40, 20]
+        assert (row["bound"], row["probes"]) == ("probes", "40- 20-")
+        assert "rest: no probe held" in proc.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [

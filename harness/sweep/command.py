@@ -29,7 +29,7 @@ SWEEP_COLUMNS = ("target", "offered_rps", "repetition", "status", "achieved_rps"
                  "cpu_us_per_request", "client_cpu_us_per_request", "saturated", "held",
                  "broken", "run")
 MAX_COLUMNS = ("target", "objective", "sustained_rps", "broke_at_rps", "bound", "verdict",
-               "probes")
+               "cpu_us_per_request", "rps_per_server_core", "probes")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,7 @@ class Sweep:
         objective = ", ".join(map(str, self.opts.slo))
         rows = [{"target": name, "objective": objective, "sustained_rps": s.sustained,
                  "broke_at_rps": s.broke_at, "bound": s.bound, "verdict": s.describe(),
+                 **self._cost_at(name, s.sustained),
                  "probes": " ".join(f"{p.rate:g}{'+' if p.held else '-'}"
                                     f"{'(saturated)' if p.saturated else ''}" for p in s.probes)}
                 for name, s in searches.items()]
@@ -126,6 +127,19 @@ class Sweep:
             w.writeheader()
             w.writerows({k: format_cell(v) for k, v in row.items()} for row in rows)
         (self.folder / "max.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+    def _cost_at(self, target: str, rate: float | None) -> dict[str, float | None]:
+        """The target's CPU per request at its sustained rate (mean over repetitions) and
+        what it implies, load-independent: requests per second one server core carries."""
+        cpus = [float(r["cpu_us_per_request"]) for r in self.rows
+                if r["target"] == target and r["offered_rps"] == rate
+                and r.get("cpu_us_per_request") is not None]
+        if not cpus:
+            return {"cpu_us_per_request": None, "rps_per_server_core": None}
+        cpu = sum(cpus) / len(cpus)
+        return {"cpu_us_per_request": round(cpu, 1),
+                "rps_per_server_core": round(1e6 / cpu) if cpu > 0 else None}
 
 
 def _claim(results_dir: Path, name: str) -> Path:
