@@ -80,7 +80,8 @@ def test_find_max_reports_what_no_probe_could_hold(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--rates", "a,b"], 'commbench: --rates takes numbers separated by commas, e.g. "200,400", '
                          "got 'a,b'"),
-    (["--find-max"], 'commbench: sweep --find-max needs --slo, e.g. --slo "p99<50ms,errors<1%"'),
+    (["--find-max"], 'commbench: sweep --find-max needs --slo, e.g. --slo "p99<50ms,errors<1%" '
+                     "(or the scenario's [slo] all = \"…\")"),
     ([], "commbench: sweep: give --rates R1,R2,… or --find-max (one of the two)"),
     (["--find-max", "--slo", "p99<fast"], "commbench: --slo: 'p99<fast': p99 takes a duration "
                                           'with its unit, such as "50ms"'),

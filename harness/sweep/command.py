@@ -47,10 +47,13 @@ class Sweep:
     def __init__(self, opts: SweepOptions, console: Console) -> None:
         if opts.find_max == bool(opts.rates):
             raise UserError("sweep: give --rates R1,R2,… or --find-max (one of the two)")
-        if opts.find_max and not opts.slo:
-            raise UserError('sweep --find-max needs --slo, e.g. --slo "p99<50ms,errors<1%"')
-        self.opts, self.console = opts, console
         sc = load_scenario(find_scenario(opts.base.scenario, opts.base.scenarios_dir))
+        if opts.find_max and not opts.slo:  # the scenario's own objective on all operations
+            opts = replace(opts, slo=sc.slo.get("all", ()))
+        if opts.find_max and not opts.slo:
+            raise UserError('sweep --find-max needs --slo, e.g. --slo "p99<50ms,errors<1%" '
+                            '(or the scenario\'s [slo] all = "…")')
+        self.opts, self.console = opts, console
         if sc.load.model != "open" or len(sc.load.stages) != 1:
             raise UserError(f"sweep: {sc.name} is not an open loop at one rate; a sweep sets "
                             "the offered rate, so it needs one")
