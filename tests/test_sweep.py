@@ -53,6 +53,15 @@ def test_rates_each_run_once_and_land_in_sweep_csv(tmp_path: Path) -> None:
             float(r["offered_rps"]), rel=0.1), r
         assert (folder / "probes" / r["run"] / "summary.csv").is_file()
     assert len({r["run"] for r in rows}) == 2
+    rep = subprocess.run([COMMBENCH, "report", str(folder)], capture_output=True, text=True,
+                         timeout=120)
+    assert rep.returncode == 0 and rep.stdout.strip() == str(folder / "report.html"), rep.stderr
+    html = (folder / "report.html").read_text()
+    assert html.count('src="data:image/svg+xml;base64,') == 3
+    for r in rows:  # every probe's figures, as sweep.csv holds them
+        assert f"<td>{float(r['latency_p99_ms'])}</td>" in html
+    assert sorted(p.name for p in (folder / "report-plots").iterdir()) == [
+        "achieved.svg", "cpu.svg", "latency.svg"]
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ def sweep(
     scenarios_dir: Annotated[Path, typer.Option(help="where names are looked up")] = Path("scenarios"),
     amqp_url: Annotated[str, typer.Option(help="RabbitMQ to use; when it does not answer, "
                                                "commbench starts a private broker")] = DEFAULT_AMQP_URL,
+    report: Annotated[bool, typer.Option(help="write report.html into the sweep's folder")] = False,
 ) -> None:
     """Run a scenario at several offered rates (--rates), or find each target's highest rate
     within objectives (--find-max --slo); writes results/sweep-<…>/sweep.csv (and max.csv)."""
@@ -68,4 +69,10 @@ def sweep(
                       amqp_url=amqp_url, scenarios_dir=scenarios_dir)
     opts = SweepOptions(base, rates=offered, find_max=find_max, slo=clauses, start=start,
                         max_probes=max_probes)
-    raise typer.Exit(Sweep(opts, Console()).run())
+    sweep = Sweep(opts, Console())
+    code = sweep.run()
+    if report:
+        from reports.sweep import write_sweep_report
+
+        typer.echo(f"report: {write_sweep_report(sweep.folder)}")
+    raise typer.Exit(code)
