@@ -37,7 +37,7 @@ class SweepOptions:
     base: RunOptions  # scenario, targets, duration, repetitions, cpus, broker, results_dir
     rates: tuple[float, ...] = ()
     find_max: bool = False
-    slo: tuple[Clause, ...] = ()  # on operation "all"; --find-max needs one
+    slo: tuple[Clause, ...] = ()  # --slo: on operation "all", replacing the scenario's line
     start: float = 100.0
     max_probes: int = DEFAULT_MAX_PROBES
     precision: float = DEFAULT_PRECISION
@@ -48,9 +48,9 @@ class Sweep:
         if opts.find_max == bool(opts.rates):
             raise UserError("sweep: give --rates R1,R2,… or --find-max (one of the two)")
         sc = load_scenario(find_scenario(opts.base.scenario, opts.base.scenarios_dir))
-        if opts.find_max and not opts.slo:  # the scenario's own objective on all operations
-            opts = replace(opts, slo=sc.slo.get("all", ()))
-        if opts.find_max and not opts.slo:
+        # the objectives: the scenario's [slo], with --slo replacing its line for all operations
+        self.slo = {**sc.slo, **({"all": opts.slo} if opts.slo else {})}
+        if opts.find_max and not self.slo:
             raise UserError('sweep --find-max needs --slo, e.g. --slo "p99<50ms,errors<1%" '
                             '(or the scenario\'s [slo] all = "…")')
         self.opts, self.console = opts, console
@@ -92,13 +92,13 @@ class Sweep:
                        results_dir=self.folder / "probes")
         runner = Runner(opts, self.console)
         outcome = runner.run()
-        verdicts = check({"all": self.opts.slo}, outcome.rows) if self.opts.slo else []
+        verdicts = check(self.slo, outcome.rows)
         held, saturated, broken = True, False, []
         for r in runner.runs:
             row = next((x for x in r.rows if x["operation"] == "all"), {})
             mine = [v for v in verdicts
                     if (v["target"], v["repetition"]) == (r.ref.name, r.repetition)]
-            r_broken = [v["objective"] for v in mine if not v["held"]]
+            r_broken = [f"{v['operation']}: {v['objective']}" for v in mine if not v["held"]]
             if r.status != "ok":
                 r_broken.append(f"the target {r.status}")
             held = held and not r_broken
@@ -107,7 +107,7 @@ class Sweep:
             self.rows.append({
                 "target": r.ref.name, "offered_rps": rate, "repetition": r.repetition,
                 "status": r.status, **{k: row.get(k) for k in SWEEP_COLUMNS if k in row},
-                "saturated": bool(r.saturated), "held": not r_broken if self.opts.slo else None,
+                "saturated": bool(r.saturated), "held": not r_broken if self.slo else None,
                 "broken": "; ".join(r_broken), "run": outcome.path.name})
         return Probe(rate, held, saturated, "; ".join(broken))
 
@@ -118,7 +118,7 @@ class Sweep:
             w.writerows({k: format_cell(v) for k, v in row.items()} for row in self.rows)
 
     def _write_max(self, searches: dict[str, Search]) -> None:
-        objective = ", ".join(map(str, self.opts.slo))
+        objective = "; ".join(f"{op}: {', '.join(map(str, cs))}" for op, cs in self.slo.items())
         rows = [{"target": name, "objective": objective, "sustained_rps": s.sustained,
                  "broke_at_rps": s.broke_at, "bound": s.bound, "verdict": s.describe(),
                  **self._cost_at(name, s.sustained),
