@@ -24,6 +24,7 @@ from pydantic import (
 from harness.errors import UserError
 from harness.scenario.errors import Help, at, given, got, problem, refuse, validated
 from harness.scenario.faults import FaultSpec
+from harness.scenario.policies import Policies
 from harness.scenario.types import (
     Name,
     Target,
@@ -257,6 +258,9 @@ class Scenario(_Table):
     faults: Annotated[tuple[FaultSpec, ...], Field(strict=False), Help(
         "Faults injected during the measured window ([[faults]] tables)",
         "a list of [[faults]] tables", item="a table {service, kind, at, duration, ...}")] = ()
+    policies: Annotated[Policies, Help(
+        "Resilience policies on the chain's synchronous hops (REST, gRPC): timeout, retries, "
+        "breaker, bulkhead, shed; all off unless given", "a table ([policies])")] = Policies()
     _path: str = PrivateAttr("")  # the file it was read from; not part of the scenario's value
 
     @model_validator(mode="wrap")
@@ -284,6 +288,9 @@ class Scenario(_Table):
         sc.__dict__.update(load=ld, duration_s=duration)  # in place, as in LoadSpec
         refuse_faults = [at(("faults", n), message) for n, f in enumerate(sc.faults)
                          for message in _fault_problems(f, sc.topology, duration)]
+        if sc.policies.on and sc.topology != "chain":
+            refuse_faults.append(at(("policies",), 'apply to the chain\'s hops: set topology = '
+                                    '"chain", or leave [policies] out'))
         if refuse_faults:
             refuse("scenario", refuse_faults)
         return sc

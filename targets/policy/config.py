@@ -59,15 +59,21 @@ class Policies:
 
     @classmethod
     def from_json(cls, text: str) -> Policies:
-        """`--policies` → Policies; ValueError with a one-line reason."""
+        """`--policies` (the scenario's [policies] table as JSON, validated by the harness,
+        durations in seconds) → Policies; ValueError with a one-line reason."""
         if not text:
             return cls()
         try:
             raw = json.loads(text)
-            return cls(name=str(raw.get("name", "policies")), timeout_s=_num(raw.get("timeout_s")),
-                       retries=Retries(**raw["retries"]) if raw.get("retries") else None,
-                       breaker=Breaker(**raw["breaker"]) if raw.get("breaker") else None,
-                       bulkhead=_int(raw.get("bulkhead")), shed=_int(raw.get("shed")))
+            r, b = raw.get("retries"), raw.get("breaker")
+            return cls(
+                name=str(raw.get("name", "policies")), timeout_s=_num(raw.get("timeout")),
+                retries=Retries(r["kind"], int(r["max_attempts"]), float(r["base"]),
+                                float(r["cap"]), _num(r.get("budget")),
+                                float(r["budget_window"])) if r else None,
+                breaker=Breaker(float(b["failure_rate"]), int(b["window"]), int(b["min_calls"]),
+                                float(b["open_for"]), int(b["probes"])) if b else None,
+                bulkhead=_int(raw.get("bulkhead")), shed=_int(raw.get("shed")))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"--policies: not a policies object ({type(exc).__name__}: {exc})") \
                 from None
