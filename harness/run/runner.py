@@ -220,6 +220,7 @@ class Runner:
         r.meter = Meter(ProcessProbe(roots), ProcessProbe(r.pool.pids), r.resource,
                         parts if len(r.target.services) > 1 else None)
         r.depths = DepthProbe.of(r.target)
+        r.watch_policies(self.writer.dir)
         try:
             r.pool.wait_ready()
         except RuntimeError as exc:

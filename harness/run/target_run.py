@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.faults.cascade import Cascade
@@ -12,6 +13,7 @@ from harness.faults.injector import Injector
 from harness.load.engine import EngineStats
 from harness.load.recorder import Merger
 from harness.load.workers import WorkerPool
+from harness.run.policy_probe import PolicyProbe
 from harness.run.probes import Meter
 from harness.run.results import ResourceSample, TargetResults, utc_iso
 from harness.run.window import SATURATION_RULE, Window
@@ -44,6 +46,7 @@ class TargetRun:
     injector: Injector | None = None  # its faults, when the scenario has some
     depths: DepthProbe | None = None  # a queue target's queues, sampled each second
     cascade: Cascade | None = None
+    policies: PolicyProbe | None = None  # the edge's policy counters, read each second
 
     def __post_init__(self) -> None:
         self.window = Window(self.scenario.duration_s, self.scenario.warmup_s)
@@ -65,11 +68,19 @@ class TargetRun:
         """One second's probe samples (the Meter's record): its processes' CPU and memory
         (none when reached by URL), and for a queue target its queues' depths."""
         assert self.results is not None
-        self.results.resource(second, ResourceSample(cpu_percent, rss_mb) if self.probed
-                              else ResourceSample(None, None))
+        policy = None if self.policies is None else self.policies.sample(
+            second, self.window.start_ns, 0 <= second < self.window.seconds)
+        self.results.resource(second, ResourceSample(cpu_percent, rss_mb, policy) if self.probed
+                              else ResourceSample(None, None, policy))
         # one depth row per measured second: the closing sample after the window is not one
         if self.depths is not None and 0 <= second < self.window.seconds:
             self.results.queue_depths(second, self.depths.sample())
+
+    def watch_policies(self, folder: Path) -> None:
+        """Read the edge's policy counters each second from now (when it runs [policies])."""
+        if self.target is not None:
+            self.policies = PolicyProbe.of(self.target, self.scenario.policies.to_wire(),
+                                           self.ref.name, self.repetition, folder)
 
     def stopped(self) -> None:
         """The measured window ends now (an interruption or a failure during the load)."""
@@ -120,6 +131,7 @@ class TargetRun:
             "services": self.meter.services_record(self.window.started)
             if self.meter is not None and target and len(target.services) > 1 else None,
             "reconciliation": self.reconciliation,
+            "policies": self.policies.record() if self.policies is not None else None,
             **self.faults_record(),
             **reach,
         }
