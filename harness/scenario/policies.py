@@ -50,8 +50,14 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 AttemptTimeout = duration_type(positive=True, maximum=MAX_TIMEOUT_S)
 Wait = duration_type(positive=True, maximum=MAX_TIMEOUT_S)
 Window = duration_type(positive=True, maximum=MAX_OPEN_S)
-Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]
-CONCURRENCY = f"a positive integer of at most {MAX_CONCURRENCY:,}"
+# The conformance gate sends 40 creates at once (harness/stage/conformance.py
+# CONCURRENT_CREATES): a bound below that would fail the gate before anything is measured.
+# uvicorn also counts the gate client's connections against its limit, hence the margin.
+MIN_BULKHEAD = 40
+MIN_SHED = 48
+Bulkhead = Annotated[int, Field(ge=MIN_BULKHEAD, le=MAX_CONCURRENCY)]
+Shed = Annotated[int, Field(ge=MIN_SHED, le=MAX_CONCURRENCY)]
+GATE = "(the conformance gate sends 40 creates at once)"
 
 
 def _name(value: Any) -> str:
@@ -128,11 +134,13 @@ class Policies(_Table):
     retries: Annotated[RetryPolicy | None, Help("Retries", "a table ([policies.retries])")] = None
     breaker: Annotated[BreakerPolicy | None, Help(
         "A circuit breaker per downstream", "a table ([policies.breaker])")] = None
-    bulkhead: Annotated[Concurrency | None, Help(
-        "Concurrent calls per downstream; more fail fast as shed", CONCURRENCY)] = None
-    shed: Annotated[Concurrency | None, Help(
+    bulkhead: Annotated[Bulkhead | None, Help(
+        "Concurrent calls per downstream; more fail fast as shed",
+        f"an integer from {MIN_BULKHEAD} {GATE} to {MAX_CONCURRENCY:,}")] = None
+    shed: Annotated[Shed | None, Help(
         "The edge's concurrency limit (uvicorn limit_concurrency, grpc "
-        "maximum_concurrent_rpcs)", CONCURRENCY)] = None
+        "maximum_concurrent_rpcs)", f"an integer from {MIN_SHED} {GATE} to "
+        f"{MAX_CONCURRENCY:,}")] = None
 
     @property
     def on(self) -> tuple[str, ...]:

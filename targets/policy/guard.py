@@ -122,7 +122,9 @@ class Guarded:
             self.events.add("timeouts")
             raise TransportError("timeout", f"{step}: no answer within {self.attempt_s:g} s") \
                 from None
-        except TransportError:
+        except TransportError as exc:
+            if exc.kind == "timeout":  # the client's own timeout (aiohttp, gRPC's deadline)
+                self.events.add("timeouts")
             raise
         except OrderError:  # a domain answer (not found, invalid): the downstream is well
             failed = False
