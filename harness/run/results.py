@@ -302,7 +302,7 @@ class ResultWriter:
 
 
 RUNNING = "running"  # run.json status while the run goes (and of a run killed by SIGKILL)
-DATA_FILES = ("summary.csv", "timeline.csv", "errors.csv")
+DATA_FILES = ("summary.csv", "timeline.csv", "errors.csv", "policy_events.csv")
 
 
 def owner() -> dict[str, Any]:

@@ -14,7 +14,8 @@ they combine freely:
     max_attempts = 3        # the first attempt included
     base = "20ms"           # fixed: the wait; exponential: the first step's cap
     cap = "1s"              # exponential: the largest wait
-    budget = 0.2            # retries at most this fraction of calls (left out: unbounded)
+    budget = 0.2            # retries at most this fraction of a downstream's calls (left
+                            # out: unbounded)
     budget_window = "10s"   # over this sliding window
     [policies.breaker]
     failure_rate = 0.5      # opens when this share of the last `window` calls failed

@@ -54,8 +54,9 @@ class Guarded:
         self.in_flight = dict.fromkeys(services, 0)
         r = policies.retries
         self.retries = r if r is not None and r.kind != "none" and r.max_attempts > 1 else None
-        self.budget = RetryBudget(r.budget, r.budget_window_s) \
-            if self.retries is not None and r is not None and r.budget is not None else None
+        # one budget per downstream: a healthy one's calls must not pay for a dead one's retries
+        self.budgets = {s: RetryBudget(r.budget, r.budget_window_s) for s in services} \
+            if self.retries is not None and r is not None and r.budget is not None else {}
 
     async def charge(self, order: Order, deadline: float | None = None) -> str:
         return await self._call("charge", order)
@@ -74,24 +75,26 @@ class Guarded:
 
     async def _call(self, step: str, order: Order) -> str:
         self.events.add("calls")
-        if self.budget is not None:
-            self.budget.called()
+        budget = self.budgets.get(SERVICE_OF[step])
+        if budget is not None:
+            budget.called()
         if self.retries is None:
             return await self._attempt(step, order)
         r = self.retries
         retrying = AsyncRetrying(
-            stop=self._stop, reraise=True, retry=retry_if_exception(retryable),
+            stop=lambda state: self._stop(state, budget), reraise=True,
+            retry=retry_if_exception(retryable),
             wait=wait_fixed(r.base_s) if r.kind == "fixed"
             else wait_random_exponential(multiplier=r.base_s, max=r.cap_s),
             before=self._before)
         return str(await retrying(self._attempt, step, order))
 
-    def _stop(self, state: RetryCallState) -> bool:
+    def _stop(self, state: RetryCallState, budget: RetryBudget | None) -> bool:
         """No further attempt after the last one, nor when the budget has none to spare."""
         assert self.retries is not None
         if state.attempt_number >= self.retries.max_attempts:
             return True
-        if self.budget is not None and not self.budget.try_retry():
+        if budget is not None and not budget.try_retry():
             self.events.add("budget_exhausted")
             return True
         return False
