@@ -89,12 +89,13 @@ class PolicyProbe:
                 self._next_event = transitions[-1]["seq"] + 1
         return delta, transitions
 
-    def record(self) -> dict[str, Any]:
-        """run.json `policies`: the measured window's counts and retry amplification
-        (downstream attempts per call the saga made)."""
+    def record(self, name: str, creates: int | None) -> dict[str, Any]:
+        """run.json `policies`: the measured window's counts, retry amplification
+        (downstream attempts per call the sagas made) and attempts per create at the edge."""
         calls, attempts = self.window["calls"], self.window["attempts"]
-        return {"counts": dict(self.window),
+        return {"name": name, "counts": dict(self.window),
                 "amplification": round(attempts / calls, 3) if calls else None,
+                "attempts_per_create": round(attempts / creates, 3) if creates else None,
                 "unanswered_polls": self.unanswered}
 
 

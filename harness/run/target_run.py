@@ -113,6 +113,13 @@ class TargetRun:
         return {"faults": events,
                 "cascade": self.cascade.numbers(windows) if self.cascade else []}
 
+    def policies_record(self) -> dict[str, Any] | None:
+        """What the edge's policies did in the measured window (run.json `policies`)."""
+        if self.policies is None:
+            return None
+        creates = next((int(r["count"]) for r in self.rows if r["operation"] == "create"), None)
+        return self.policies.record(self.scenario.policies.label, creates)
+
     def record(self, namespace: str | None, reach: dict[str, Any]) -> dict[str, Any]:
         """This run's row of run.json `targets`; `reach` says how it was reached and probed."""
         sc, target = self.scenario, self.target
@@ -131,7 +138,7 @@ class TargetRun:
             "services": self.meter.services_record(self.window.started)
             if self.meter is not None and target and len(target.services) > 1 else None,
             "reconciliation": self.reconciliation,
-            "policies": self.policies.record() if self.policies is not None else None,
+            "policies": self.policies_record(),
             **self.faults_record(),
             **reach,
         }
