@@ -92,10 +92,11 @@ def test_breaker_opens_in_the_fault_and_closes_after_it(tmp_path: Path, target: 
     counts = t["policies"]["counts"]
     assert counts["breaker_opened"] == sum(s == "opened" for s, _ in events)
     assert counts["breaker_closed"] == 1 and counts["breaker_rejected"] > 0
-    # the per-second columns show the same: calls refused fast only while it was open
+    # the per-second columns show the same: calls refused fast only once it opened, fewer in
+    # the second it closed (half-open refuses all but its probes until they are answered)
     rejected = {int(r["second"]): int(r["policy_breaker_rejected"])
                 for r in _csv(run_dir / "timeline.csv") if r["operation"] == "all"}
-    assert rejected[0] == 0 and rejected[1] > 0 and rejected[3] == 0, rejected
+    assert rejected[0] == 0 and rejected[1] > 0 and rejected[3] < rejected[1], rejected
 
 
 @pytest.mark.parametrize("budget", [0.1, None])
