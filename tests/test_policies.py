@@ -97,6 +97,19 @@ def test_retry_budget_allows_a_fraction_of_the_window_calls() -> None:
     assert not budget.try_retry()
 
 
+def test_retry_budget_bounds_the_total_as_the_window_slides() -> None:
+    """A call and a retry wanted every 10 ms for 5 windows: retries stay within the fraction
+    of all calls, not only of each window's."""
+    clock = Clock()
+    budget = RetryBudget(0.1, 1.0, clock)
+    retries = 0
+    for _ in range(500):
+        clock.t += 0.01
+        budget.called()
+        retries += budget.try_retry()
+    assert 45 <= retries <= 50
+
+
 class Flaky:
     """A downstream failing its first `fails` calls without an answer, then answering."""
 

@@ -1,7 +1,10 @@
-"""A retry budget (as Finagle's and Envoy's): retries may be at most a fraction of the calls
-made over a sliding window, so a failing downstream gets at most (1 + fraction) times its
-normal load instead of max_attempts times. The window is kept in ten buckets, so it slides
-in tenths of its length and costs constant memory whatever the rate."""
+"""A retry budget (as Finagle's): each call deposits `fraction` of a retry, each retry
+withdraws a whole one, and deposits expire after the window. So retries are at most that
+fraction of the calls made over the window, and over any longer span too (a withdrawn
+deposit is gone, unlike a count in a sliding window, which lets retries exceed the fraction
+as the window moves). A failing downstream gets at most (1 + fraction) × its calls instead
+of max_attempts ×. Deposits are kept in ten buckets per window: constant memory at any rate.
+"""
 
 from __future__ import annotations
 
@@ -17,30 +20,31 @@ class RetryBudget:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.fraction, self.window_s, self._now = fraction, window_s, clock
         self._width = window_s / BUCKETS
-        self._buckets: deque[list[float]] = deque()  # [start, calls, retries]
-        self.calls = 0
-        self.retries = 0
+        self._buckets: deque[list[float]] = deque()  # [start, retries still deposited]
 
-    def _bucket(self) -> list[float]:
+    def _expire(self) -> float:
         now = self._now()
         while self._buckets and self._buckets[0][0] <= now - self.window_s:
-            _, calls, retries = self._buckets.popleft()
-            self.calls -= int(calls)
-            self.retries -= int(retries)
-        if not self._buckets or now - self._buckets[-1][0] >= self._width:
-            self._buckets.append([now, 0, 0])
-        return self._buckets[-1]
+            self._buckets.popleft()
+        return now
 
     def called(self) -> None:
-        """A call was made (its first attempt)."""
-        self._bucket()[1] += 1
-        self.calls += 1
+        """A call was made (its first attempt): deposit its share of a retry."""
+        now = self._expire()
+        if not self._buckets or now - self._buckets[-1][0] >= self._width:
+            self._buckets.append([now, 0.0])
+        self._buckets[-1][1] += self.fraction
 
     def try_retry(self) -> bool:
-        """Spend one retry if the window allows it."""
-        bucket = self._bucket()
-        if self.retries + 1 > self.fraction * self.calls:
+        """Withdraw one retry, oldest deposits first (they expire first), if there is one."""
+        self._expire()
+        if sum(b[1] for b in self._buckets) < 1.0 - 1e-9:
             return False
-        bucket[2] += 1
-        self.retries += 1
+        need = 1.0
+        for bucket in self._buckets:
+            take = min(need, bucket[1])
+            bucket[1] -= take
+            need -= take
+            if need <= 1e-9:
+                break
         return True
