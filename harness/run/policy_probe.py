@@ -93,7 +93,7 @@ class PolicyProbe:
         """run.json `policies`: the measured window's counts, retry amplification
         (downstream attempts per call the sagas made) and attempts per create at the edge."""
         calls, attempts = self.window["calls"], self.window["attempts"]
-        return {"name": name, "counts": dict(self.window),
+        return {"name": name, "applied": True, "counts": dict(self.window),
                 "amplification": round(attempts / calls, 3) if calls else None,
                 "attempts_per_create": round(attempts / creates, 3) if creates else None,
                 "unanswered_polls": self.unanswered}

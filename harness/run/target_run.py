@@ -116,6 +116,10 @@ class TargetRun:
     def policies_record(self) -> dict[str, Any] | None:
         """What the edge's policies did in the measured window (run.json `policies`)."""
         if self.policies is None:
+            if self.scenario.policies.on and self.ref.transport == "queue":
+                return {"name": self.scenario.policies.label, "applied": False,
+                        "note": "the queue's policies (TTL, max-length, prefetch) are not "
+                                "implemented yet: this target ran without them"}
             return None
         creates = next((int(r["count"]) for r in self.rows if r["operation"] == "create"), None)
         return self.policies.record(self.scenario.policies.label, creates)
