@@ -35,6 +35,7 @@ class PolicyProbe:
         self.path = folder / EVENTS_FILE
         self._last: dict[str, dict[str, int]] = {}  # service → its counters as last read
         self._next_event = 0  # the edge's next breaker state change to read
+        self._edge_pid = 0  # a restarted edge numbers its state changes from 0 again
         self.window: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # measured seconds' sums
         self.unanswered = 0
         self._read()  # the baseline: what the gate's checks caused is not counted
@@ -72,9 +73,9 @@ class PolicyProbe:
         for role, service in self.target.services.items():
             if not service.control or role in self.target.down or _stopped(service.pid):
                 continue
+            start = self._next_event if role == EDGE and service.pid == self._edge_pid else 0
             try:
-                answer = query_policies(service.control, self._next_event if role == EDGE else 0,
-                                        timeout=POLL_TIMEOUT_S)
+                answer = query_policies(service.control, start, timeout=POLL_TIMEOUT_S)
             except UserError:
                 self.unanswered += 1
                 continue
@@ -84,9 +85,10 @@ class PolicyProbe:
                 before = last.get(k, 0)
                 delta[k] += now - before if now >= before else now
             self._last[role] = {k: int(answer["counters"].get(k, 0)) for k in COUNTERS}
-            if role == EDGE and answer["transitions"]:
+            if role == EDGE:
+                self._edge_pid = service.pid
                 transitions = answer["transitions"]
-                self._next_event = transitions[-1]["seq"] + 1
+                self._next_event = transitions[-1]["seq"] + 1 if transitions else start
         return delta, transitions
 
     def record(self, name: str, creates: int | None) -> dict[str, Any]:

@@ -66,7 +66,8 @@ class TargetRun:
 
     def resource(self, second: int, cpu_percent: float | None, rss_mb: float) -> None:
         """One second's probe samples (the Meter's record): its processes' CPU and memory
-        (none when reached by URL), and for a queue target its queues' depths."""
+        (none when reached by URL), for a queue target its queues' depths, and with
+        [policies] what they did in that second."""
         assert self.results is not None
         policy = None if self.policies is None else self.policies.sample(
             second, self.window.start_ns, 0 <= second < self.window.seconds)
