@@ -192,7 +192,7 @@ class Runner:
             r.target = self.stage.start(r.ref, name=r.name, namespace=self._namespace(r),
                                         seed=sc.data.seed_spec(), store=sc.data.store,
                                         cpus=self.target_cpus, url=self.reach.url(r.ref),
-                                        topology=sc.topology, policies=sc.policies.to_wire())
+                                        topology=sc.topology, policies=r.policy_set.to_wire())
             self.stage.gate(r.target, sc.data.seed_spec(), sc.load.timeout_s)
         except GateFailed as exc:
             return self._refuse(r, str(exc))

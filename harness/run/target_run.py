@@ -18,6 +18,7 @@ from harness.run.probes import Meter
 from harness.run.results import ResourceSample, TargetResults, utc_iso
 from harness.run.window import SATURATION_RULE, Window
 from harness.scenario import Scenario, TargetRef
+from harness.scenario.policies import Policies
 from harness.stage.depths import DepthProbe
 from harness.stage.stage import StagedTarget
 from targets.redact import redact, redact_text
@@ -47,9 +48,14 @@ class TargetRun:
     depths: DepthProbe | None = None  # a queue target's queues, sampled each second
     cascade: Cascade | None = None
     policies: PolicyProbe | None = None  # the edge's policy counters, read each second
+    # The policies this run's edge applies: the scenario's, unless the run is given others
+    # (one value, named by its label, so variants of one scenario can be swapped per run).
+    policy_set: Policies = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.window = Window(self.scenario.duration_s, self.scenario.warmup_s)
+        if self.policy_set is None:
+            self.policy_set = self.scenario.policies
 
     @property
     def label(self) -> str:
@@ -80,7 +86,7 @@ class TargetRun:
     def watch_policies(self, folder: Path) -> None:
         """Read the edge's policy counters each second from now (when it runs [policies])."""
         if self.target is not None:
-            self.policies = PolicyProbe.of(self.target, self.scenario.policies.to_wire(),
+            self.policies = PolicyProbe.of(self.target, self.policy_set.to_wire(),
                                            self.ref.name, self.repetition, folder)
 
     def stopped(self) -> None:
@@ -117,13 +123,13 @@ class TargetRun:
     def policies_record(self) -> dict[str, Any] | None:
         """What the edge's policies did in the measured window (run.json `policies`)."""
         if self.policies is None:
-            if self.scenario.policies.on and self.ref.transport == "queue":
-                return {"name": self.scenario.policies.label, "applied": False,
+            if self.policy_set.on and self.ref.transport == "queue":
+                return {"name": self.policy_set.label, "applied": False,
                         "note": "the queue's policies (TTL, max-length, prefetch) are not "
                                 "implemented yet: this target ran without them"}
             return None
         creates = next((int(r["count"]) for r in self.rows if r["operation"] == "create"), None)
-        return self.policies.record(self.scenario.policies.label, creates)
+        return self.policies.record(self.policy_set.label, creates)
 
     def record(self, namespace: str | None, reach: dict[str, Any]) -> dict[str, Any]:
         """This run's row of run.json `targets`; `reach` says how it was reached and probed."""
