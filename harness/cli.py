@@ -61,7 +61,7 @@ def serve(
         help="Unix socket path for the fault control channel (delay, errors); none by default")]
     = "",
     policies: Annotated[str, typer.Option(
-        help="chain edge: resilience policies as JSON, the [policies] table of a scenario "
+        help="chain edge: resilience policies as JSON, a scenario's policies table "
              '(e.g. \'{"timeout": "300ms", "retries": {"kind": "fixed"}}\'); none by default')]
     = "",
 ) -> None:
