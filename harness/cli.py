@@ -63,9 +63,14 @@ def serve(
     control: Annotated[str, typer.Option(
         help="Unix socket path for the fault control channel (delay, errors); none by default")]
     = "",
+    policies: Annotated[str, typer.Option(
+        help="chain edge: resilience policies as JSON, a scenario's policies table "
+             '(e.g. \'{"timeout": "300ms", "retries": {"kind": "fixed"}}\'); none by default')]
+    = "",
 ) -> None:
     """Run one target server in the foreground until Ctrl-C or SIGTERM."""
     from harness.scenario.model import MAX_ORDERS
+    from harness.scenario.policies import policies_option
 
     lifecycle.as_a_server()
     if users * orders_per_user > MAX_ORDERS:  # the seeded set is built in memory
@@ -84,7 +89,8 @@ def serve(
                          namespace=namespace,
                          seed=SeedSpec(users=users, orders_per_user=orders_per_user, seed=seed),
                          role=role, topology=topology, downstreams=downstreams,
-                         hop_timeout_s=hop_timeout, control=control)
+                         hop_timeout_s=hop_timeout, control=control,
+                         policies=policies_option(policies))
     try:
         main = t.serve(server)
     except KeyError as exc:

@@ -10,7 +10,15 @@ them at run time over a Unix-domain socket beside the service, outside the measu
     {"ok": false, "error": "..."}                              ← a malformed line
 
 Missing keys reset to 0, so `{}` clears every fault; `injected` counts the errors injected
-since the service started. Handlers guard the switch with `if faults.active:` — `active` is a
+since the service started. A line with `query` asks instead of setting, changing nothing:
+
+    {"query": "policies", "events_from": 0}
+    {"ok": true, "counters": {"retries": 3, ...}, "transitions": [{"seq": 0, ...}, ...]}
+
+the resilience policies' cumulative counters and breaker state changes numbered
+`events_from` or later, at most MAX_TRANSITIONS_PER_ANSWER of them (targets/policy/events.py).
+
+Handlers guard the switch with `if faults.active:` — `active` is a
 plain attribute kept in step with the state, so an inactive switch costs one attribute check
 on each request's path, no call and no coroutine.
 """
@@ -30,11 +38,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from targets.core.errors import OrderError
+from targets.policy.events import EVENTS
 from targets.serving import ServeError
 
 STATE_KEYS = ("delay_s", "jitter_s", "error_fraction", "crash")
 CRASH_EXIT = 137  # as if SIGKILLed: the process dies between its side effect and its answer
 MAX_LINE = 4096  # a control line is a few dozen bytes; anything longer is refused
+MAX_TRANSITIONS_PER_ANSWER = 200  # a longer history is read over several queries
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, NUL included
 
 log = logging.getLogger("commbench.control")
@@ -125,8 +135,29 @@ def parse_state(line: bytes | str) -> dict[str, float]:
     return state
 
 
+def query(line: bytes | str) -> dict[str, Any] | None:
+    """The answer to a query line; None when the line is not one (a fault state to set)."""
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or "query" not in request:
+        return None
+    if request["query"] != "policies" or set(request) - {"query", "events_from"}:
+        return {"ok": False, "error": 'expected {"query": "policies", "events_from": N}'}
+    start = request.get("events_from", 0)
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        return {"ok": False, "error": f"events_from must be an integer of 0 or more, got {start!r}"}
+    snapshot = EVENTS.snapshot(start)
+    snapshot["transitions"] = snapshot["transitions"][:MAX_TRANSITIONS_PER_ANSWER]
+    return {"ok": True, **snapshot}
+
+
 def answer(switch: FaultSwitch, line: bytes) -> dict[str, Any]:
-    """Apply one control line to `switch`; the answer to send back."""
+    """Apply one control line to `switch` (or answer its query); the answer to send back."""
+    asked = query(line)
+    if asked is not None:
+        return asked
     try:
         state = parse_state(line)
     except ValueError as exc:

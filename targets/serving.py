@@ -57,6 +57,8 @@ class ServeConfig:
     hop_timeout_s: float = DEFAULT_HOP_TIMEOUT_S  # per downstream call of a synchronous chain
     # A Unix socket path: serve the fault control channel there (targets/control.py); "" none.
     control: str = ""
+    # A chain edge's resilience policies, as JSON (targets/policy/config.py); "" none.
+    policies: str = ""
 
     def downstream(self, role: str) -> str:
         """The URL of downstream `role`; ServeError when the chain was not given one."""

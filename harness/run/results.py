@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from hdrh.histogram import HdrHistogram
 
 from harness.load.recorder import ACCEPTED, MergedSecond, Totals, max_ms, percentile_ms
+from targets.policy.events import COUNTERS
 
 FORMAT = "commbench-run/1"
 OPERATION_ORDER = ("get", "list", "create", ACCEPTED)
@@ -42,6 +43,8 @@ TIMELINE_COLUMNS = (
     "target", "repetition", "second", "operation", "count", "errors", "latency_p50_ms",
     "latency_p99_ms", "service_p99_ms", "intended", "achieved", "schedule_lag_p99_ms",
     "cpu_percent", "rss_mb", "error_kinds",
+    # the chain edge's resilience policies, per second (empty without [policies])
+    *(f"policy_{name}" for name in COUNTERS),
 )
 ERROR_COLUMNS = ("target", "repetition", "operation", "kind", "count")
 QUEUE_COLUMNS = ("target", "repetition", "second", "queue", "ready")
@@ -96,6 +99,7 @@ class HlogWriter:
 class ResourceSample:
     cpu_percent: float | None
     rss_mb: float | None
+    policy: dict[str, int] | None = None  # policy_<counter> → its increase in the second
 
 
 class TargetResults:
@@ -172,6 +176,7 @@ class TargetResults:
             "cpu_percent": res.cpu_percent if res else None,
             "rss_mb": res.rss_mb if res else None,
             "error_kinds": _kinds(m.errors, req_ops),
+            **(res.policy or {} if res else {}),
         })
 
     def finish(self, totals: Totals, *, cpu_s: float | None, rss_mb_max: float | None,
@@ -297,7 +302,7 @@ class ResultWriter:
 
 
 RUNNING = "running"  # run.json status while the run goes (and of a run killed by SIGKILL)
-DATA_FILES = ("summary.csv", "timeline.csv", "errors.csv")
+DATA_FILES = ("summary.csv", "timeline.csv", "errors.csv", "policy_events.csv")
 
 
 def owner() -> dict[str, Any]:

@@ -114,8 +114,7 @@ class Runner:
                        data_dir=self.writer.dir / "data", note=self.progress.note) as stage:
                 self.stage = stage
                 stage.need_brokers((t.transport for t in sc.targets if not self.reach.by_url(t)),
-                                   private=self.reach.own_broker_needed(
-                                       sc.targets, sc.faults))
+                                   private=self.reach.own_broker_needed(sc.targets, sc.faults))
                 self._record_brokers()
                 self.warnings += self.reach.warnings(sc.targets)
                 self._checkpoint()
@@ -194,7 +193,7 @@ class Runner:
             r.target = self.stage.start(r.ref, name=r.name, namespace=self._namespace(r),
                                         seed=sc.data.seed_spec(), store=sc.data.store,
                                         cpus=self.target_cpus, url=self.reach.url(r.ref),
-                                        topology=sc.topology)
+                                        topology=sc.topology, policies=r.policy_set.to_wire())
             self.stage.gate(r.target, sc.data.seed_spec(), sc.load.timeout_s)
         except GateFailed as exc:
             return self._refuse(r, str(exc))
@@ -222,6 +221,7 @@ class Runner:
         r.meter = Meter(ProcessProbe(roots), ProcessProbe(r.pool.pids), r.resource,
                         parts if len(r.target.services) > 1 else None)
         r.depths = DepthProbe.of(r.target)
+        r.watch_policies(self.writer.dir)
         try:
             r.pool.wait_ready()
         except RuntimeError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.faults.cascade import Cascade
@@ -12,10 +13,12 @@ from harness.faults.injector import Injector
 from harness.load.engine import EngineStats
 from harness.load.recorder import Merger
 from harness.load.workers import WorkerPool
+from harness.run.policy_probe import PolicyProbe
 from harness.run.probes import Meter
 from harness.run.results import ResourceSample, TargetResults, utc_iso
 from harness.run.window import SATURATION_RULE, Window
 from harness.scenario import Scenario, TargetRef
+from harness.scenario.policies import Policies
 from harness.scenario.slo import check
 from harness.stage.depths import DepthProbe
 from harness.stage.stage import StagedTarget
@@ -45,9 +48,15 @@ class TargetRun:
     injector: Injector | None = None  # its faults, when the scenario has some
     depths: DepthProbe | None = None  # a queue target's queues, sampled each second
     cascade: Cascade | None = None
+    policies: PolicyProbe | None = None  # the edge's policy counters, read each second
+    # The policies this run's edge applies: the scenario's, unless the run is given others
+    # (one value, named by its label, so variants of one scenario can be swapped per run).
+    policy_set: Policies = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.window = Window(self.scenario.duration_s, self.scenario.warmup_s)
+        if self.policy_set is None:
+            self.policy_set = self.scenario.policies
 
     @property
     def label(self) -> str:
@@ -64,13 +73,22 @@ class TargetRun:
 
     def resource(self, second: int, cpu_percent: float | None, rss_mb: float) -> None:
         """One second's probe samples (the Meter's record): its processes' CPU and memory
-        (none when reached by URL), and for a queue target its queues' depths."""
+        (none when reached by URL), for a queue target its queues' depths, and with
+        [policies] what they did in that second."""
         assert self.results is not None
-        self.results.resource(second, ResourceSample(cpu_percent, rss_mb) if self.probed
-                              else ResourceSample(None, None))
+        policy = None if self.policies is None else self.policies.sample(
+            second, self.window.start_ns, 0 <= second < self.window.seconds)
+        self.results.resource(second, ResourceSample(cpu_percent, rss_mb, policy) if self.probed
+                              else ResourceSample(None, None, policy))
         # one depth row per measured second: the closing sample after the window is not one
         if self.depths is not None and 0 <= second < self.window.seconds:
             self.results.queue_depths(second, self.depths.sample())
+
+    def watch_policies(self, folder: Path) -> None:
+        """Read the edge's policy counters each second from now (when it runs [policies])."""
+        if self.target is not None:
+            self.policies = PolicyProbe.of(self.target, self.policy_set.to_wire(),
+                                           self.ref.name, self.repetition, folder)
 
     def stopped(self) -> None:
         """The measured window ends now (an interruption or a failure during the load)."""
@@ -104,6 +122,17 @@ class TargetRun:
         return {"faults": events,
                 "cascade": self.cascade.numbers(windows) if self.cascade else []}
 
+    def policies_record(self) -> dict[str, Any] | None:
+        """What the edge's policies did in the measured window (run.json `policies`)."""
+        if self.policies is None:
+            if self.policy_set.on and self.ref.transport == "queue":
+                return {"name": self.policy_set.label, "applied": False,
+                        "note": "the queue's policies (TTL, max-length, prefetch) are not "
+                                "implemented yet: this target ran without them"}
+            return None
+        creates = next((int(r["count"]) for r in self.rows if r["operation"] == "create"), None)
+        return self.policies.record(self.policy_set.label, creates)
+
     def record(self, namespace: str | None, reach: dict[str, Any]) -> dict[str, Any]:
         """This run's row of run.json `targets`; `reach` says how it was reached and probed."""
         sc, target = self.scenario, self.target
@@ -122,6 +151,7 @@ class TargetRun:
             "services": self.meter.services_record(self.window.started)
             if self.meter is not None and target and len(target.services) > 1 else None,
             "reconciliation": self.reconciliation,
+            "policies": self.policies_record(),
             **self.faults_record(),
             **reach,
         }

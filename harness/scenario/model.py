@@ -24,6 +24,7 @@ from pydantic import (
 from harness.errors import UserError
 from harness.scenario.errors import Help, at, given, got, problem, refuse, validated
 from harness.scenario.faults import FaultSpec
+from harness.scenario.policies import Policies
 from harness.scenario.slo import SloTable
 from harness.scenario.types import (
     Name,
@@ -258,6 +259,9 @@ class Scenario(_Table):
     faults: Annotated[tuple[FaultSpec, ...], Field(strict=False), Help(
         "Faults injected during the measured window ([[faults]] tables)",
         "a list of [[faults]] tables", item="a table {service, kind, at, duration, ...}")] = ()
+    policies: Annotated[Policies, Help(
+        "Resilience policies on the chain's synchronous hops (REST, gRPC): timeout, retries, "
+        "breaker, bulkhead, shed; all off unless given", "a table ([policies])")] = Policies()
     slo: Annotated[SloTable, Help(
         "Objectives checked on every target run's summary; a breach exits 3 ([slo]: "
         'operation = "clauses", e.g. all = "p99 < 50ms, errors < 1%")',
@@ -289,6 +293,9 @@ class Scenario(_Table):
         sc.__dict__.update(load=ld, duration_s=duration)  # in place, as in LoadSpec
         refuse_faults = [at(("faults", n), message) for n, f in enumerate(sc.faults)
                          for message in _fault_problems(f, sc.topology, duration)]
+        if sc.policies.on and sc.topology != "chain":
+            refuse_faults.append(at(("policies",), 'apply to the chain\'s hops: set topology = '
+                                    '"chain", or leave [policies] out'))
         if refuse_faults:
             refuse("scenario", refuse_faults)
         weights = sc.operations.weights()

@@ -17,6 +17,7 @@ from typing import Any
 from harness.errors import UserError
 
 MAX_ANSWER = 4096
+MAX_QUERY_ANSWER = 1 << 20  # a policy query's answer lists up to 200 breaker state changes
 
 
 def set_faults(path: str, *, delay_s: float = 0, jitter_s: float = 0, error_fraction: float = 0,
@@ -28,7 +29,15 @@ def set_faults(path: str, *, delay_s: float = 0, jitter_s: float = 0, error_frac
     return dict(reply["state"])
 
 
-def exchange(path: str, request: dict[str, Any], *, timeout: float = 2.0) -> dict[str, Any]:
+def query_policies(path: str, events_from: int = 0, *, timeout: float = 0.5) -> dict[str, Any]:
+    """The service's resilience-policy counters and breaker state changes numbered
+    `events_from` or later (targets/policy/events.py); UserError when it does not answer."""
+    return exchange(path, {"query": "policies", "events_from": events_from}, timeout=timeout,
+                    limit=MAX_QUERY_ANSWER)
+
+
+def exchange(path: str, request: dict[str, Any], *, timeout: float = 2.0,
+             limit: int = MAX_ANSWER) -> dict[str, Any]:
     """Send one control line, return the whole answer (`state`, and `injected`: the errors
     injected so far). UserError, one line, when the service does not answer or refuses."""
     deadline = time.monotonic() + timeout
@@ -39,9 +48,9 @@ def exchange(path: str, request: dict[str, Any], *, timeout: float = 2.0) -> dic
             sock.settimeout(timeout)
             sock.connect(path)
             sock.sendall(line)
-            while b"\n" not in buf and len(buf) < MAX_ANSWER:
+            while b"\n" not in buf and len(buf) < limit:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
-                chunk = sock.recv(MAX_ANSWER)
+                chunk = sock.recv(65536)
                 if not chunk:
                     break
                 buf += chunk

@@ -100,6 +100,7 @@ def serve_command(transport: str, config: ServeConfig, server: str | None = None
         "--hop-timeout", repr(config.hop_timeout_s),
         *(arg for role, url in config.downstreams for arg in ("--downstream", f"{role}={url}")),
         *(["--control", config.control] if config.control else []),
+        *(["--policies", config.policies] if config.policies else []),
     ]
 
 

@@ -158,12 +158,14 @@ class Stage:
 
     def start(self, ref: TargetRef, *, name: str, namespace: str, seed: SeedSpec,
               store: str = "memory", cpus: Sequence[int] = (), url: str | None = None,
-              timeout: float = READY_TIMEOUT_S, topology: str = TOPOLOGY_SINGLE) -> StagedTarget:
+              timeout: float = READY_TIMEOUT_S, topology: str = TOPOLOGY_SINGLE,
+              policies: str = "") -> StagedTarget:
         """Stand a target up (or adopt the one at `url`); UserError when it cannot start.
 
         topology "chain": every service the transport serves in the order flow, downstreams
         first, each a process named `<name>-<service>` (the edge: `<name>`) on its own SQLite
-        store in `<data>/<name>/`, which reconciliation reads afterwards."""
+        store in `<data>/<name>/`, which reconciliation reads afterwards. `policies` (the
+        wire JSON of harness.scenario.policies) goes to the edge, whose hops they govern."""
         transport = get_transport(ref.transport)
         if url is not None:
             target = StagedTarget(ref, name, url, topology=topology)
@@ -177,7 +179,8 @@ class Stage:
         config = ServeConfig(amqp_url=broker_url, namespace=namespace, seed=seed)
 
         def launch(role: str, config: ServeConfig) -> str:
-            config = replace(config, control=self._control_path(name, role))
+            config = replace(config, control=self._control_path(name, role),
+                             policies=policies if role == EDGE else "")
 
             def again(port: int = 0) -> Service:
                 return self._launcher.start(ref.transport, replace(config, port=port),

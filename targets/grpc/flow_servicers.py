@@ -1,7 +1,8 @@
 """The flow's payment and inventory services on grpc.aio. Handlers only translate protobuf ⇄
 the cores in targets.flow; every rule lives there. Each method first awaits the fault switch
 when a fault is on (targets/control.py): an injected error aborts INTERNAL, like any error
-the status table does not name."""
+the status table does not name. Then work whose caller's deadline has passed is dropped
+(DEADLINE_EXCEEDED, counted as `deadline_expired`, targets/policy/deadline.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from targets.flow.payment import Payments
 from targets.grpc import flow_pb2 as fpb
 from targets.grpc import flow_pb2_grpc as fpb_grpc
 from targets.grpc.status import abort
+from targets.policy.deadline import check_remaining
 
 PAYMENT_SERVICE: str = fpb.DESCRIPTOR.services_by_name["PaymentService"].full_name
 INVENTORY_SERVICE: str = fpb.DESCRIPTOR.services_by_name["InventoryService"].full_name
@@ -28,6 +30,7 @@ class PaymentServicer(fpb_grpc.PaymentServiceServicer):
         try:
             if self.faults.active:
                 await self.faults.before()
+            check_remaining(context.time_remaining())
             state = self.payments.charge(request.order_id, request.user_id, request.amount_cents)
             if self.faults.active:
                 self.faults.after_effect()  # a crash here: charged, never answered
@@ -39,6 +42,7 @@ class PaymentServicer(fpb_grpc.PaymentServiceServicer):
         try:
             if self.faults.active:
                 await self.faults.before()
+            check_remaining(context.time_remaining())
             state = self.payments.refund(request.order_id)
         except OrderError as exc:
             await abort(context, exc)
@@ -54,6 +58,7 @@ class InventoryServicer(fpb_grpc.InventoryServiceServicer):
         try:
             if self.faults.active:
                 await self.faults.before()
+            check_remaining(context.time_remaining())
             state = self.inventory.reserve(request.order_id, ((i.sku, i.quantity) for i in request.items))
         except OrderError as exc:
             await abort(context, exc)
@@ -63,6 +68,7 @@ class InventoryServicer(fpb_grpc.InventoryServiceServicer):
         try:
             if self.faults.active:
                 await self.faults.before()
+            check_remaining(context.time_remaining())
             state = self.inventory.release(request.order_id)
         except OrderError as exc:
             await abort(context, exc)

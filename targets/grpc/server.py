@@ -10,6 +10,9 @@ input. grpc.aio deserializes before the method runs and turns a deserializer's e
 UNKNOWN, so the order service's methods are registered with deserializers that hand them an
 `Undecodable` instead of raising, and each method refuses that first thing.
 
+With `--policies` (a chain edge), its hops run under the resilience policies
+(targets/policy/) and the server sheds past the policies' concurrency limit.
+
 With `--control`, every servicer method (order, payment, inventory) then awaits the fault
 switch while a fault is on (targets/control.py); an injected error aborts INTERNAL with the
 detail "fault injected by the control channel" (trailing metadata kind `injected`).
@@ -47,6 +50,7 @@ from targets.grpc.flow_servicers import (
     PaymentServicer,
 )
 from targets.grpc.status import abort as _abort
+from targets.policy.wiring import edge_downstream, edge_limit
 from targets.registry import get_transport
 from targets.serving import (
     ROLE_INVENTORY,
@@ -200,14 +204,16 @@ def _check_port_free(host: str, port: int) -> None:
         bind_socket(host, port).close()
 
 
-async def _serve(config: ServeConfig, register: Register, faults: FaultSwitch) -> None:
+async def _serve(config: ServeConfig, register: Register, faults: FaultSwitch,
+                 limit: int | None = None) -> None:
     async with controlled(config.control, faults):  # up before the ready line
-        await _serve_grpc(config, register)
+        await _serve_grpc(config, register, limit)
 
 
-async def _serve_grpc(config: ServeConfig, register: Register) -> None:
+async def _serve_grpc(config: ServeConfig, register: Register, limit: int | None = None) -> None:
+    """`limit`: grpc's maximum_concurrent_rpcs (edge shedding: RESOURCE_EXHAUSTED past it)."""
     _check_port_free(config.host, config.port)
-    server = grpc.aio.server(options=_SERVER_OPTIONS)
+    server = grpc.aio.server(options=_SERVER_OPTIONS, maximum_concurrent_rpcs=limit)
     service_name = register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -239,16 +245,17 @@ async def _serve_order(config: ServeConfig, service: OrderService) -> None:
     downstream = None
     create: Create | None = None
     if config.topology == TOPOLOGY_CHAIN:
-        downstream = GrpcDownstream(config.downstream(ROLE_PAYMENT), config.downstream(ROLE_INVENTORY),
-                                    config.hop_timeout_s)
-        create = ChainEdge(service, downstream, config.hop_timeout_s).create_order
+        downstream, hop_limit_s = edge_downstream(
+            config.policies, config.hop_timeout_s, lambda t: GrpcDownstream(
+                config.downstream(ROLE_PAYMENT), config.downstream(ROLE_INVENTORY), t))
+        create = ChainEdge(service, downstream, hop_limit_s).create_order
 
     def register(server: grpc.aio.Server) -> str:
         add_to_server(OrderServicer(service, create, faults), server)
         return SERVICE_NAME
 
     try:
-        await _serve(config, register, faults)
+        await _serve(config, register, faults, edge_limit(config.policies))
     finally:
         if downstream is not None:
             await downstream.close()

@@ -11,12 +11,14 @@ from typing import NoReturn
 import grpc
 
 from targets.core.errors import InvalidRequest, NotFound, OrderError, Unavailable
+from targets.policy.deadline import DeadlineExpired
 
 ERROR_KIND_KEY = "commbench-error-kind"
 _STATUS: dict[type[OrderError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 

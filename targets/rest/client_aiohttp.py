@@ -23,8 +23,12 @@ class AiohttpOrderClient(RestOrderClient):
             auto_decompress=False,
         )
 
-    async def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    async def _request(self, method: str, path: str, body: bytes | None = None,
+                       extra: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """`extra`: headers besides the JSON content type (a chain edge's deadline)."""
         headers = JSON_HEADERS if body is not None else None
+        if extra:
+            headers = {**(headers or {}), **extra}
         try:
             async with self._session.request(
                 method, self._base + path, data=body, headers=headers

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from targets.control import InjectedFault
 from targets.core.errors import InvalidRequest, NotFound, Unavailable
+from targets.policy.deadline import DeadlineExpired
 from targets.rest import wire
 
 
@@ -125,6 +126,12 @@ async def _on_injected(request: Request, exc: Exception) -> Response:
     return _error(500, exc.kind, exc.message)
 
 
+async def _on_deadline(request: Request, exc: Exception) -> Response:
+    """Work dropped because the caller's deadline had passed (targets/policy/deadline.py)."""
+    assert isinstance(exc, DeadlineExpired)
+    return _error(504, exc.kind, exc.message)
+
+
 async def _on_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0]
@@ -151,6 +158,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     InvalidRequest: _on_invalid,
     Unavailable: _on_unavailable,
     InjectedFault: _on_injected,
+    DeadlineExpired: _on_deadline,
     RequestValidationError: _on_validation,
     StarletteHTTPException: _on_http,
 }

@@ -12,6 +12,8 @@ validate twice and answer in pydantic's words instead.
 
 `serve` runs one role: the order service (alone, or as the edge of a chain that charges and
 reserves through the payment and inventory services over aiohttp), or one of those two.
+With `--policies` (a chain edge), its hops run under the resilience policies
+(targets/policy/) and uvicorn sheds past the policies' concurrency limit.
 With `--control`, every business route first awaits the fault switch while a fault is on
 (targets/control.py); an injected error answers 500 with the JSON error body.
 """
@@ -45,6 +47,7 @@ from targets.core.validation import (
 from targets.flow.edge import ChainEdge
 from targets.flow.inventory import Inventory
 from targets.flow.payment import Payments
+from targets.policy.wiring import edge_downstream, edge_limit
 from targets.registry import get_transport
 from targets.rest import wire
 from targets.rest.downstream import RestDownstream
@@ -58,6 +61,7 @@ from targets.rest.responses import (
     OrjsonResponse,
     schema_only,
 )
+from targets.rest.shedding import count_sheds
 from targets.serving import (
     ROLE_INVENTORY,
     ROLE_ORDER,
@@ -222,7 +226,10 @@ async def _run(server: _Server, sock: socket.socket) -> None:
 
 
 async def _serve_app(app: FastAPI, config: ServeConfig, sock: socket.socket,
-                     faults: FaultSwitch) -> None:
+                     faults: FaultSwitch, limit: int | None = None) -> None:
+    """`limit`: uvicorn's limit_concurrency (edge shedding: 503 past it, counted)."""
+    if limit is not None:
+        count_sheds()
     uv_config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -230,6 +237,7 @@ async def _serve_app(app: FastAPI, config: ServeConfig, sock: socket.socket,
         access_log=False,
         workers=1,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        limit_concurrency=limit,
     )
     url = _url(config.host, sock)
     async with controlled(config.control, faults):  # up before the ready line
@@ -241,11 +249,12 @@ async def _serve_order(config: ServeConfig, service: OrderService, sock: socket.
     if config.topology != TOPOLOGY_CHAIN:
         await _serve_app(build_app(service, faults=faults), config, sock, faults)
         return
-    downstream = RestDownstream(config.downstream(ROLE_PAYMENT), config.downstream(ROLE_INVENTORY),
-                                config.hop_timeout_s)
+    downstream, hop_limit_s = edge_downstream(config.policies, config.hop_timeout_s, lambda t: (
+        RestDownstream(config.downstream(ROLE_PAYMENT), config.downstream(ROLE_INVENTORY), t)))
     try:
-        edge = ChainEdge(service, downstream, config.hop_timeout_s)
-        await _serve_app(build_app(service, edge.create_order, faults), config, sock, faults)
+        edge = ChainEdge(service, downstream, hop_limit_s)
+        await _serve_app(build_app(service, edge.create_order, faults), config, sock, faults,
+                         edge_limit(config.policies))
     finally:
         await downstream.close()
 
