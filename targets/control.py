@@ -18,6 +18,12 @@ since the service started. A line with `query` asks instead of setting, changing
 the resilience policies' cumulative counters and breaker state changes numbered
 `events_from` or later, at most MAX_TRANSITIONS_PER_ANSWER of them (targets/policy/events.py).
 
+    {"query": "gauges"}
+    {"ok": true, "gauges": {"unacked:<queue>": 3, ...}}
+
+what the process holds right now, as it counts it (GAUGES: a queue service's messages
+delivered to it and not yet acknowledged, per queue).
+
 Handlers guard the switch with `if faults.active:` — `active` is a
 plain attribute kept in step with the state, so an inactive switch costs one attribute check
 on each request's path, no call and no coroutine.
@@ -135,6 +141,9 @@ def parse_state(line: bytes | str) -> dict[str, float]:
     return state
 
 
+GAUGES: dict[str, int] = {}  # name → its value now, kept by the service (query "gauges")
+
+
 def query(line: bytes | str) -> dict[str, Any] | None:
     """The answer to a query line; None when the line is not one (a fault state to set)."""
     try:
@@ -143,8 +152,11 @@ def query(line: bytes | str) -> dict[str, Any] | None:
         return None
     if not isinstance(request, dict) or "query" not in request:
         return None
+    if request == {"query": "gauges"}:
+        return {"ok": True, "gauges": dict(GAUGES)}
     if request["query"] != "policies" or set(request) - {"query", "events_from"}:
-        return {"ok": False, "error": 'expected {"query": "policies", "events_from": N}'}
+        return {"ok": False, "error": 'expected {"query": "policies", "events_from": N} or '
+                                      '{"query": "gauges"}'}
     start = request.get("events_from", 0)
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
         return {"ok": False, "error": f"events_from must be an integer of 0 or more, got {start!r}"}

@@ -75,6 +75,9 @@ def test_killed_saga_consumer_loses_no_accepted_order(tmp_path: Path, amqp_url: 
     depths = [r for r in _csv(run_dir / "queues.csv") if r["queue"].endswith(".saga.payment")]
     assert len(depths) == 6  # one sample per measured second
     assert max(int(r["ready"]) for r in depths) > 0, depths
+    # unacked is what the consuming service counts: unknown while payment is dead (its
+    # messages went back to ready: second 1 ends mid-kill), known once it is back (second 5)
+    assert depths[1]["unacked"] == "" and depths[5]["unacked"] != "", depths
 
 
 @pytest.mark.parametrize("target", ["rest", "grpc"])

@@ -47,7 +47,7 @@ TIMELINE_COLUMNS = (
     *(f"policy_{name}" for name in COUNTERS),
 )
 ERROR_COLUMNS = ("target", "repetition", "operation", "kind", "count")
-QUEUE_COLUMNS = ("target", "repetition", "second", "queue", "ready")
+QUEUE_COLUMNS = ("target", "repetition", "second", "queue", "ready", "unacked")
 
 
 def run_id_for(scenario_name: str, now: datetime | None = None) -> str:
@@ -133,10 +133,11 @@ class TargetResults:
         self._waiting.append(m)
         self._write_ready(final=False)
 
-    def queue_depths(self, second: int, depths: dict[str, int | None]) -> None:
-        for queue, ready in depths.items():
+    def queue_depths(self, second: int, depths: dict[str, tuple[int | None, int | None]]) -> None:
+        for queue, (ready, unacked) in depths.items():
             self.w.queue_row({"target": self.name, "repetition": self.repetition,
-                              "second": second, "queue": queue, "ready": ready})
+                              "second": second, "queue": queue, "ready": ready,
+                              "unacked": unacked})
 
     def resource(self, second: int, sample: ResourceSample) -> None:
         self.resources[second] = sample

@@ -36,6 +36,12 @@ def query_policies(path: str, events_from: int = 0, *, timeout: float = 0.5) -> 
                     limit=MAX_QUERY_ANSWER)
 
 
+def query_gauges(path: str, *, timeout: float = 0.5) -> dict[str, int]:
+    """What the service holds right now (targets.control.GAUGES); UserError when it does not
+    answer."""
+    return dict(exchange(path, {"query": "gauges"}, timeout=timeout)["gauges"])
+
+
 def exchange(path: str, request: dict[str, Any], *, timeout: float = 2.0,
              limit: int = MAX_ANSWER) -> dict[str, Any]:
     """Send one control line, return the whole answer (`state`, and `injected`: the errors

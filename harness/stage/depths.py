@@ -1,9 +1,12 @@
-"""Queue depths of a queue target, once a second: the messages ready in each of its queues
-(commands, lookups, dead letters and, on the chain, each saga step's queue), read through
-one AMQP connection of the probe's own, in a thread with its own event loop.
+"""Queue depths of a queue target, once a second, for each of its queues (commands, lookups,
+dead letters and, on the chain, each saga step's queue): `ready`, read from the broker
+through one AMQP connection of the probe's own, in a thread with its own event loop, and
+`unacked`, read from the consuming services' control sockets.
 
 RabbitMQ's AMQP answers a passive declare with the ready count only; messages delivered and
-not yet acknowledged are not visible this way, so the figure is `ready`, named as such.
+not yet acknowledged are counted by the services that hold them (targets.control.GAUGES), so
+a service that does not answer (killed, paused) leaves its queues' `unacked` unknown (the
+broker has requeued a killed service's messages: they are in `ready`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from harness.errors import UserError
+from harness.stage.control import query_gauges
 from harness.stage.stage import StagedTarget
 from targets.queue.topology import Names
 from targets.registry import get_transport
 
 SAMPLE_TIMEOUT_S = 0.5
+GAUGE_TIMEOUT_S = 0.1  # a local socket answers in well under that
 CONNECT_TIMEOUT_S = 3.0
 
 
@@ -29,8 +35,8 @@ def queues_of(namespace: str, roles: tuple[str, ...], chain: bool) -> list[str]:
 
 
 class DepthProbe:
-    def __init__(self, amqp_url: str, queues: list[str]) -> None:
-        self.url, self.queues = amqp_url, queues
+    def __init__(self, amqp_url: str, queues: list[str], controls: tuple[str, ...] = ()) -> None:
+        self.url, self.queues, self.controls = amqp_url, queues, controls
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="queue-depths",
                                         daemon=True)
@@ -43,16 +49,35 @@ class DepthProbe:
         if target.namespace is None or target.broker_url is None:
             return None
         return cls(target.broker_url, queues_of(
-            target.namespace, get_transport(target.ref.transport).roles, bool(target.stores)))
+            target.namespace, get_transport(target.ref.transport).roles, bool(target.stores)),
+            tuple(s.control for role, s in target.services.items()
+                  if s.control and role not in target.down))
 
-    def sample(self) -> dict[str, int | None]:
-        """Ready messages per queue now (None: could not be read within the time limit)."""
+    def sample(self) -> dict[str, tuple[int | None, int | None]]:
+        """(ready, unacked) per queue now (None: could not be read within the time limit)."""
         future = asyncio.run_coroutine_threadsafe(self._sample(), self._loop)
         try:
-            return future.result(SAMPLE_TIMEOUT_S + CONNECT_TIMEOUT_S)
+            ready = future.result(SAMPLE_TIMEOUT_S + CONNECT_TIMEOUT_S)
         except (FutureTimeout, Exception):
             future.cancel()
-            return dict.fromkeys(self.queues)
+            ready = dict.fromkeys(self.queues)
+        unacked = self._unacked()
+        return {q: (ready.get(q), unacked.get(q)) for q in self.queues}
+
+    def _unacked(self) -> dict[str, int]:
+        """Messages held unacknowledged, summed over every consumer that answered; a queue
+        none of whose consumers answered is left out (unknown)."""
+        out: dict[str, int] = {}
+        for path in self.controls:
+            try:
+                gauges = query_gauges(path, timeout=GAUGE_TIMEOUT_S)
+            except UserError:
+                continue
+            for key, value in gauges.items():
+                kind, _, queue = key.partition(":")
+                if kind == "unacked":
+                    out[queue] = out.get(queue, 0) + value
+        return out
 
     async def _sample(self) -> dict[str, int | None]:
         import aio_pika

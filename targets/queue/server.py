@@ -27,7 +27,7 @@ from functools import partial
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
 
-from targets.control import FaultSwitch, controlled
+from targets.control import GAUGES, FaultSwitch, controlled
 from targets.core.service import OrderService
 from targets.flow.inventory import Inventory
 from targets.flow.notification import Notifications
@@ -97,7 +97,8 @@ async def _serve_broker(config: ServeConfig, setup: Setup) -> None:
         await consuming.set_qos(prefetch_count=PREFETCH)
         confirming = await connection.channel()  # publisher confirms: aio-pika's default
         worker, consumers = await setup(consuming, confirming)
-        tags = [(queue, await queue.consume(callback)) for queue, callback in consumers]
+        tags = [(queue, await queue.consume(_counted(queue.name, callback)))
+                for queue, callback in consumers]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         lost: asyncio.Future[str] = loop.create_future()  # why the server gives up
@@ -158,6 +159,23 @@ async def _serve_broker(config: ServeConfig, setup: Setup) -> None:
             log.warning("stopping with messages in flight; the broker will redeliver them")
     finally:
         await connection.close()
+
+
+def _counted(queue: str, callback: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """The callback, keeping GAUGES["unacked:<queue>"]: messages delivered to this process
+    and not yet settled (the handler acks, rejects or hands back before it returns), which
+    the broker's passive declare does not tell (it counts only the ready ones)."""
+    key = f"unacked:{queue}"
+    GAUGES[key] = 0
+
+    async def on_message(message: object) -> None:
+        GAUGES[key] += 1
+        try:
+            await callback(message)
+        finally:
+            GAUGES[key] -= 1
+
+    return on_message
 
 
 def _order_setup(config: ServeConfig, service: OrderService, faults: FaultSwitch) -> Setup:
