@@ -338,3 +338,17 @@ def test_errors_on_the_edge_answer_each_transports_own_error(chain: Chain) -> No
         set_faults(chain.controls["order"])
     assert error.kind == EDGE_ERROR[chain.transport]
     assert "fault injected by the control channel" in error.message
+
+
+def test_gauges_are_read_without_changing_the_faults() -> None:
+    from targets.control import GAUGES, FaultSwitch, answer
+
+    switch = FaultSwitch(delay_s=0.5)
+    GAUGES["unacked:x.saga.payment"] = 7
+    try:
+        assert answer(switch, b'{"query": "gauges"}')["gauges"]["unacked:x.saga.payment"] == 7
+        assert switch.delay_s == 0.5  # a query sets nothing
+        refused = answer(switch, b'{"query": "gauges", "extra": 1}')
+        assert refused["ok"] is False and '{"query": "gauges"}' in refused["error"]
+    finally:
+        del GAUGES["unacked:x.saga.payment"]
