@@ -58,6 +58,9 @@ class Transport:
     gevent_setup: str | None = None
     # The services `serve` can run (ServeConfig.role); the first is the edge clients call.
     roles: tuple[str, ...] = (ROLE_ORDER,)
+    # The chain edge calls its downstreams itself and applies [policies] on those hops
+    # (targets/policy); False: the scenario's policies are recorded as not applied.
+    hop_policies: bool = False
 
     @property
     def default_client(self) -> str:
@@ -98,12 +101,12 @@ TRANSPORTS: dict[str, Transport] = {
                    "granian": "targets.rest.server_granian:serve"},
                   {"aiohttp": "targets.rest.client_aiohttp:connect",
                    "httpx": "targets.rest.client_httpx:connect"},
-                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY)),
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY), hop_policies=True),
         Transport("grpc", "gRPC: protobuf over HTTP/2, grpc.aio",
                   {"grpcio": "targets.grpc.server:serve"},
                   {"grpcio": "targets.grpc.client:connect"},
                   gevent_setup="targets.grpc.gevent_compat:prepare_grpc_aio",
-                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY)),
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY), hop_policies=True),
         Transport("queue", "RabbitMQ through aio-pika: RPC lookups, confirmed commands, events",
                   {"aio-pika": "targets.queue.server:serve"},
                   {"aio-pika": "targets.queue.client:connect"},

@@ -23,6 +23,7 @@ from harness.load.recorder import NS
 from harness.stage.control import query_policies
 from harness.stage.stage import EDGE, StagedTarget
 from targets.policy.events import COUNTERS
+from targets.registry import get_transport
 
 POLL_TIMEOUT_S = 0.1  # a local socket answers in well under that; a missed poll is caught up
 EVENT_COLUMNS = ("target", "repetition", "service", "state", "at_s")
@@ -48,7 +49,8 @@ class PolicyProbe:
            folder: Path) -> PolicyProbe | None:
         """A probe when the target's edge runs policies and has a control socket."""
         edge = target.services.get(EDGE)
-        if not policies or edge is None or not edge.control or target.ref.transport == "queue":
+        if not policies or edge is None or not edge.control \
+                or not get_transport(target.ref.transport).hop_policies:
             return None
         return cls(target, name, repetition, folder)
 

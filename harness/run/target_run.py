@@ -23,6 +23,7 @@ from harness.scenario.slo import check
 from harness.stage.depths import DepthProbe
 from harness.stage.stage import StagedTarget
 from targets.redact import redact, redact_text
+from targets.registry import get_transport
 
 
 @dataclass
@@ -125,10 +126,11 @@ class TargetRun:
     def policies_record(self) -> dict[str, Any] | None:
         """What the edge's policies did in the measured window (run.json `policies`)."""
         if self.policies is None:
-            if self.policy_set.on and self.ref.transport == "queue":
+            if self.policy_set.on and not get_transport(self.ref.transport).hop_policies:
                 return {"name": self.policy_set.label, "applied": False,
-                        "note": "the queue's policies (TTL, max-length, prefetch) are not "
-                                "implemented yet: this target ran without them"}
+                        "note": f"{self.ref.transport} has no synchronous hops to apply "
+                                "them to, and its own policies (TTL, max-length, prefetch) "
+                                "are not implemented yet: this target ran without them"}
             return None
         creates = next((int(r["count"]) for r in self.rows if r["operation"] == "create"), None)
         return self.policies.record(self.policy_set.label, creates)
