@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.lifecycle import Interrupt
-from harness.scenario import FaultSpec
+from harness.scenario import FaultSpec, TargetRef, parse_target
 from targets.redact import redact
 from targets.serving import DEFAULT_AMQP_URL
 
@@ -50,6 +50,22 @@ class RunOutcome:
     rows: list[dict[str, Any]]
     failed: list[str]
     warnings: list[str]
+
+
+def parse_targets_option(text: str | None) -> tuple[TargetRef, ...] | None:
+    """--targets "rest,grpc:grpcio,rest@granian" → refs (None: the scenario's own)."""
+    if not text:
+        return None
+    try:
+        targets = tuple(parse_target(t) for t in text.split(",") if t.strip())
+    except KeyError as exc:
+        raise UserError(f"--targets: {exc.args[0]}") from None
+    if not targets:
+        raise UserError("--targets: name at least one target")
+    for n, ref in enumerate(targets):
+        if ref in targets[:n]:
+            raise UserError(f"--targets: {ref.name} is listed twice")
+    return targets
 
 
 class Interrupted(Interrupt):

@@ -39,13 +39,19 @@ from harness.load.engine import EngineConfig
 from harness.load.recorder import NS, MergedSecond, Merger, SecondListener
 from harness.load.workers import Message, WorkerPool, WorkerSpec
 from harness.run import abandoned
-from harness.run.options import Interrupted, RunOptions, RunOutcome, check_processes
+from harness.run.options import (
+    Interrupted,
+    RunOptions,
+    RunOutcome,
+    check_processes,
+    parse_targets_option,
+)
 from harness.run.probes import Meter, ProcessProbe
 from harness.run.progress import ProgressListener, ProgressView
 from harness.run.results import RUNNING, ResultWriter, run_id_for
 from harness.run.settle import settle
 from harness.run.target_run import TargetRun, run_meta
-from harness.scenario import find_scenario, load_scenario, parse_target
+from harness.scenario import find_scenario, load_scenario
 from harness.stage.depths import DepthProbe
 from harness.stage.reach import Reach
 from harness.stage.stage import GateFailed, Stage, broker_record
@@ -62,18 +68,7 @@ class Runner:
         path = find_scenario(opts.scenario, opts.scenarios_dir)
         self.scenario_file = path
         sc = load_scenario(path)
-        targets = None
-        if opts.targets:
-            try:
-                targets = tuple(parse_target(t) for t in opts.targets.split(",") if t.strip())
-            except KeyError as exc:
-                raise UserError(f"--targets: {exc.args[0]}") from None
-            if not targets:
-                raise UserError("--targets: name at least one target")
-            for n, ref in enumerate(targets):
-                if ref in targets[:n]:
-                    raise UserError(f"--targets: {ref.name} is listed twice")
-        self.scenario = sc.with_overrides(targets=targets, rate=opts.rate,
+        self.scenario = sc.with_overrides(targets=parse_targets_option(opts.targets), rate=opts.rate,
                                           duration_s=opts.duration_s,
                                           repetitions=opts.repetitions, faults=opts.faults)
         self.reach = Reach.from_options(opts.urls, opts.pids)  # --url, --pid
@@ -119,10 +114,11 @@ class Runner:
                 self.warnings += self.reach.warnings(sc.targets)
                 self._checkpoint()
                 self.target_cpus = opts.target_cpus or all_cpus
-                for rep in range(1, sc.repetitions + 1):
-                    order = list(sc.targets)
+                for rep in range(1, sc.repetitions + 1):  # each target under each variant
+                    order = [(ref, v) for ref in sc.targets for v in sc.variants or [None]]
                     shift = (rep - 1) % len(order)
-                    runs = [TargetRun(ref, rep, sc) for ref in order[shift:] + order[:shift]]
+                    runs = [TargetRun(ref, rep, sc, policy_set=v)  # type: ignore[arg-type]
+                            for ref, v in order[shift:] + order[:shift]]
                     self.runs.extend(runs)
                     for group in [runs] if opts.concurrent else [[r] for r in runs]:
                         self._measure(group)
@@ -236,7 +232,7 @@ class Runner:
         sc = self.scenario
         assert r.pool is not None and r.meter is not None
         r.window.begin(t0)
-        r.results = self.writer.target(r.ref.name, r.ref.transport, r.ref.variant, r.repetition,
+        r.results = self.writer.target(r.row, r.ref.transport, r.ref.variant, r.repetition,
                                        r.window.epoch_s())
         listeners: list[SecondListener] = [r.results, r.window,
                                            ProgressListener(self.progress, r.label)]
@@ -350,7 +346,7 @@ class Runner:
 
     def _namespace(self, r: TargetRun) -> str:
         """Queue and exchange names of one target run on the broker."""
-        return f"cb-{self.run_id}-{self.token}-{r.ref.name}-r{r.repetition}"
+        return f"cb-{self.run_id}-{self.token}-{r.name}"
 
     def _release(self, r: TargetRun) -> None:
         if r.depths is not None:

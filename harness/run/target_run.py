@@ -60,12 +60,19 @@ class TargetRun:
             self.policy_set = self.scenario.policies
 
     @property
+    def row(self) -> str:
+        """What every result file calls this target: the target's name, and with policy
+        variants the variant's too (`rest~timeouts+retries`), so reports set them apart."""
+        variant = f"~{self.policy_set.label}" if self.scenario.variants else ""
+        return f"{self.ref.name}{variant}"
+
+    @property
     def label(self) -> str:
-        return f"{self.ref.name} r{self.repetition}"
+        return f"{self.row} r{self.repetition}"
 
     @property
     def name(self) -> str:
-        return f"{self.ref.name}-r{self.repetition}"
+        return f"{self.row}-r{self.repetition}"
 
     def fail(self, message: str) -> None:
         if self.status not in ("failed", "interrupted"):
@@ -89,7 +96,7 @@ class TargetRun:
         """Read the edge's policy counters each second from now (when it runs [policies])."""
         if self.target is not None:
             self.policies = PolicyProbe.of(self.target, self.policy_set.to_wire(),
-                                           self.ref.name, self.repetition, folder)
+                                           self.row, self.repetition, folder)
 
     def stopped(self) -> None:
         """The measured window ends now (an interruption or a failure during the load)."""
@@ -131,6 +138,10 @@ class TargetRun:
                         "note": f"{self.ref.transport} has no synchronous hops to apply "
                                 "them to, and its own policies (TTL, max-length, prefetch) "
                                 "are not implemented yet: this target ran without them"}
+            if self.scenario.variants and get_transport(self.ref.transport).hop_policies:
+                return {"name": self.policy_set.label, "applied": True, "counts": None,
+                        "amplification": 1.0, "attempts_per_create": None,
+                        "note": "no policy on: one attempt per call, by construction"}
             return None
         creates = next((int(r["count"]) for r in self.rows if r["operation"] == "create"), None)
         return self.policies.record(self.policy_set.label, creates)
@@ -139,7 +150,7 @@ class TargetRun:
         """This run's row of run.json `targets`; `reach` says how it was reached and probed."""
         sc, target = self.scenario, self.target
         return {
-            "name": self.ref.name, "transport": self.ref.transport, "client": self.ref.variant,
+            "name": self.row, "transport": self.ref.transport, "client": self.ref.variant,
             "server": self.ref.server_name, "url": redact(target.url if target else ""),
             "repetition": self.repetition, "status": self.status,
             "error": redact_text(self.error) if self.error else None,

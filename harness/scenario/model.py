@@ -51,6 +51,7 @@ MAX_WAIT_S = 3600.0  # timeout and think time: the histograms clamp values above
 MAX_USERS = 100_000  # closed-loop virtual users (one task each)
 MAX_IN_FLIGHT = 1_000_000
 MAX_REPETITIONS = 1000
+MAX_VARIANTS = 8  # policy variants per run: each multiplies the run's length
 
 DURATION_HELP = 'a duration such as "10s", "500ms", "2m" or a number of seconds'
 UP_TO_24H = "at most 24h"
@@ -84,6 +85,21 @@ def _within_a_day(stages: tuple["Stage", ...]) -> tuple["Stage", ...]:
     if total > MAX_DURATION_S:
         raise problem(f"the stages' durations must add up to {UP_TO_24H}, got {got(f'{total:g} s')}")
     return stages
+
+
+def _variant_problems(sc: "Scenario") -> list[Any]:
+    """Variants replace [policies], on the chain, each with a name of its own."""
+    if not sc.variants:
+        return []
+    out = []
+    if sc.policies.on or sc.policies.name:
+        out.append(at(("variants",), "replace [policies]: give one or the other"))
+    if sc.topology != "chain":
+        out.append(at(("variants",), 'apply to the chain\'s hops: set topology = "chain"'))
+    labels = [v.label for v in sc.variants]
+    out += [at(("variants", n), f"is named {label!r} like an earlier one: give it its own name")
+            for n, label in enumerate(labels) if label in labels[:n]]
+    return out
 
 
 def _fault_problems(f: FaultSpec, topology: str, duration_s: float) -> list[str]:
@@ -262,6 +278,12 @@ class Scenario(_Table):
     policies: Annotated[Policies, Help(
         "Resilience policies on the chain's synchronous hops (REST, gRPC): timeout, retries, "
         "breaker, bulkhead, shed; all off unless given", "a table ([policies])")] = Policies()
+    variants: Annotated[tuple[Policies, ...], Field(strict=False, max_length=MAX_VARIANTS), Help(
+        "Policy variants measured side by side in one run, each on every target under the same "
+        "faults, rotated like the targets ([[variants]] tables, each as [policies]; a result "
+        'row is named <target>~<variant>, e.g. "rest~timeouts+retries")',
+        f"a list of at most {MAX_VARIANTS} [[variants]] tables",
+        item="a table {name, timeout, retries, breaker, bulkhead, shed}")] = ()
     slo: Annotated[SloTable, Help(
         "Objectives checked on every target run's summary; a breach exits 3 ([slo]: "
         'operation = "clauses", e.g. all = "p99 < 50ms, errors < 1%")',
@@ -296,6 +318,7 @@ class Scenario(_Table):
         if sc.policies.on and sc.topology != "chain":
             refuse_faults.append(at(("policies",), 'apply to the chain\'s hops: set topology = '
                                     '"chain", or leave [policies] out'))
+        refuse_faults += _variant_problems(sc)
         if refuse_faults:
             refuse("scenario", refuse_faults)
         weights = sc.operations.weights()

@@ -17,10 +17,10 @@ from typing import Any
 from rich.console import Console
 
 from harness.errors import UserError
-from harness.run.options import RunOptions
+from harness.run.options import RunOptions, parse_targets_option
 from harness.run.results import format_cell, run_id_for
 from harness.run.runner import Runner
-from harness.scenario import find_scenario, load_scenario, parse_target
+from harness.scenario import find_scenario, load_scenario
 from harness.scenario.slo import Clause, check
 from harness.sweep.search import DEFAULT_MAX_PROBES, DEFAULT_PRECISION, Probe, Search, find_max
 
@@ -57,8 +57,7 @@ class Sweep:
         if sc.load.model != "open" or len(sc.load.stages) != 1:
             raise UserError(f"sweep: {sc.name} is not an open loop at one rate; a sweep sets "
                             "the offered rate, so it needs one")
-        self.targets = ([parse_target(t) for t in opts.base.targets.split(",") if t.strip()]
-                        if opts.base.targets else list(sc.targets))
+        self.targets = list(parse_targets_option(opts.base.targets) or sc.targets)
         self.folder = _claim(opts.base.results_dir, run_id_for(f"sweep-{sc.name}"))
         self.rows: list[dict[str, Any]] = []
 
