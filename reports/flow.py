@@ -26,7 +26,8 @@ class FlowTables:
 CASCADE = (("fault", "fault"), ("time to detect s", "time_to_detect_s"),
            ("time to recover s", "time_to_recover_s"), ("error rate during", "error_rate_during"),
            ("p99 during ms", "p99_during_ms"), ("baseline p99 ms", "baseline_p99_ms"),
-           ("goodput before /s", "goodput_before_rps"), ("goodput during /s", "goodput_during_rps"))
+           ("goodput before /s", "goodput_before_rps"), ("goodput during /s", "goodput_during_rps"),
+           ("goodput back s", "goodput_back_s"))
 
 
 def fault_spans(run: Run) -> list[tuple[float, float, str]]:
@@ -57,11 +58,14 @@ def flow_tables(run: Run) -> FlowTables | None:
             _num(rec.get("drain_s")),
         ]))
         problems += [f"{label}: {p}" for p in rec.get("problems") or []]
+        amplification = _num((t.get("policies") or {}).get("amplification"))
         for row in t.get("cascade") or []:
             cascade.append((label, [_rate(row.get(k)) if k == "error_rate_during"
                                     else str(row.get(k)) if k == "fault"
                                     else "never" if row.get(k) is None and k.startswith("time")
-                                    else _num(row.get(k)) for _, k in CASCADE]))
+                                    else "stayed down" if k == "goodput_back_s" and k in row
+                                    and row[k] is None and row.get("goodput_before_rps")
+                                    else _num(row.get(k)) for _, k in CASCADE] + [amplification]))
         services: dict[str, Any] = t.get("services") or {}
         known = [v for v in services.values() if v is not None]
         cost.append((label, [_num(services.get(s)) for s in SERVICES]
@@ -70,7 +74,7 @@ def flow_tables(run: Run) -> FlowTables | None:
         ["load orders", "confirmed", "cancelled", "rejected", "stuck", "all orders",
          "charges / refunds", "double charges", "downstream steps per order", "books balance",
          "drain s"], books,
-        [*SERVICES, "total"], cost, problems, [c for c, _ in CASCADE], cascade)
+        [*SERVICES, "total"], cost, problems, [*(c for c, _ in CASCADE), "retry amplification"], cascade)
 
 
 def _rate(v: object) -> str:

@@ -38,6 +38,18 @@ def test_detect_and_recover_against_the_baseline() -> None:
     assert row["time_to_recover_s"] == 0.0
     assert row["error_rate_during"] == 0.5 and row["goodput_during_rps"] == 50
     assert row["goodput_before_rps"] == 100 and row["baseline_error_rate"] == 0.0
+    assert row["goodput_back_s"] == 0.0
+
+
+def test_goodput_that_stays_collapsed_after_the_trigger() -> None:
+    """A metastable shape: the trigger ends at 8 s, goodput stays at half for the rest of
+    the window; another run where it comes back 4 s after the end."""
+    stuck = [(100, 0, 2.0, 0)] * 5 + [(20, 80, 2.0, 0)] * 3 + [(50, 50, 2.0, 0)] * 12
+    (row,) = _cascade(stuck).numbers([(5.0, 8.0, "payment: delay")])
+    assert row["goodput_back_s"] is None
+    healed = [(100, 0, 2.0, 0)] * 5 + [(20, 80, 2.0, 0)] * 7 + [(100, 0, 2.0, 0)] * 8
+    (row,) = _cascade(healed).numbers([(5.0, 8.0, "payment: delay")])
+    assert row["goodput_back_s"] == 4.0
 
 
 def test_one_slow_request_does_not_hold_recovery_off() -> None:

@@ -13,7 +13,10 @@ run is over, the cascade numbers:
   of them with traffic (None: not within the window). Together, not each: at a few dozen
   requests a second, one second's p99 is its slowest request, and one slow request on a
   busy machine would otherwise hold recovery off for ten more seconds;
-- during: goodput, error rate and p99 over the fault's seconds.
+- during: goodput, error rate and p99 over the fault's seconds;
+- goodput back: from the fault's end to the start of the first GOODPUT_SECONDS whole seconds
+  whose goodput reaches GOODPUT_SHARE of the goodput before the first fault (None: it stayed
+  collapsed for as long as the window lasted: a metastable state, or a window too short).
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ DETECT_P99_FACTOR = 2.0
 RECOVER_ERROR_RATE = 0.01
 RECOVER_P99_FACTOR = 1.5
 RECOVER_SECONDS = 10
+GOODPUT_SHARE = 0.9
+GOODPUT_SECONDS = 3
 CASCADE_COLUMNS = ("target", "repetition", "fault", "start_s", "end_s", "baseline_p99_ms",
                    "baseline_error_rate", "time_to_detect_s", "time_to_recover_s",
                    "goodput_during_rps", "error_rate_during", "p99_during_ms",
-                   "goodput_before_rps")
+                   "goodput_before_rps", "goodput_back_s")
 
 
 @dataclass
@@ -93,8 +98,17 @@ class Cascade:
                 "time_to_recover_s": self._recover(end, base_p99),
                 "goodput_during_rps": during.ok / seconds, "error_rate_during": during.error_rate,
                 "p99_during_ms": percentile_ms(during.hist, 99),
-                "goodput_before_rps": before.ok / int(first) if int(first) else None})
+                "goodput_before_rps": before.ok / int(first) if int(first) else None,
+                "goodput_back_s": self._goodput_back(end, before.ok / int(first))
+                if int(first) and before.ok else None})
         return rows
+
+    def _goodput_back(self, end: float, before_rps: float) -> float | None:
+        for s in range(math.ceil(end - 1e-9), self.window_seconds - GOODPUT_SECONDS + 1):
+            span = self._merged(s, s + GOODPUT_SECONDS)
+            if span.ok >= GOODPUT_SHARE * before_rps * GOODPUT_SECONDS:
+                return round(s - end, 3)
+        return None
 
     def _bad(self, sec: Second, base_p99: float | None, factor: float, rate: float) -> bool:
         p99 = percentile_ms(sec.hist, 99)
