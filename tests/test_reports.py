@@ -242,7 +242,8 @@ def test_claims_judge_only_what_the_run_can_decide(run_dir: Path) -> None:
     run = load_run(run_dir)
     claims = {c.key: c for c in check_claims(run, figures(run))}
     assert set(claims) == {"grpc-fast", "rest-blocking", "queue-spikes", "queue-isolation",
-                           "sync-cascade"}
+                           "sync-cascade", "timeout-fast-errors", "breaker-recovers",
+                           "retries-amplify"}
     # one repetition: the noise is not measured, so an observation at most, never a verdict
     grpc = claims["grpc-fast"]
     assert grpc.verdict == UNDECIDED
@@ -269,6 +270,10 @@ def test_claims_judge_only_what_the_run_can_decide(run_dir: Path) -> None:
     for key in ("queue-isolation", "sync-cascade"):  # the fixture run injects no fault
         assert claims[key].verdict == NOT_MEASURED
         assert claims[key].reason == "no fault was injected in this run"
+    assert claims["timeout-fast-errors"].reason == "no pause or delay fault in this run"
+    for key in ("breaker-recovers", "retries-amplify"):  # and no policy variants
+        assert claims[key].verdict == NOT_MEASURED
+        assert claims[key].reason == "the run measured no policy variants ([[variants]])"
 
 
 def test_grpc_claim_within_noise_is_not_decided(tmp_path: Path) -> None:
