@@ -116,7 +116,7 @@ def test_parse_duration(text, seconds):
 BAD = [
     ("nmae", "x", 'x.toml: nmae: unknown key; valid keys here: name, description, targets, '
                   'data, load, duration, warmup, repetitions, operations, topology, faults, '
-                  'policies, slo'),
+                  'policies, variants, slo'),
     ("name", DELETE, "x.toml: name: is required (a short name for result folders)"),
     ("name", "a b", "x.toml: name: may hold only letters, digits, '.', '_' and '-', got \"a b\""),
     ("name", 3, "x.toml: name: must be a non-empty string, got 3"),
