@@ -76,3 +76,29 @@ def test_variants_run_side_by_side_rotated_and_judged(tmp_path: Path) -> None:
     assert amplify.verdict == UNDECIDED  # two repetitions: an observation, not a verdict
     assert amplify.observation.startswith("observed in this run, not a verdict: 2 of 2")
     assert all("attempts per call" in e for e in amplify.evidence)
+
+
+def _scenario(**extra: object) -> dict:
+    raw = {"name": "v", "targets": ["rest"], "topology": "chain", "duration": "2s",
+           "operations": {"create": 1}, "load": {"rate": 10}}
+    raw.update(extra)
+    return raw
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"variants": [{}, {}]}, "x.toml: variants[1]: is named 'none' like an earlier one: give it "
+                             "its own name"),
+    ({"variants": [{}], "policies": {"timeout": "1s"}},
+     "x.toml: variants: replace [policies]: give one or the other"),
+    ({"variants": [{}], "topology": "single"},
+     'x.toml: variants: apply to the chain\'s hops: set topology = "chain"'),
+    ({"variants": [{"name": f"v{n}"} for n in range(9)]},
+     'x.toml: variants: must be a list of at most 8 [[variants]] tables, got [{"name": "v0"}'),
+])
+def test_bad_variants(extra: dict, message: str) -> None:
+    from harness.scenario import parse_scenario
+    from harness.scenario.model import ScenarioError
+
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(_scenario(**extra), "x.toml")
+    assert any(p.startswith(message) for p in err.value.problems), err.value.problems
