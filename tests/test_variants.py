@@ -102,3 +102,19 @@ def test_bad_variants(extra: dict, message: str) -> None:
     with pytest.raises(ScenarioError) as err:
         parse_scenario(_scenario(**extra), "x.toml")
     assert any(p.startswith(message) for p in err.value.problems), err.value.problems
+
+
+def test_a_variant_run_names_its_broker_objects_as_amqp_allows() -> None:
+    """Exchange names may hold letters, digits, '-', '_', '.' and ':' only (a '+' made the
+    queue server refuse to start); distinct variants keep distinct names."""
+    import re
+
+    from harness.run.target_run import TargetRun
+    from harness.scenario import parse_scenario, parse_target
+
+    sc = parse_scenario(_scenario(variants=[{"name": "a+b"}, {"name": "a-b"}, {"name": "a_b"}]),
+                        "x.toml")
+    names = [TargetRun(parse_target("queue"), 1, sc, policy_set=v).broker_name
+             for v in sc.variants]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.:-]+", n) for n in names), names
+    assert len(set(names)) == 3

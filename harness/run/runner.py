@@ -346,7 +346,7 @@ class Runner:
 
     def _namespace(self, r: TargetRun) -> str:
         """Queue and exchange names of one target run on the broker."""
-        return f"cb-{self.run_id}-{self.token}-{r.name}"
+        return f"cb-{self.run_id}-{self.token}-{r.broker_name}"
 
     def _release(self, r: TargetRun) -> None:
         if r.depths is not None:

@@ -67,6 +67,12 @@ class TargetRun:
         return f"{self.ref.name}{variant}"
 
     @property
+    def broker_name(self) -> str:
+        """`name` as an AMQP exchange name may spell it (letters, digits, - _ . :): a
+        variant's `~` and `+` become `.v.` and `:`, which a variant's name cannot hold."""
+        return self.name.replace("~", ".v.").replace("+", ":")
+
+    @property
     def label(self) -> str:
         return f"{self.row} r{self.repetition}"
 
