@@ -81,8 +81,16 @@ def _log_ms(ax: object, label: str) -> None:
 
 
 def _legend_below(ax: object, n: int) -> None:
+    """Fewer columns for long labels (policy variants: `rest~retries+budget+breaker p99`),
+    and the figure taller for each extra row, so the axes never collapse."""
+    labels = ax.get_legend_handles_labels()[1]
+    longest = max((len(label) for label in labels), default=10)
+    ncols = max(1, min(n, 6, 84 // max(longest, 1)))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False,
-              ncols=min(n, 6), fontsize=8)
+              ncols=ncols, fontsize=8)
+    rows = math.ceil(len(labels) / ncols)
+    fig = ax.get_figure()
+    fig.set_figheight(fig.get_figheight() + 0.22 * max(0, rows - 1))
 
 
 def _shade(ax: object, spans: Sequence[Span]) -> None:
