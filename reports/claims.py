@@ -101,11 +101,14 @@ def check_claims(run: Run, df: pd.DataFrame) -> list[Claim]:
     return [check(run, df) for check in CHECKS]
 
 
-def _pick(targets: list[str], transport: str) -> str | None:
-    """The transport's default-client target, else its first variant."""
+def _pick(targets: list[str], transport: str, *, like: str | None = None) -> str | None:
+    """The transport's default target, else its first; beside `like`, its twin (`rest~x`)."""
+    if like is not None and "~" in like:
+        same = f"{transport}~{like.split('~', 1)[1]}"
+        return same if same in targets else None
     if transport in targets:
         return transport
-    return next((t for t in targets if t.split("-")[0] == transport), None)
+    return next((t for t in targets if t.split("~")[0].split("-")[0] == transport), None)
 
 
 def _value(name: str, f: Figure, metric: str, unit: str) -> str:
@@ -157,7 +160,8 @@ def grpc_fast(run: Run, df: pd.DataFrame) -> Claim:
     c = Claim("grpc-fast", "gRPC is faster than REST (binary protocol)",
               "gRPC — Pros: Fast (binary protocol) … Use when: High throughput is required")
     targets = compared_targets(run, df)
-    g, r = _pick(targets, "grpc"), _pick(targets, "rest")
+    g = _pick(targets, "grpc")
+    r = _pick(targets, "rest", like=g)
     if not (g and r):
         c.reason = "needs both a REST and a gRPC target that completed"
         return c
@@ -233,7 +237,8 @@ def rest_blocking(run: Run, df: pd.DataFrame) -> Claim:
               "sooner, once the broker accepts the message",
               "HTTP/REST — Pros: Simple … Cons: … latency (blocking)")
     targets = compared_targets(run, df)
-    r, q = _pick(targets, "rest"), _pick(targets, "queue")
+    r = _pick(targets, "rest")
+    q = _pick(targets, "queue", like=r)
     if not (r and q):
         c.reason = "needs a REST and a queue target that completed; 'simple' is not measurable"
         return c
