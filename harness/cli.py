@@ -139,13 +139,9 @@ def report(
 ) -> None:
     """Write one self-contained HTML report (tables, plots, findings, claims) of runs, or of
     one sweep folder; print its path."""
-    from reports.html import report_path, write_report
-    from reports.sweep import write_sweep_report
+    from reports.html import write_report
 
-    if len(runs) == 1 and (runs[0] / "sweep.csv").is_file():
-        typer.echo(write_sweep_report(runs[0], report_path(out) if out else None))
-    else:
-        typer.echo(write_report(runs, out))
+    typer.echo(write_report(runs, out))
 
 
 @app.command()

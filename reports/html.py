@@ -60,8 +60,13 @@ class Section:
 
 
 def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None = None) -> Path:
-    """Render the report of one or more runs; returns the path of the HTML file."""
+    """Render the report of one or more runs (or of one sweep's folder); returns the path of
+    the HTML file."""
     paths = [Path(run_dirs)] if isinstance(run_dirs, str | Path) else [Path(p) for p in run_dirs]
+    if len(paths) == 1 and (paths[0] / "sweep.csv").is_file():
+        from reports.sweep import write_sweep_report
+
+        return write_sweep_report(paths[0], report_path(Path(out)) if out else None)
     runs = load_runs(paths)
     out = report_path(Path(out) if out else default_path(runs))
     assets = out.with_suffix("")
