@@ -13,7 +13,7 @@ from rich.table import Table
 
 from harness.errors import UserError
 from harness.scenario import TargetRef, parse_target
-from harness.stage.conformance import CHECKS, Check, run_checks
+from harness.stage.conformance import CHECKS, TEMPORAL_CHECKS, Check, run_checks
 from harness.stage.flow_checks import FLOW_CHECKS, chain_status, run_flow_checks
 from harness.stage.stage import Stage
 from targets.core.errors import InvalidRequest, NotFound, OrderError
@@ -139,7 +139,9 @@ def render_table(columns: dict[str, list[Check]]) -> Table:
     for col in columns:
         table.add_column(col, justify="center")
     flow = any(c.name in FLOW_CHECKS for checks in columns.values() for c in checks)
-    names = [REACH, *CHECKS, *(FLOW_CHECKS if flow else ())] if columns else []
+    temporal = any(c.name in TEMPORAL_CHECKS for checks in columns.values() for c in checks)
+    names = [REACH, *CHECKS, *(TEMPORAL_CHECKS if temporal else ()),
+             *(FLOW_CHECKS if flow else ())] if columns else []
     for name in names:
         cells = []
         for checks in columns.values():
