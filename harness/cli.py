@@ -109,6 +109,9 @@ def verify(
     topology: Annotated[str, typer.Option(
         help="single: one order service; chain: the order flow (edge, payment, inventory), "
              "with the flow's checks")] = "single",
+    store: Annotated[str, typer.Option(
+        help="the targets' store: memory, sqlite, or postgresql://USER@HOST:PORT/DB (a schema "
+             "per target, dropped afterwards; transports that take it: eventsourced)")] = "memory",
 ) -> None:
     """Start the targets (or use --url), run the conformance checks, print check × target."""
     from harness.stage.verify import run_verify
@@ -117,7 +120,7 @@ def verify(
     for n in names:
         _transport(n.partition("@")[0].partition(":")[0])
     ok = run_verify(names, urls=_pairs(url, "--url"), clients=_pairs(client, "--client"),
-                    amqp_url=amqp_url, log_dir=logs, topology=topology)
+                    amqp_url=amqp_url, log_dir=logs, topology=topology, store=store)
     raise typer.Exit(0 if ok else 1)
 
 

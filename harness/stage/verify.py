@@ -15,7 +15,8 @@ from harness.errors import UserError
 from harness.scenario import TargetRef, parse_target
 from harness.stage.conformance import CHECKS, TEMPORAL_CHECKS, Check, run_checks
 from harness.stage.flow_checks import FLOW_CHECKS, chain_status, run_flow_checks
-from harness.stage.stage import Stage
+from harness.stage.postgres import check_reachable
+from harness.stage.stage import Stage, store_kind
 from targets.core.errors import InvalidRequest, NotFound, OrderError
 from targets.core.seed import SeedSpec
 from targets.registry import get_transport
@@ -74,6 +75,7 @@ def run_verify(
     seed: SeedSpec | None = None,
     console: Console | None = None,
     topology: str = TOPOLOGY_SINGLE,
+    store: str = "memory",
 ) -> bool:
     """`names` are targets as `TRANSPORT[:CLIENT][@SERVER]`; a client named there is the only
     one checked, else every client variant (or the one --client names)."""
@@ -99,6 +101,13 @@ def run_verify(
             get_transport(name).client_factory(variant)
         except KeyError as exc:
             raise UserError(exc.args[0]) from None
+    for ref in refs:
+        if store_kind(store) not in get_transport(ref.transport).stores:
+            raise UserError(f"--store: {ref.transport} takes the stores "
+                            f"{', '.join(get_transport(ref.transport).stores)}, not "
+                            f"{store_kind(store)!r}")
+    if store_kind(store) == "postgresql":
+        check_reachable(store)
     columns: dict[str, list[Check]] = {}
     namespace = f"verify-{uuid.uuid4().hex[:8]}"
     if topology not in TOPOLOGIES:
@@ -111,7 +120,7 @@ def run_verify(
             transport = get_transport(ref.transport)
             served = TargetRef(ref.transport, transport.default_client, ref.server)
             target = stage.start(served, name=served.name, namespace=namespace, seed=seed,
-                                 url=urls.get(ref.transport), topology=topology)
+                                 url=urls.get(ref.transport), topology=topology, store=store)
             if not target.external:
                 console.print(f"{served.name}: ready at {target.url}")
             explicit = ":" in name.partition("@")[0]
