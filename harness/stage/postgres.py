@@ -157,10 +157,13 @@ def ensure_postgres(url: str = DEFAULT_URL, work_dir: Path | None = None, *,
 def private_postgres(work_dir: Path | None = None) -> Iterator[PostgresInfo]:
     if not os.access(PG_BIN / "initdb", os.X_OK) or not os.access(PG_BIN / "postgres", os.X_OK):
         raise UserError(NOT_INSTALLED)
+    user = _cluster_user()
+    if user is not None:  # root's folders (pytest's, 0700) are closed to the postgres user
+        work_dir = None
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="commbench-pg-", dir=work_dir))
-    cluster = _Cluster(base)
+    cluster = _Cluster(base, user)
     ok = False
     try:
         startup_s = cluster.start()
@@ -177,14 +180,14 @@ def private_postgres(work_dir: Path | None = None) -> Iterator[PostgresInfo]:
 class _Cluster:
     """One private cluster: initdb'd data, a postmaster we own, a socket folder of its own."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, user: pwd.struct_passwd | None) -> None:
         self.base = base
         self.data, self.sockets, self.log = base / "data", base / "run", base / "postgres.log"
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.process: subprocess.Popen[bytes] | None = None
         self.ready = False
-        self.user = _cluster_user()
+        self.user = user
         self.sockets.mkdir()
         if self.user is not None:
             for path in (base, self.sockets):
