@@ -22,6 +22,7 @@ from harness.scenario import (
     parse_fault_option,
     parse_scenario,
 )
+from targets.registry import TRANSPORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 W = "x.toml"
@@ -87,7 +88,7 @@ def test_variant_and_default_targets():
     raw = with_("targets", ["rest:httpx", "grpc"])
     sc = parse_scenario(raw, W)
     assert [t.name for t in sc.targets] == ["rest-httpx", "grpc"]
-    assert len(parse_scenario(with_("targets", DELETE), W).targets) == 3
+    assert len(parse_scenario(with_("targets", DELETE), W).targets) == len(TRANSPORTS)
 
 
 def test_stages_give_the_duration():
@@ -121,8 +122,9 @@ BAD = [
     ("name", 3, "x.toml: name: must be a non-empty string, got 3"),
     ("description", 1, "x.toml: description: must be a string, got 1"),
     ("targets", [], 'x.toml: targets: must be a non-empty list of targets (rest, grpc, queue, '
-                    'optionally with a client such as "rest:httpx"), got []'),
-    ("targets", ["soap"], "x.toml: targets[0]: unknown target 'soap'; known: rest, grpc, queue"),
+                    'eventsourced, optionally with a client such as "rest:httpx"), got []'),
+    ("targets", ["soap"], "x.toml: targets[0]: unknown target 'soap'; known: rest, grpc, queue, "
+                          "eventsourced"),
     ("targets", ["rest:curl"], "x.toml: targets[0]: rest has no client 'curl'; choose one of: "
                                "aiohttp, httpx"),
     ("targets", ["rest", "rest"], 'x.toml: targets[1]: is listed twice, got "rest"'),
