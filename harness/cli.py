@@ -43,7 +43,7 @@ def serve(
     host: str = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535,
                                       help="0 lets the OS choose; the URL is printed")] = 0,
-    store: Annotated[str, typer.Option(help="'memory' or 'sqlite:PATH' (durable, WAL)")] = "memory",
+    store: Annotated[str, typer.Option(help="memory, sqlite:PATH or postgresql://…")] = "memory",
     amqp_url: Annotated[str, typer.Option(
         envvar=AMQP_URL_ENV, help="broker for the queue target")] = DEFAULT_AMQP_URL,
     namespace: Annotated[str, typer.Option(help="prefix of queue and exchange names")] = "commbench",
@@ -109,9 +109,7 @@ def verify(
     topology: Annotated[str, typer.Option(
         help="single: one order service; chain: the order flow (edge, payment, inventory), "
              "with the flow's checks")] = "single",
-    store: Annotated[str, typer.Option(
-        help="the targets' store: memory, sqlite, or postgresql://USER@HOST:PORT/DB (a schema "
-             "per target, dropped afterwards; transports that take it: eventsourced)")] = "memory",
+    store: Annotated[str, typer.Option(help="memory, sqlite or postgresql://…")] = "memory",
 ) -> None:
     """Start the targets (or use --url), run the conformance checks, print check × target."""
     from harness.stage.verify import run_verify
@@ -197,6 +195,8 @@ def run(
              "SERVICE:KIND[=PARAMS]@AT+DURATION, e.g. payment:pause@10s+5s, "
              "payment:delay=2s,jitter=200ms@10s+10s, payment:errors=0.2@5s+10s (repeatable)")]
     = None,
+    store: Annotated[str | None, typer.Option(help="replace the scenario's store: memory, sqlite "
+                                                   "or postgresql://… (eventsourced)")] = None,
 ) -> None:
     """Measure the targets under a scenario and write results/<run-id>/."""
     from harness.run.command import run_command
@@ -209,7 +209,7 @@ def run(
                       load_cpus=parse_cpus(load_cpus, "--load-cpus"), concurrent=concurrent,
                       results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir,
                       urls=_pairs(url, "--url"), pids=_pairs(pid, "--pid"),
-                      faults=tuple(parse_fault_option(f) for f in fault or []))
+                      faults=tuple(parse_fault_option(f) for f in fault or []), store=store)
     raise typer.Exit(run_command(opts, report=_write_report if report else None))
 
 

@@ -81,17 +81,7 @@ def test_verify_passes_on_postgresql_and_drops_its_schema(pg_store: str, tmp_pat
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "conformance: all 26 checks passed" in proc.stdout
 
-    async def schemas() -> list[str]:
-        import asyncpg
-
-        conn = await asyncpg.connect(pg_store)
-        try:
-            return [r[0] for r in await conn.fetch(
-                "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'cb_%'")]
-        finally:
-            await conn.close()
-
-    assert run(schemas()) == []
+    assert _schemas(pg_store) == []
 
 
 def test_a_private_cluster_serves_the_target_and_leaves_nothing(tmp_path: Path) -> None:
@@ -279,6 +269,21 @@ create = 2
 """
 
 
+def _schemas(url: str) -> list[str]:
+    async def fetch() -> list[str]:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            return [r[0] for r in await conn.fetch("SELECT schema_name FROM "
+                                                   "information_schema.schemata WHERE "
+                                                   "schema_name LIKE 'cb_%'")]
+        finally:
+            await conn.close()
+
+    return list(run(fetch()))
+
+
 def test_a_short_run_includes_eventsourced(tmp_path: Path) -> None:
     scenario = tmp_path / "tiny-es.toml"
     scenario.write_text(TINY)
@@ -293,3 +298,30 @@ def test_a_short_run_includes_eventsourced(tmp_path: Path) -> None:
     summary = (run_dir / "summary.csv").read_text().splitlines()
     es_rows = [r for r in summary if r.startswith("eventsourced,")]
     assert any(",create," in r for r in es_rows) and any(",get," in r for r in es_rows)
+
+
+def test_a_short_run_on_postgresql(tmp_path: Path, pg_store: str) -> None:
+    scenario = tmp_path / "tiny-es.toml"
+    scenario.write_text(TINY)
+    results = tmp_path / "results"
+    proc = subprocess.run([COMMBENCH, "run", str(scenario), "--targets", "eventsourced",
+                           "--store", pg_store, "--results-dir", str(results)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = results.iterdir()
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert [t["status"] for t in meta["targets"]] == ["ok"]
+    assert meta["arguments"]["store"] == pg_store
+    assert _schemas(pg_store) == []  # the target run's schema was dropped when it stopped
+
+
+def test_a_run_refuses_a_store_a_target_does_not_take(tmp_path: Path, pg_store: str) -> None:
+    scenario = tmp_path / "tiny-es.toml"
+    scenario.write_text(TINY)
+    proc = subprocess.run([COMMBENCH, "run", str(scenario), "--store", pg_store,
+                           "--results-dir", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("commbench: --store: rest takes the stores memory, sqlite, "
+                                   "not 'postgresql'")
+    assert not (tmp_path / "r").exists()

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from harness.errors import UserError
 from harness.lifecycle import child_setup
+from targets.redact import redact
 
 PG_BIN = Path(os.environ.get("COMMBENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -96,13 +97,6 @@ def problem(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
         text = str(exc).splitlines()[0] if str(exc) else ""
         return f"{type(exc).__name__}: {text}".rstrip(": ")
     return None
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 def check_reachable(url: str) -> None:

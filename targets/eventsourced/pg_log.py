@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from targets.eventsourced.events import Event, NewEvent, decode, encode
 from targets.eventsourced.log import READ_BATCH, ConcurrencyConflict
+from targets.redact import redact
 
 POOL_MAX = 10
 CONNECT_TIMEOUT_S = 5.0
@@ -64,14 +65,6 @@ async def connect_pool(url: str, schema: str | None = None, max_size: int = POOL
         raise ValueError(f"cannot use the PostgreSQL store {redact(url)}: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from None
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class PostgresLog:
