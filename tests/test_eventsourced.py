@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.stage.conformance import checks_for
 from harness.stage.launcher import Launcher
 from harness.stage.postgres import (
     DEFAULT_URL,
@@ -30,11 +31,15 @@ from targets.eventsourced.client import connect
 from targets.eventsourced.events import order_created, status_changed
 from targets.eventsourced.log import ConcurrencyConflict, open_log
 from targets.eventsourced.projection import replay
+from targets.registry import TRANSPORTS
 from targets.serving import ServeConfig
 from tests.conftest import run
+from tests.procs import read_until, wait_until
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
 SEED = SeedSpec(users=10, orders_per_user=5, seed=3)
+ES = TRANSPORTS["eventsourced"]
+ALL_CHECKS = (len(checks_for(ES)) + 1) * len(ES.clients)  # + "reach the target", per client
 SETTLE_S = 10.0  # deadline for the projection to catch up with the log
 
 
@@ -73,13 +78,13 @@ def test_verify_passes_on_sqlite(kind: str, tmp_path: Path) -> None:
     proc = verify("--store", kind, "--logs", str(tmp_path / "logs"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "temporal query" in proc.stdout
-    assert "conformance: all 26 checks passed" in proc.stdout
+    assert f"conformance: all {ALL_CHECKS} checks passed" in proc.stdout
 
 
 def test_verify_passes_on_postgresql_and_drops_its_schema(pg_store: str, tmp_path: Path) -> None:
     proc = verify("--store", pg_store, "--logs", str(tmp_path / "logs"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "conformance: all 26 checks passed" in proc.stdout
+    assert f"conformance: all {ALL_CHECKS} checks passed" in proc.stdout
 
     assert _schemas(pg_store) == []
 
@@ -98,6 +103,46 @@ def test_a_private_cluster_serves_the_target_and_leaves_nothing(tmp_path: Path) 
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert problem(info.url, timeout=1.0) is not None
+
+
+HOLD_CLUSTER = """
+import sys
+from harness.stage.postgres import private_postgres
+with private_postgres() as info:
+    print("URL", info.url, info.data_dir, flush=True)
+    sys.stdin.read()  # held until the test kills us
+"""
+
+
+def test_a_private_cluster_dies_with_a_sigkilled_owner() -> None:
+    """Nothing can run on SIGKILL: the parent-death signal takes the postmaster down."""
+    import shutil
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_CLUSTER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _, url, data_dir = read_until(proc, "URL ", 60).split()[-3:]
+        pid = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_until(lambda: not _alive(pid), 10, "the postmaster exits with its owner")
+        wait_until(lambda: problem(url, timeout=1.0) is not None, 10, "the port closes")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if "data_dir" in locals():
+            shutil.rmtree(Path(data_dir).parent, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for init counts as gone
+        return f.read().split()[2] != "Z"
 
 
 @pytest.mark.parametrize("store_arg, says", [
