@@ -73,15 +73,23 @@ class PostgresLog:
 
     @classmethod
     async def open(cls, spec: str) -> PostgresLog:
+        """ValueError, one line, when the database is unreachable or refuses the schema."""
+        import asyncpg
+
         url, schema = split_schema(spec)
-        if schema:  # created on a plain connection, before search_path points at it
-            pool = await connect_pool(url, max_size=1)
-            try:
+        pool = None
+        try:
+            if schema:  # created on a plain connection, before search_path points at it
+                pool = await connect_pool(url, max_size=1)
                 await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            finally:
                 await pool.close()
-        pool = await connect_pool(url, schema)
-        await pool.execute(_SCHEMA)
+            pool = await connect_pool(url, schema)
+            await pool.execute(_SCHEMA)
+        except asyncpg.PostgresError as exc:
+            if pool is not None:
+                await pool.close()
+            raise ValueError(f"cannot set up the event log in {redact(url)}: "
+                             f"{type(exc).__name__}: {exc}") from None
         return cls(pool)
 
     async def create_stream(self, first: NewEvent) -> tuple[int, Event | None]:

@@ -7,6 +7,7 @@ the projection's state). The wire is REST so a comparison with `rest` isolates t
 from __future__ import annotations
 
 import socket
+import sqlite3
 from typing import Annotated
 
 from fastapi import FastAPI, Path, Query, Request
@@ -18,6 +19,7 @@ from targets.core.validation import ID_MAX
 from targets.eventsourced import wire
 from targets.eventsourced.log import ConcurrencyConflict
 from targets.eventsourced.service import EventSourcedOrders
+from targets.redact import redact
 from targets.registry import get_transport
 from targets.rest import wire as rest_wire
 from targets.rest.responses import OrjsonResponse
@@ -81,9 +83,14 @@ def build_es_app(orders: EventSourcedOrders, faults: FaultSwitch | None = None) 
 
 
 async def _main(config: ServeConfig, sock: socket.socket) -> None:
+    import asyncpg
     import uvicorn
 
-    orders = await EventSourcedOrders.open(config.store, config.seed)
+    try:
+        orders = await EventSourcedOrders.open(config.store, config.seed)
+    except (OSError, sqlite3.Error, asyncpg.PostgresError) as exc:  # a log we cannot use
+        raise ServeError(f"cannot open the event log {redact(config.store)}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     try:
         orders.projector.start()
         faults = FaultSwitch()
