@@ -99,7 +99,7 @@ def serve(
 def verify(
     targets: Annotated[str, typer.Option(
         help='comma-separated targets, e.g. "rest,grpc" or "rest@granian" (a server '
-             'variant)')] = ",".join(TRANSPORTS),
+             'variant); default: every one that serves --topology')] = "",
     url: Annotated[list[str] | None, typer.Option(
         help="use a running target instead of starting one: NAME=URL (repeatable)")] = None,
     client: Annotated[list[str] | None, typer.Option(

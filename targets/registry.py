@@ -67,6 +67,11 @@ class Transport:
     temporal_query: bool = False
 
     @property
+    def serves_chain(self) -> bool:
+        """It serves the chain topology (the order flow): it has downstream roles."""
+        return len(self.roles) > 1
+
+    @property
     def default_client(self) -> str:
         return next(iter(self.clients))
 

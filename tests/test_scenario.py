@@ -91,6 +91,24 @@ def test_variant_and_default_targets():
     assert len(parse_scenario(with_("targets", DELETE), W).targets) == len(TRANSPORTS)
 
 
+def test_a_chain_takes_only_transports_that_serve_it():
+    """The registry decides (a transport with downstream roles): by default every one of
+    those; a named one that does not serve the chain is refused."""
+    raw = with_("targets", DELETE)
+    raw["topology"] = "chain"
+    sc = parse_scenario(raw, W)
+    assert [t.transport for t in sc.targets] == [t.name for t in TRANSPORTS.values()
+                                                 if t.serves_chain]
+    assert "eventsourced" not in [t.transport for t in sc.targets]
+    raw["targets"] = ["rest", "eventsourced"]
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(raw, W)
+    assert err.value.problems == [
+        "x.toml: targets[1]: eventsourced does not serve the chain topology"]
+    with pytest.raises(UserError, match="eventsourced does not serve the chain topology"):
+        sc.with_overrides(targets=(TargetRef("eventsourced", "aiohttp"),))
+
+
 def test_stages_give_the_duration():
     raw = with_("load.stages", [{"rate": 10, "duration": "1s"}, {"rate": 20, "duration": 2}])
     del raw["load"]["rate"]

@@ -19,7 +19,7 @@ from harness.stage.postgres import check_reachable
 from harness.stage.stage import Stage, store_kind
 from targets.core.errors import InvalidRequest, NotFound, OrderError
 from targets.core.seed import SeedSpec
-from targets.registry import get_transport
+from targets.registry import TRANSPORTS, get_transport
 from targets.serving import TOPOLOGIES, TOPOLOGY_CHAIN, TOPOLOGY_SINGLE
 
 REACH = "reach the target"
@@ -77,10 +77,13 @@ def run_verify(
     topology: str = TOPOLOGY_SINGLE,
     store: str = "memory",
 ) -> bool:
-    """`names` are targets as `TRANSPORT[:CLIENT][@SERVER]`; a client named there is the only
-    one checked, else every client variant (or the one --client names)."""
+    """`names` are targets as `TRANSPORT[:CLIENT][@SERVER]` (none: every transport that
+    serves the topology); a client named there is the only one checked, else every client
+    variant (or the one --client names)."""
     console = console or Console()
     seed = seed or SeedSpec()
+    chain = topology == TOPOLOGY_CHAIN
+    names = names or [t.name for t in TRANSPORTS.values() if t.serves_chain or not chain]
     refs = []
     for name in names:
         try:
@@ -88,6 +91,9 @@ def run_verify(
         except KeyError as exc:
             raise UserError(f"--targets: {exc.args[0]}") from None
     transports = [r.transport for r in refs]
+    for ref in refs:
+        if chain and not get_transport(ref.transport).serves_chain:
+            raise UserError(f"--targets: {ref.transport} does not serve the chain topology")
     for option, given in (("--url", urls), ("--client", clients)):
         for name in given:
             if name not in transports:
@@ -112,7 +118,6 @@ def run_verify(
     namespace = f"verify-{uuid.uuid4().hex[:8]}"
     if topology not in TOPOLOGIES:
         raise UserError(f"--topology: choose one of {', '.join(TOPOLOGIES)}, got {topology!r}")
-    chain = topology == TOPOLOGY_CHAIN
     with tempfile.TemporaryDirectory(prefix="commbench-verify-") as data, \
             Stage(log_dir, amqp_url=amqp_url, data_dir=Path(data), note=console.print) as stage:
         stage.need_brokers(t for t in transports if t not in urls)
