@@ -78,8 +78,9 @@ class EventSourcedOrders:
                 raise NotFound(f"order {order_id} does not exist")
             if expected_version is not None and expected_version != version:
                 raise ConcurrencyConflict(order_id, expected_version, version)
-            # recorded times never run backwards within a stream, whatever the clock does
-            at = max(time.time_ns() // 1_000_000, events[-1].recorded_at_ms)
+            # each event of a stream is recorded strictly after the one before, whatever the
+            # clock does, so a time names one state of the order
+            at = max(time.time_ns() // 1_000_000, events[-1].recorded_at_ms + 1)
             try:
                 stored = await self.log.append(order_id, version, [status_changed(status, at)])
             except ConcurrencyConflict:
