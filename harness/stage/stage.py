@@ -168,13 +168,13 @@ class Stage:
         first, each a process named `<name>-<service>` (the edge: `<name>`) on its own SQLite
         store in `<data>/<name>/`, which reconciliation reads afterwards."""
         transport = get_transport(ref.transport)
-        if store_kind(store) not in transport.stores:
-            raise UserError(f"{ref.transport} takes the stores {', '.join(transport.stores)}, "
-                            f"not {store_kind(store)}")
         if url is not None:
             target = StagedTarget(ref, name, url, topology=topology)
             self.targets.append(target)
             return target
+        if store_kind(store) not in transport.stores:
+            raise UserError(f"{ref.transport} takes the stores {', '.join(transport.stores)}, "
+                            f"not {store_kind(store)}")
         broker = self._broker(transport.broker) if transport.broker is not None else None
         broker_url = broker.url if broker is not None else self.amqp_url
         target = StagedTarget(ref, name, "", namespace if broker else None,

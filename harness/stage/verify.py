@@ -108,7 +108,7 @@ def run_verify(
         except KeyError as exc:
             raise UserError(exc.args[0]) from None
     for ref in refs:
-        if store_kind(store) not in get_transport(ref.transport).stores:
+        if ref.transport not in urls and store_kind(store) not in get_transport(ref.transport).stores:
             raise UserError(f"--store: {ref.transport} takes the stores "
                             f"{', '.join(get_transport(ref.transport).stores)}, not "
                             f"{store_kind(store)!r}")
