@@ -5,12 +5,12 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 SYSDEPS := scripts/system-deps.sh
 
-.PHONY: demo test lint venv broker-deps browser-deps clean proto
+.PHONY: demo test lint venv broker-deps postgres-deps browser-deps clean proto
 
 demo: venv broker-deps
 	$(VENV)/bin/commbench run scenarios/quick.toml --report
 
-test: venv broker-deps browser-deps
+test: venv broker-deps postgres-deps browser-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
@@ -31,6 +31,11 @@ $(STAMP): pyproject.toml
 
 broker-deps:
 	@$(SYSDEPS) rabbitmq-server:rabbitmq-server
+
+# The eventsourced tests use the PostgreSQL on 127.0.0.1:5432 when it answers, else start a
+# private cluster from these binaries (harness/stage/postgres.py).
+postgres-deps:
+	@$(SYSDEPS) /usr/lib/postgresql/15/bin/initdb:postgresql-15
 
 browser-deps:
 	@$(SYSDEPS) chromium:chromium

@@ -43,7 +43,7 @@ def serve(
     host: str = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535,
                                       help="0 lets the OS choose; the URL is printed")] = 0,
-    store: Annotated[str, typer.Option(help="'memory' or 'sqlite:PATH' (durable, WAL)")] = "memory",
+    store: Annotated[str, typer.Option(help="memory, sqlite:PATH or postgresql://…")] = "memory",
     amqp_url: Annotated[str, typer.Option(
         envvar=AMQP_URL_ENV, help="broker for the queue target")] = DEFAULT_AMQP_URL,
     namespace: Annotated[str, typer.Option(help="prefix of queue and exchange names")] = "commbench",
@@ -105,7 +105,7 @@ def serve(
 def verify(
     targets: Annotated[str, typer.Option(
         help='comma-separated targets, e.g. "rest,grpc" or "rest@granian" (a server '
-             'variant)')] = ",".join(TRANSPORTS),
+             'variant); default: every one that serves --topology')] = "",
     url: Annotated[list[str] | None, typer.Option(
         help="use a running target instead of starting one: NAME=URL (repeatable)")] = None,
     client: Annotated[list[str] | None, typer.Option(
@@ -115,6 +115,7 @@ def verify(
     topology: Annotated[str, typer.Option(
         help="single: one order service; chain: the order flow (edge, payment, inventory), "
              "with the flow's checks")] = "single",
+    store: Annotated[str, typer.Option(help="memory, sqlite or postgresql://…")] = "memory",
 ) -> None:
     """Start the targets (or use --url), run the conformance checks, print check × target."""
     from harness.stage.verify import run_verify
@@ -123,7 +124,7 @@ def verify(
     for n in names:
         _transport(n.partition("@")[0].partition(":")[0])
     ok = run_verify(names, urls=_pairs(url, "--url"), clients=_pairs(client, "--client"),
-                    amqp_url=amqp_url, log_dir=logs, topology=topology)
+                    amqp_url=amqp_url, log_dir=logs, topology=topology, store=store)
     raise typer.Exit(0 if ok else 1)
 
 
@@ -196,6 +197,8 @@ def run(
              "SERVICE:KIND[=PARAMS]@AT+DURATION, e.g. payment:pause@10s+5s, "
              "payment:delay=2s,jitter=200ms@10s+10s, payment:errors=0.2@5s+10s (repeatable)")]
     = None,
+    store: Annotated[str | None, typer.Option(help="replace the scenario's store: memory, sqlite "
+                                                   "or postgresql://… (eventsourced)")] = None,
 ) -> None:
     """Measure the targets under a scenario and write results/<run-id>/."""
     from harness.run.command import run_command
@@ -208,7 +211,7 @@ def run(
                       load_cpus=parse_cpus(load_cpus, "--load-cpus"), concurrent=concurrent,
                       results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir,
                       urls=_pairs(url, "--url"), pids=_pairs(pid, "--pid"),
-                      faults=tuple(parse_fault_option(f) for f in fault or []))
+                      faults=tuple(parse_fault_option(f) for f in fault or []), store=store)
     raise typer.Exit(run_command(opts, report=_write_report if report else None))
 
 
@@ -247,12 +250,13 @@ def locust(
 ) -> None:
     """Drive one target with locust (web UI, headless, master/worker) through the project's
     clients; every locust test writes results/<run-id>/. Arguments after -- go to locust."""
+    from harness.locust.checks import one_url
     from harness.locust.command import LocustOptions, run_locust
     from harness.run.options import parse_cpus
     from harness.scenario import duration_option
 
     opts = LocustOptions(
-        scenario=scenario, target=target, url=_one_url(url, target),
+        scenario=scenario, target=target, url=one_url(url, target),
         pids=_pairs([pid] if pid else [], "--pid"), web=web, users=users, spawn_rate=spawn_rate,
         run_time=run_time, warmup_s=duration_option(warmup, "--warmup", allow_zero=True),
         master=master, worker=worker, master_host=master_host,
@@ -363,18 +367,6 @@ def _transport(name: str):
         return get_transport(name)
     except KeyError as exc:
         raise UserError(exc.args[0]) from None
-
-
-def _one_url(value: str | None, target: str) -> str | None:
-    """locust's --url: NAME=URL (as run and verify take it) or the URL alone (one target)."""
-    if value is None:
-        return None
-    name, sep, rest = value.partition("=")
-    if not (sep and name in TRANSPORTS and rest):
-        return value
-    if name != target.partition("@")[0].partition(":")[0]:
-        raise UserError(f"--url names {name!r}, which is not the --target ({target})")
-    return rest
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:

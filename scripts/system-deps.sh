@@ -2,13 +2,16 @@
 # Ensure Debian packages the project needs are present: install them with apt when we are
 # root (or have password-less sudo), else print the one command to run and exit 2.
 # Usage: scripts/system-deps.sh COMMAND:PACKAGE...   e.g. rabbitmq-server:rabbitmq-server
+# (COMMAND may be an absolute path, for binaries outside PATH such as PostgreSQL's initdb)
 set -euo pipefail
 
 missing=()
 for pair in "$@"; do
   cmd=${pair%%:*}
   pkg=${pair#*:}
-  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/lib/rabbitmq/bin/$cmd" ]; then
+  if [ "${cmd#/}" != "$cmd" ]; then  # an absolute path: that file must be executable
+    [ -x "$cmd" ] || missing+=("$pkg")
+  elif ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/lib/rabbitmq/bin/$cmd" ]; then
     missing+=("$pkg")
   fi
 done

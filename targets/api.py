@@ -36,5 +36,19 @@ class OrderClient(Protocol):
     async def close(self) -> None: ...
 
 
+class TemporalClient(OrderClient, Protocol):
+    """A client of a transport whose registry entry says `temporal_query`: it keeps every
+    state an order went through and answers for any moment."""
+
+    async def order_at(self, order_id: int, at_ms: int) -> Order:
+        """The order as it stood at `at_ms` (Unix ms); NotFound when it did not exist yet."""
+        ...
+
+    async def change_status(self, order_id: int, status: str,
+                            expected_version: int | None = None) -> tuple[Order, int]:
+        """Move the order to `status`; the order and its new version."""
+        ...
+
+
 class ClientFactory(Protocol):
     async def __call__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> OrderClient: ...

@@ -61,6 +61,18 @@ class Transport:
     # The chain edge calls its downstreams itself and applies [policies] on those hops
     # (targets/policy); False: the scenario's policies are recorded as not applied.
     hop_policies: bool = False
+    # The --store kinds its server takes: "memory", "sqlite", "postgresql" (a URL).
+    stores: tuple[str, ...] = ("memory", "sqlite")
+    # Lookups read a projection that may trail a create: the conformance suite waits (up to
+    # its deadline) for a create to become visible instead of failing at once.
+    eventual_reads: bool = False
+    # Its clients answer `order_at(order_id, at_ms)`: the conformance suite checks it.
+    temporal_query: bool = False
+
+    @property
+    def serves_chain(self) -> bool:
+        """It serves the chain topology (the order flow): it has downstream roles."""
+        return len(self.roles) > 1
 
     @property
     def default_client(self) -> str:
@@ -112,6 +124,13 @@ TRANSPORTS: dict[str, Transport] = {
                   {"aio-pika": "targets.queue.client:connect"},
                   broker=RABBITMQ, accepted_moment=True,
                   roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY, ROLE_NOTIFICATION)),
+        Transport("eventsourced", "event sourcing + CQRS: an order log on SQLite or PostgreSQL, "
+                  "a projected read model, over the REST wire",
+                  {"uvicorn": "targets.eventsourced.server:serve"},
+                  {"aiohttp": "targets.eventsourced.client:connect",
+                   "httpx": "targets.eventsourced.client:connect_httpx"},
+                  stores=("memory", "sqlite", "postgresql"), eventual_reads=True,
+                  temporal_query=True),
     )
 }
 

@@ -20,7 +20,8 @@ def commbench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["verify", "--targets", "rest,soap"], "unknown target 'soap'; known targets: rest, grpc, queue"),
+        (["verify", "--targets", "rest,soap"],
+         "unknown target 'soap'; known targets: rest, grpc, queue, eventsourced"),
         (["verify", "--url", "rest"], "--url takes NAME=VALUE"),
         (["verify", "--targets", "rest", "--client", "rest=curl"], "has no client 'curl'"),
         (["verify", "--targets", "rest", "--url", "grpc=127.0.0.1:1"], "--url names 'grpc', which is not in"),

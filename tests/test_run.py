@@ -158,7 +158,7 @@ def test_unknown_target_is_a_one_line_error(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("commbench: --targets: unknown target 'soap'; known: "
-                                   "rest, grpc, queue")
+                                   "rest, grpc, queue, eventsourced")
     assert not (tmp_path / "r").exists()
 
 

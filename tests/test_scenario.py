@@ -22,6 +22,7 @@ from harness.scenario import (
     parse_fault_option,
     parse_scenario,
 )
+from targets.registry import TRANSPORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 W = "x.toml"
@@ -87,7 +88,25 @@ def test_variant_and_default_targets():
     raw = with_("targets", ["rest:httpx", "grpc"])
     sc = parse_scenario(raw, W)
     assert [t.name for t in sc.targets] == ["rest-httpx", "grpc"]
-    assert len(parse_scenario(with_("targets", DELETE), W).targets) == 3
+    assert len(parse_scenario(with_("targets", DELETE), W).targets) == len(TRANSPORTS)
+
+
+def test_a_chain_takes_only_transports_that_serve_it():
+    """The registry decides (a transport with downstream roles): by default every one of
+    those; a named one that does not serve the chain is refused."""
+    raw = with_("targets", DELETE)
+    raw["topology"] = "chain"
+    sc = parse_scenario(raw, W)
+    assert [t.transport for t in sc.targets] == [t.name for t in TRANSPORTS.values()
+                                                 if t.serves_chain]
+    assert "eventsourced" not in [t.transport for t in sc.targets]
+    raw["targets"] = ["rest", "eventsourced"]
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(raw, W)
+    assert err.value.problems == [
+        "x.toml: targets[1]: eventsourced does not serve the chain topology"]
+    with pytest.raises(UserError, match="eventsourced does not serve the chain topology"):
+        sc.with_overrides(targets=(TargetRef("eventsourced", "aiohttp"),))
 
 
 def test_stages_give_the_duration():
@@ -122,8 +141,9 @@ BAD = [
     ("name", 3, "x.toml: name: must be a non-empty string, got 3"),
     ("description", 1, "x.toml: description: must be a string, got 1"),
     ("targets", [], 'x.toml: targets: must be a non-empty list of targets (rest, grpc, queue, '
-                    'optionally with a client such as "rest:httpx"), got []'),
-    ("targets", ["soap"], "x.toml: targets[0]: unknown target 'soap'; known: rest, grpc, queue"),
+                    'eventsourced, optionally with a client such as "rest:httpx"), got []'),
+    ("targets", ["soap"], "x.toml: targets[0]: unknown target 'soap'; known: rest, grpc, queue, "
+                          "eventsourced"),
     ("targets", ["rest:curl"], "x.toml: targets[0]: rest has no client 'curl'; choose one of: "
                                "aiohttp, httpx"),
     ("targets", ["rest", "rest"], 'x.toml: targets[1]: is listed twice, got "rest"'),

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from harness.errors import UserError
+from targets.registry import TRANSPORTS
 
 MAX_USERS = 100_000  # locust users (greenlets) across every worker
 MAX_SPAWN_RATE = 100_000.0  # users started per second
@@ -94,3 +95,15 @@ def check_locust_arguments(command: Sequence[str]) -> None:
         said = errors[-1].split("error:", 1)[1].strip() if errors else \
             (p.stderr.strip().splitlines() or ["exit code " + str(p.returncode)])[-1]
         raise UserError(f"locust refuses these arguments: {said}")
+
+
+def one_url(value: str | None, target: str) -> str | None:
+    """locust's --url: NAME=URL (as run and verify take it) or the URL alone (one target)."""
+    if value is None:
+        return None
+    name, sep, rest = value.partition("=")
+    if not (sep and name in TRANSPORTS and rest):
+        return value
+    if name != target.partition("@")[0].partition(":")[0]:
+        raise UserError(f"--url names {name!r}, which is not the --target ({target})")
+    return rest

@@ -28,6 +28,7 @@ def run_command(opts: RunOptions, *, report: Callable[[Path], Path] | None = Non
     does not import reports/)."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     runner = Runner(opts, console)
+    opts.check_store([t.transport for t in runner.scenario.targets if not runner.reach.by_url(t)])
     try:
         outcome = runner.run()
     except Interrupted as exc:

@@ -32,6 +32,23 @@ class RunOptions:
     faults: tuple[FaultSpec, ...] = ()  # --fault, added to the scenario's
     urls: dict[str, str] = field(default_factory=dict)  # --url: transport → running target
     pids: dict[str, str] = field(default_factory=dict)  # --pid: transport → "PID[,PID…]"
+    store: str | None = None  # --store: replaces the scenario's data.store
+
+    def check_store(self, transports: list[str]) -> None:
+        """--store before anything starts: every target takes it, and a database answers."""
+        from harness.stage.postgres import check_reachable
+        from harness.stage.stage import store_kind
+        from targets.registry import get_transport
+
+        if self.store is None:
+            return
+        kind = store_kind(self.store)
+        for name in transports:
+            if kind not in get_transport(name).stores:
+                raise UserError(f"--store: {name} takes the stores "
+                                f"{', '.join(get_transport(name).stores)}, not {kind!r}")
+        if kind == "postgresql":
+            check_reachable(self.store)
 
     def arguments(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "targets": self.targets, "rate": self.rate,
@@ -40,7 +57,8 @@ class RunOptions:
                 "load_cpus": list(self.load_cpus), "concurrent": self.concurrent,
                 "results_dir": str(self.results_dir), "amqp_url": redact(self.amqp_url),
                 "url": {k: redact(v) for k, v in self.urls.items()} or None,
-                "pid": dict(self.pids) or None}
+                "pid": dict(self.pids) or None,
+                "store": redact(self.store) if self.store else None}
 
 
 @dataclass

@@ -74,7 +74,7 @@ class Runner:
         self.reach = Reach.from_options(opts.urls, opts.pids)  # --url, --pid
         self.reach.check(self.scenario.targets)
         check_processes(opts.processes, opts.load_cpus)
-        self.run_id = run_id_for(self.scenario.name)
+        self.run_id, self.store = run_id_for(self.scenario.name), opts.store or sc.data.store
         self.token = uuid.uuid4().hex[:8]  # unique per run: queue names on a shared broker
         self.broker: dict[str, Any] | None = None
         self.warnings: list[str] = []
@@ -187,7 +187,7 @@ class Runner:
             abandoned.record_namespace(self.writer.dir, self._namespace(r), use.url, use.private)
         try:
             r.target = self.stage.start(r.ref, name=r.name, namespace=self._namespace(r),
-                                        seed=sc.data.seed_spec(), store=sc.data.store,
+                                        seed=sc.data.seed_spec(), store=self.store,
                                         cpus=self.target_cpus, url=self.reach.url(r.ref),
                                         topology=sc.topology, policies=r.policy_set.to_wire())
             self.stage.gate(r.target, sc.data.seed_spec(), sc.load.timeout_s)

@@ -313,6 +313,13 @@ class Scenario(_Table):
         elif ld.model == "open" and ld.rate is not None:
             ld = ld.model_copy(update={"stages": (Stage(ld.rate, duration),)})
         sc.__dict__.update(load=ld, duration_s=duration)  # in place, as in LoadSpec
+        if sc.topology == "chain":  # only transports that serve it; by default, all of those
+            single = [n for n, t in enumerate(sc.targets) if not TRANSPORTS[t.transport].serves_chain]
+            if single and isinstance(data, dict) and "targets" in given(cls, data):
+                refuse("scenario", [at(("targets", n), f"{sc.targets[n].transport} does not serve "
+                                                       "the chain topology") for n in single])
+            sc.__dict__.update(targets=tuple(t for t in sc.targets
+                                             if TRANSPORTS[t.transport].serves_chain))
         refuse_faults = [at(("faults", n), message) for n, f in enumerate(sc.faults)
                          for message in _fault_problems(f, sc.topology, duration)]
         if sc.policies.on and sc.topology != "chain":
@@ -356,6 +363,10 @@ class Scenario(_Table):
         """Apply command-line overrides; a combination that makes no sense is a UserError."""
         s = self
         if targets is not None:
+            single = [t.transport for t in targets
+                      if s.topology == "chain" and not TRANSPORTS[t.transport].serves_chain]
+            if single:
+                raise UserError(f"--targets: {single[0]} does not serve the chain topology")
             s = s.model_copy(update={"targets": targets})
         if rate is not None:
             if s.load.model != "open":

@@ -9,6 +9,7 @@ the test suite.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,11 +18,21 @@ from typing import Any
 
 from targets.api import OrderClient
 from targets.core.errors import InvalidRequest, NotFound, OrderError
-from targets.core.model import CATALOGUE, STATUS_CREATED, CreateOrder, ItemRequest, Order
+from targets.core.model import (
+    CATALOGUE,
+    STATUS_CREATED,
+    STATUS_PAID,
+    CreateOrder,
+    ItemRequest,
+    Order,
+)
 from targets.core.seed import SeedSpec, seed_orders
 from targets.core.validation import MAX_ITEMS, MAX_LIST_LIMIT, MAX_QUANTITY
+from targets.registry import TRANSPORTS, Transport
 
 CLOCK_SLACK_MS = 5_000
+FAR_FUTURE_MS = 2**53  # a time after every event of any run (year 287,000)
+SETTLE_POLL_S = 0.005  # pacing of re-reads of an eventually consistent read model
 LONG_LIST = 120
 CONCURRENT_CREATES = 40
 
@@ -44,6 +55,8 @@ class _Ctx:
     orders: list[Order]
     tag: str  # makes request ids and fresh user ids unique to this verification
     created_status: Callable[[CreateOrder], str]  # the status a new order must have
+    eventual: bool = False  # lookups may trail creates (the registry's eventual_reads)
+    deadline_s: float = 10.0  # how long an eventual read may take to show a create
 
     def request_id(self, label: str) -> str:
         return f"verify-{self.tag}-{label}"
@@ -51,6 +64,23 @@ class _Ctx:
     def fresh_user(self, n: int) -> int:
         """A user id outside the seeded range, unique to this verification."""
         return self.seed.users + 1_000_000 + int(self.tag[:6], 16) * 16 + n
+
+
+async def _settled(c: _Ctx, read: Callable[[], Awaitable[Any]],
+                   ok: Callable[[Any], bool]) -> Any:
+    """`read()`'s answer; on an eventually consistent target, re-read (a create not yet
+    projected answers NotFound or an old list) until `ok` holds or the deadline passes."""
+    deadline = time.monotonic() + c.deadline_s
+    while True:
+        try:
+            got = await read()
+        except NotFound:
+            if not c.eventual or time.monotonic() > deadline:
+                raise
+        else:
+            if ok(got) or not c.eventual or time.monotonic() > deadline:
+                return got
+        await asyncio.sleep(SETTLE_POLL_S)
 
 
 def _expect(cond: bool, message: str) -> None:
@@ -129,7 +159,8 @@ async def check_create(c: _Ctx) -> None:
     _expect(got.id > len(c.orders), f"a new order must not reuse a seeded id, got {got.id}")
     _expect(before - CLOCK_SLACK_MS <= got.created_at_ms <= after + CLOCK_SLACK_MS,
             f"created_at_ms {got.created_at_ms} is not the time of creation")
-    _same(await c.client.get_order(got.id), got, "get_order(new id)")
+    seen = await _settled(c, lambda: c.client.get_order(got.id), lambda o: o == got)
+    _same(seen, got, "get_order(new id)")
 
 
 async def check_create_reports_accepted(c: _Ctx) -> None:
@@ -148,7 +179,8 @@ async def check_idempotent_create(c: _Ctx) -> None:
     _same(again, first, "a retried create")
     other = await c.client.create_order(CreateOrder(rid, 6, _items(("SKU-004", 9))))
     _same(other, first, "a create reusing a request id with another payload")
-    listed = await c.client.list_user_orders(5, limit=MAX_LIST_LIMIT)
+    listed = await _settled(c, lambda: c.client.list_user_orders(5, limit=MAX_LIST_LIMIT),
+                            lambda got: any(o.id == first.id for o in got))
     _expect(sum(o.id == first.id for o in listed) == 1, "a retried create stored a duplicate")
 
 
@@ -175,7 +207,8 @@ async def check_long_list(c: _Ctx) -> None:
             CreateOrder(c.request_id(f"long{n}"), user, _items(("SKU-005", n % 7 + 1))))
         for n in range(LONG_LIST)
     ]
-    got = await c.client.list_user_orders(user, limit=MAX_LIST_LIMIT)
+    got = await _settled(c, lambda: c.client.list_user_orders(user, limit=MAX_LIST_LIMIT),
+                         lambda got: len(got) >= len(made))
     _expect([o.to_dict() for o in got] == [o.to_dict() for o in reversed(made)],
             f"listing {LONG_LIST} orders must return them all, newest first")
 
@@ -189,6 +222,30 @@ async def check_concurrent_creates(c: _Ctx) -> None:
     for req, order in zip(reqs, got, strict=True):
         _same(order, _expected_created(req, order, c.created_status(req)),
               f"concurrent create {req.request_id}")
+
+
+async def check_temporal_query(c: _Ctx) -> None:
+    """An order's state at a time, from its history: not there before its creation, created
+    at it, each later status from the moment it was recorded (strictly after the event
+    before it, so the server's clock alone decides)."""
+    client: Any = c.client  # a TemporalClient: the registry says temporal_query
+    seeded = next((o for o in c.orders if o.status != STATUS_CREATED), c.orders[0])
+    await _raises(NotFound, client.order_at(seeded.id, seeded.created_at_ms - 1),
+                  f"order_at({seeded.id}) before its creation")
+    at_creation = await client.order_at(seeded.id, seeded.created_at_ms)
+    _same(at_creation, dataclasses.replace(seeded, status=STATUS_CREATED),
+          f"order_at({seeded.id}) at its creation")
+    _same(await client.order_at(seeded.id, FAR_FUTURE_MS), seeded, f"order_at({seeded.id}) now")
+    req = CreateOrder(c.request_id("temporal"), 7, _items(("SKU-006", 2)))
+    made = await client.create_order(req)
+    paid, _ = await client.change_status(made.id, STATUS_PAID)
+    _same(await client.order_at(made.id, made.created_at_ms), made,
+          f"order_at({made.id}) at its creation, after a status change")
+    _same(await client.order_at(made.id, FAR_FUTURE_MS), paid,
+          f"order_at({made.id}) after it was paid")
+    await _raises(NotFound, client.order_at(made.id, made.created_at_ms - 1),
+                  f"order_at({made.id}) before its creation")
+    await _raises(InvalidRequest, client.order_at(0, FAR_FUTURE_MS), "order_at(0)")
 
 
 CHECKS: dict[str, Callable[[_Ctx], Awaitable[None]]] = {
@@ -206,14 +263,31 @@ CHECKS: dict[str, Callable[[_Ctx], Awaitable[None]]] = {
 }
 
 
+# For transports whose registry entry says temporal_query.
+TEMPORAL_CHECKS: dict[str, Callable[[_Ctx], Awaitable[None]]] = {
+    "temporal query": check_temporal_query,
+}
+
+
+def checks_for(transport: Transport | None) -> dict[str, Callable[[_Ctx], Awaitable[None]]]:
+    """The checks a transport is held to: every one of CHECKS, plus those of the features
+    its registry entry declares."""
+    if transport is not None and transport.temporal_query:
+        return {**CHECKS, **TEMPORAL_CHECKS}
+    return dict(CHECKS)
+
+
 async def run_checks(client: OrderClient, seed: SeedSpec, timeout: float = 30.0,
                      created_status: Callable[[CreateOrder], str] | None = None) -> list[Check]:
     """Every check, each bounded in time; a failure never stops the others. `created_status`
     gives the status a new order must have (default: created; a chain topology settles it,
-    see harness.flow_checks.chain_status)."""
+    see harness.flow_checks.chain_status). The client's transport, looked up in the
+    registry, says whether its reads are eventual and which feature checks apply."""
+    transport = TRANSPORTS.get(client.transport)
     ctx = _Ctx(client, seed, seed_orders(seed), uuid.uuid4().hex[:12],
-               created_status or (lambda _req: STATUS_CREATED))
-    return await run_all(CHECKS, ctx, timeout)
+               created_status or (lambda _req: STATUS_CREATED),
+               eventual=transport is not None and transport.eventual_reads)
+    return await run_all(checks_for(transport), ctx, timeout)
 
 
 async def run_all(checks: Mapping[str, Callable[[Any], Awaitable[None]]], ctx: Any,

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,6 +56,7 @@ class StagedTarget:
     stores: Path | None = None  # chain: the folder of every service's store (reconciliation)
     down: set[str] = field(default_factory=set)  # services a fault killed on purpose
     relaunch: dict[str, Callable[[], Service]] = field(default_factory=dict, repr=False)
+    schema: tuple[str, str] | None = None  # (PostgreSQL URL, schema) its store made; dropped
 
     @property
     def external(self) -> bool:
@@ -171,6 +174,9 @@ class Stage:
             target = StagedTarget(ref, name, url, topology=topology)
             self.targets.append(target)
             return target
+        if store_kind(store) not in transport.stores:
+            raise UserError(f"{ref.transport} takes the stores {', '.join(transport.stores)}, "
+                            f"not {store_kind(store)}")
         broker = self._broker(transport.broker) if transport.broker is not None else None
         broker_url = broker.url if broker is not None else self.amqp_url
         target = StagedTarget(ref, name, "", namespace if broker else None,
@@ -195,7 +201,7 @@ class Stage:
             target.stores = self._folder(name)
             target.url = stand_up(ref.transport, config, target.stores, launch)[EDGE]
         else:
-            target.url = launch(EDGE, replace(config, store=self._store(store, name)))
+            target.url = launch(EDGE, replace(config, store=self._store(store, name, target)))
         return target
 
     def restart(self, target: StagedTarget, role: str) -> Service:
@@ -217,9 +223,13 @@ class Stage:
             raise UserError("the chain topology needs a data folder for the stage")
         return (self.data_dir / name).resolve()
 
-    def _store(self, kind: str, name: str) -> str:
+    def _store(self, kind: str, name: str, target: StagedTarget) -> str:
         if kind == "memory":
             return "memory"
+        if store_kind(kind) == "postgresql":  # a schema of its own, dropped when it stops
+            schema = f"cb_{uuid.uuid4().hex[:10]}_{re.sub(r'[^a-z0-9_]', '_', name.lower())}"[:63]
+            target.schema = (kind, schema)
+            return f"{kind}{'&' if '?' in kind else '?'}schema={schema}"
         if self.data_dir is None:
             raise UserError("a durable store needs a data folder for the stage")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -263,10 +273,19 @@ class Stage:
         target.stopped = True
         for service in reversed(list(target.services.values())):
             service.stop()
+        if target.schema is not None:
+            from harness.stage.postgres import drop_schema
+
+            drop_schema(*target.schema)
         if target.namespace is not None and target.broker_url is not None:
             kind = get_transport(target.ref.transport).broker
             assert kind is not None
             kind.resolve().delete_namespace(target.broker_url, target.namespace)
+
+
+def store_kind(store: str) -> str:
+    """"memory", "sqlite" or "postgresql" (a URL): what a transport's `stores` lists."""
+    return "postgresql" if store.startswith(("postgresql://", "postgres://")) else store
 
 
 def _port(url: str, broker: BrokerKind | None) -> int:

@@ -13,12 +13,13 @@ from rich.table import Table
 
 from harness.errors import UserError
 from harness.scenario import TargetRef, parse_target
-from harness.stage.conformance import CHECKS, Check, run_checks
+from harness.stage.conformance import CHECKS, TEMPORAL_CHECKS, Check, run_checks
 from harness.stage.flow_checks import FLOW_CHECKS, chain_status, run_flow_checks
-from harness.stage.stage import Stage
+from harness.stage.postgres import check_reachable
+from harness.stage.stage import Stage, store_kind
 from targets.core.errors import InvalidRequest, NotFound, OrderError
 from targets.core.seed import SeedSpec
-from targets.registry import get_transport
+from targets.registry import TRANSPORTS, get_transport
 from targets.serving import TOPOLOGIES, TOPOLOGY_CHAIN, TOPOLOGY_SINGLE
 
 REACH = "reach the target"
@@ -74,11 +75,15 @@ def run_verify(
     seed: SeedSpec | None = None,
     console: Console | None = None,
     topology: str = TOPOLOGY_SINGLE,
+    store: str = "memory",
 ) -> bool:
-    """`names` are targets as `TRANSPORT[:CLIENT][@SERVER]`; a client named there is the only
-    one checked, else every client variant (or the one --client names)."""
+    """`names` are targets as `TRANSPORT[:CLIENT][@SERVER]` (none: every transport that
+    serves the topology); a client named there is the only one checked, else every client
+    variant (or the one --client names)."""
     console = console or Console()
     seed = seed or SeedSpec()
+    chain = topology == TOPOLOGY_CHAIN
+    names = names or [t.name for t in TRANSPORTS.values() if t.serves_chain or not chain]
     refs = []
     for name in names:
         try:
@@ -86,6 +91,9 @@ def run_verify(
         except KeyError as exc:
             raise UserError(f"--targets: {exc.args[0]}") from None
     transports = [r.transport for r in refs]
+    for ref in refs:
+        if chain and not get_transport(ref.transport).serves_chain:
+            raise UserError(f"--targets: {ref.transport} does not serve the chain topology")
     for option, given in (("--url", urls), ("--client", clients)):
         for name in given:
             if name not in transports:
@@ -99,11 +107,17 @@ def run_verify(
             get_transport(name).client_factory(variant)
         except KeyError as exc:
             raise UserError(exc.args[0]) from None
+    for ref in refs:
+        if ref.transport not in urls and store_kind(store) not in get_transport(ref.transport).stores:
+            raise UserError(f"--store: {ref.transport} takes the stores "
+                            f"{', '.join(get_transport(ref.transport).stores)}, not "
+                            f"{store_kind(store)!r}")
+    if store_kind(store) == "postgresql":
+        check_reachable(store)
     columns: dict[str, list[Check]] = {}
     namespace = f"verify-{uuid.uuid4().hex[:8]}"
     if topology not in TOPOLOGIES:
         raise UserError(f"--topology: choose one of {', '.join(TOPOLOGIES)}, got {topology!r}")
-    chain = topology == TOPOLOGY_CHAIN
     with tempfile.TemporaryDirectory(prefix="commbench-verify-") as data, \
             Stage(log_dir, amqp_url=amqp_url, data_dir=Path(data), note=console.print) as stage:
         stage.need_brokers(t for t in transports if t not in urls)
@@ -111,7 +125,7 @@ def run_verify(
             transport = get_transport(ref.transport)
             served = TargetRef(ref.transport, transport.default_client, ref.server)
             target = stage.start(served, name=served.name, namespace=namespace, seed=seed,
-                                 url=urls.get(ref.transport), topology=topology)
+                                 url=urls.get(ref.transport), topology=topology, store=store)
             if not target.external:
                 console.print(f"{served.name}: ready at {target.url}")
             explicit = ":" in name.partition("@")[0]
@@ -139,7 +153,9 @@ def render_table(columns: dict[str, list[Check]]) -> Table:
     for col in columns:
         table.add_column(col, justify="center")
     flow = any(c.name in FLOW_CHECKS for checks in columns.values() for c in checks)
-    names = [REACH, *CHECKS, *(FLOW_CHECKS if flow else ())] if columns else []
+    temporal = any(c.name in TEMPORAL_CHECKS for checks in columns.values() for c in checks)
+    names = [REACH, *CHECKS, *(TEMPORAL_CHECKS if temporal else ()),
+             *(FLOW_CHECKS if flow else ())] if columns else []
     for name in names:
         cells = []
         for checks in columns.values():

@@ -1,0 +1,171 @@
+"""The event log on PostgreSQL through asyncpg (a pool of connections).
+
+A new stream takes its id from a sequence and is one autocommitted INSERT; a retried
+request id hits the unique index and appends nothing. An append reads the stream's version
+and inserts the next ones in one transaction; two writers racing for the same version meet
+at the (stream_id, version) key, and the loser gets a ConcurrencyConflict, never an
+overwrite.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from targets.eventsourced.events import Event, NewEvent, decode, encode
+from targets.eventsourced.log import READ_BATCH, ConcurrencyConflict
+from targets.redact import redact
+
+POOL_MAX = 10
+CONNECT_TIMEOUT_S = 5.0
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    stream_id BIGINT NOT NULL,
+    version INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    request_id TEXT UNIQUE,
+    UNIQUE (stream_id, version)
+);
+CREATE SEQUENCE IF NOT EXISTS order_ids;
+"""
+_COLUMNS = "position, stream_id, version, type, data, recorded_at_ms"
+_INSERT = ("INSERT INTO events (stream_id, version, type, data, recorded_at_ms, request_id) "
+           "VALUES ($1, $2, $3, $4, $5, $6) RETURNING position")
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """`postgresql://…?schema=NAME` → (the URL without it, NAME); ValueError on a bad name."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    if schema is not None and not SCHEMA_NAME.match(schema):
+        raise ValueError(f"schema {schema!r}: use lower-case letters, digits and _")
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
+async def connect_pool(url: str, schema: str | None = None, max_size: int = POOL_MAX) -> Any:
+    """An asyncpg pool on `url` (search_path = `schema`); ValueError with one line when the
+    database cannot be reached or refuses us."""
+    import asyncpg
+
+    settings = {"search_path": schema} if schema else {}
+    try:
+        return await asyncpg.create_pool(url, min_size=1, max_size=max_size,
+                                         timeout=CONNECT_TIMEOUT_S, server_settings=settings)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+            ValueError) as exc:
+        raise ValueError(f"cannot use the PostgreSQL store {redact(url)}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         ) from None
+
+
+class PostgresLog:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, spec: str) -> PostgresLog:
+        """ValueError, one line, when the database is unreachable or refuses the schema."""
+        import asyncpg
+
+        url, schema = split_schema(spec)
+        pool = None
+        try:
+            if schema:  # created on a plain connection, before search_path points at it
+                pool = await connect_pool(url, max_size=1)
+                await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                await pool.close()
+            pool = await connect_pool(url, schema)
+            await pool.execute(_SCHEMA)
+        except asyncpg.PostgresError as exc:
+            if pool is not None:
+                await pool.close()
+            raise ValueError(f"cannot set up the event log in {redact(url)}: "
+                             f"{type(exc).__name__}: {exc}") from None
+        return cls(pool)
+
+    async def create_stream(self, first: NewEvent) -> tuple[int, Event | None]:
+        row = await self._pool.fetchrow(
+            "INSERT INTO events (stream_id, version, type, data, recorded_at_ms, request_id) "
+            "VALUES (nextval('order_ids'), 1, $1, $2, $3, $4) "
+            "ON CONFLICT (request_id) DO NOTHING RETURNING position, stream_id",
+            first.type, encode(first.data), first.recorded_at_ms, first.request_id)
+        if row is None:
+            sid = await self._pool.fetchval("SELECT stream_id FROM events WHERE request_id = $1",
+                                            first.request_id)
+            return int(sid), None
+        sid = int(row["stream_id"])
+        return sid, Event(int(row["position"]), sid, 1, first.type, first.data,
+                          first.recorded_at_ms)
+
+    async def append(self, stream_id: int, expected_version: int,
+                     events: Sequence[NewEvent]) -> list[Event]:
+        import asyncpg
+
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    actual = await conn.fetchval(
+                        "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1",
+                        stream_id)
+                    if actual != expected_version:
+                        raise ConcurrencyConflict(stream_id, expected_version, actual)
+                    stored = []
+                    for n, e in enumerate(events, start=1):
+                        position = await conn.fetchval(
+                            _INSERT, stream_id, expected_version + n, e.type, encode(e.data),
+                            e.recorded_at_ms, e.request_id)
+                        stored.append(Event(position, stream_id, expected_version + n, e.type,
+                                            e.data, e.recorded_at_ms))
+            except asyncpg.UniqueViolationError:  # a racing writer took the version first
+                raise ConcurrencyConflict(stream_id, expected_version, None) from None
+        return stored
+
+    async def read_stream(self, stream_id: int, until_ms: int | None = None) -> list[Event]:
+        sql = f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1"
+        if until_ms is None:
+            rows = await self._pool.fetch(sql + " ORDER BY version", stream_id)
+        else:
+            rows = await self._pool.fetch(sql + " AND recorded_at_ms <= $2 ORDER BY version",
+                                          stream_id, until_ms)
+        return [_event(r) for r in rows]
+
+    async def read_all(self, after: int = 0) -> AsyncIterator[list[Event]]:
+        while True:
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+                after, READ_BATCH)
+            if not rows:
+                return
+            batch = [_event(r) for r in rows]
+            after = batch[-1].position
+            yield batch
+
+    async def seed(self, streams: Sequence[tuple[int, Sequence[NewEvent]]]) -> None:
+        rows = [(sid, n, e.type, encode(e.data), e.recorded_at_ms, e.request_id)
+                for sid, events in streams for n, e in enumerate(events, start=1)]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.copy_records_to_table(
+                "events", records=rows,
+                columns=["stream_id", "version", "type", "data", "recorded_at_ms", "request_id"])
+            await conn.execute("SELECT setval('order_ids', GREATEST((SELECT MAX(stream_id) "
+                               "FROM events), 1))")
+
+    async def count(self) -> int:
+        return int(await self._pool.fetchval("SELECT COUNT(*) FROM events"))
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+def _event(row: Any) -> Event:
+    return Event(int(row["position"]), int(row["stream_id"]), int(row["version"]), row["type"],
+                 decode(row["data"]), int(row["recorded_at_ms"]))
