@@ -58,6 +58,12 @@ class Transport:
     gevent_setup: str | None = None
     # The services `serve` can run (ServeConfig.role); the first is the edge clients call.
     roles: tuple[str, ...] = (ROLE_ORDER,)
+    # Client variants that are measuring probes, not production clients (a minimal client to
+    # see the server without a client library's cost); results label their rows as probes.
+    probes: frozenset[str] = frozenset()
+
+    def is_probe(self, variant: str) -> bool:
+        return variant in self.probes
 
     @property
     def default_client(self) -> str:
@@ -97,8 +103,9 @@ TRANSPORTS: dict[str, Transport] = {
                   {"uvicorn": "targets.rest.server:serve",
                    "granian": "targets.rest.server_granian:serve"},
                   {"aiohttp": "targets.rest.client_aiohttp:connect",
-                   "httpx": "targets.rest.client_httpx:connect"},
-                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY)),
+                   "httpx": "targets.rest.client_httpx:connect",
+                   "probe": "targets.rest.client_probe:connect"},
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY), probes=frozenset({"probe"})),
         Transport("grpc", "gRPC: protobuf over HTTP/2, grpc.aio",
                   {"grpcio": "targets.grpc.server:serve"},
                   {"grpcio": "targets.grpc.client:connect"},

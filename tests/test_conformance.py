@@ -83,7 +83,8 @@ def test_verify_fails_readably_on_a_broken_adapter(
     text = console.export_text()
     assert not ok
     row = next(line for line in text.splitlines() if "get seeded orders" in line)
-    assert row.count("pass") == 2 and row.count("FAIL") == 1  # rest, rest-httpx pass; broken fails
+    n_rest = len(TRANSPORTS["rest"].clients)  # rest, rest-httpx, rest-probe pass; broken fails
+    assert row.count("pass") == n_rest and row.count("FAIL") == 1
     assert "FAIL broken · get seeded orders: get_order(1): got" in text
     assert "conformance: " in text and "checks failed" in text
 
@@ -94,7 +95,7 @@ def test_verify_cli_passes_for_every_target(amqp_url: str, tmp_path: Path) -> No
         capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for column in ("rest", "rest-httpx", "grpc", "queue"):
+    for column in ("rest", "rest-httpx", "rest-probe", "grpc", "queue"):
         assert column in proc.stdout
     assert "FAIL" not in proc.stdout
     assert f"conformance: all {(len(CHECKS) + 1) * len(VARIANTS)} checks passed" in proc.stdout

@@ -55,7 +55,7 @@ def test_target_specs_and_row_names(spec: str, ref: TargetRef, name: str) -> Non
 @pytest.mark.parametrize("spec, message", [
     ("grpc@granian", "grpc has no server 'granian'; choose one of: grpcio"),
     ("rest@", "rest has no server ''; choose one of: uvicorn, granian"),
-    ("rest:curl@granian", "rest has no client 'curl'; choose one of: aiohttp, httpx"),
+    ("rest:curl@granian", "rest has no client 'curl'; choose one of: aiohttp, httpx, probe"),
 ])
 def test_bad_server_variants_name_the_choices(spec: str, message: str) -> None:
     with pytest.raises(KeyError) as err:
