@@ -307,8 +307,7 @@ class Runner:
         r.died()  # also after the load, e.g. while draining
         r.merger.flush_all()
         r.meter.sample(final=True)
-        sc, w = self.scenario, r.window
-        totals = r.merger.totals
+        sc, w, totals = self.scenario, r.window, r.merger.totals
         waits = sum(s.in_flight_waits for s in r.stats)
         # A failed run is not judged: its stop, not the generator, shaped its last seconds.
         judged = w.saturation() if sc.load.model == "open" and r.status != "failed" else None
@@ -319,7 +318,8 @@ class Runner:
             self.warnings.append(
                 f"generator saturated on {r.label}: achieved {judged.achieved:.0%} of the "
                 f"intended rate{within}, schedule lag p99 {judged.lag_p99_ms or 0:.1f} ms "
-                f"(in-flight limit {sc.load.in_flight} per process reached {waits} times)")
+                f"(in-flight limit {sc.load.in_flight} per process reached {waits} times); "
+                f"flagged because {'; '.join(judged.reasons)}")
         if totals.clamped:
             self.warnings.append(f"{r.label}: {totals.clamped} values above one hour clamped")
         client_cpu_s = r.meter.client_cpu_s
