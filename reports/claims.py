@@ -100,6 +100,11 @@ def check_claims(run: Run, df: pd.DataFrame) -> list[Claim]:
     return [check(run, df) for check in CHECKS]
 
 
+def _production(run: Run, df: pd.DataFrame) -> list[str]:
+    """Compared targets but probe clients: the claims are about production stacks."""
+    return [t for t in compared_targets(run, df) if t not in run.probes()]
+
+
 def _pick(targets: list[str], transport: str) -> str | None:
     """The transport's default-client target, else its first variant."""
     if transport in targets:
@@ -155,7 +160,7 @@ def _observed(votes: list[Vote], lower_a: str, lower_b: str) -> str:
 def grpc_fast(run: Run, df: pd.DataFrame) -> Claim:
     c = Claim("grpc-fast", "gRPC is faster than REST (binary protocol)",
               "gRPC — Pros: Fast (binary protocol) … Use when: High throughput is required")
-    targets = compared_targets(run, df)
+    targets = _production(run, df)
     g, r = _pick(targets, "grpc"), _pick(targets, "rest")
     if not (g and r):
         c.reason = "needs both a REST and a gRPC target that completed"
@@ -231,7 +236,7 @@ def rest_blocking(run: Run, df: pd.DataFrame) -> Claim:
               "REST's blocking call costs its caller time: a queue producer is released "
               "sooner, once the broker accepts the message",
               "HTTP/REST — Pros: Simple … Cons: … latency (blocking)")
-    targets = compared_targets(run, df)
+    targets = _production(run, df)
     r, q = _pick(targets, "rest"), _pick(targets, "queue")
     if not (r and q):
         c.reason = "needs a REST and a queue target that completed; 'simple' is not measurable"
@@ -281,7 +286,7 @@ def queue_buffers_spikes(run: Run, df: pd.DataFrame) -> Claim:
     within noise with nothing buffered shows nothing: not decided."""
     c = Claim("queue-spikes", "Queues buffer load spikes: producers do not feel them",
               "Message queues — Pros: … buffering (queues handle load spikes)")
-    targets = compared_targets(run, df)
+    targets = _production(run, df)
     q = _pick(targets, "queue")
     stages = run.stages
     if not q:

@@ -5,10 +5,9 @@ and write the result folder. Every exit path stops everything; Ctrl-C (and SIGTE
 or a closed stdout, which the CLI turns into the same KeyboardInterrupt) keeps what was
 measured, marks the run partial and re-raises so the CLI exits 128 + the signal.
 
-What SIGKILL leaves is finishable: run.json says `running` from the start and is rewritten as
-each target run starts and ends, and every broker namespace is recorded in the folder before
-its target starts (harness.run.abandoned); a later `run` reports such a folder and
-`commbench clean` finalises or removes it.
+What SIGKILL leaves is finishable: run.json says `running` from the start and is rewritten as each
+target run starts and ends, and every broker namespace is recorded in the folder before its target
+starts (harness.run.abandoned); a later `run` reports it and `commbench clean` finalises or removes it.
 
 Each merged second goes to the same listeners in turn: the results writer, the measured
 window (harness.run.window: rates and the saturation rule) and the live progress view.
@@ -39,12 +38,12 @@ from harness.load.engine import EngineConfig
 from harness.load.recorder import NS, MergedSecond, Merger, SecondListener
 from harness.load.workers import Message, WorkerPool, WorkerSpec
 from harness.run import abandoned
-from harness.run.options import Interrupted, RunOptions, RunOutcome, check_processes
+from harness.run.options import Interrupted, RunOptions, RunOutcome, settle_processes
 from harness.run.probes import Meter, ProcessProbe
 from harness.run.progress import ProgressListener, ProgressView
 from harness.run.results import RUNNING, ResultWriter, run_id_for
 from harness.run.settle import settle
-from harness.run.target_run import TargetRun, run_meta
+from harness.run.target_run import TargetRun, probe_notes, run_meta
 from harness.scenario import find_scenario, load_scenario, parse_target
 from harness.stage.depths import DepthProbe
 from harness.stage.reach import Reach
@@ -59,8 +58,7 @@ class Runner:
     def __init__(self, opts: RunOptions, console: Console | None = None) -> None:
         self.opts = opts
         self.console = console or Console()
-        path = find_scenario(opts.scenario, opts.scenarios_dir)
-        self.scenario_file = path
+        self.scenario_file = path = find_scenario(opts.scenario, opts.scenarios_dir)
         sc = load_scenario(path)
         targets = None
         if opts.targets:
@@ -78,7 +76,7 @@ class Runner:
                                           repetitions=opts.repetitions, faults=opts.faults)
         self.reach = Reach.from_options(opts.urls, opts.pids)  # --url, --pid
         self.reach.check(self.scenario.targets)
-        check_processes(opts.processes, opts.load_cpus)
+        self.processes_note = settle_processes(opts, not all(map(self.reach.by_url, self.scenario.targets)))
         self.run_id = run_id_for(self.scenario.name)
         self.token = uuid.uuid4().hex[:8]  # unique per run: queue names on a shared broker
         self.broker: dict[str, Any] | None = None
@@ -106,6 +104,8 @@ class Runner:
         self.progress.note(f"run {self.run_id}: {sc.name}, targets "
                            f"{', '.join(t.name for t in sc.targets)}, "
                            f"{sc.repetitions} repetition(s) → {self.writer.dir}")
+        if self.processes_note:
+            self.progress.note(self.processes_note)
         all_cpus = tuple(sorted(os.sched_getaffinity(0)))
         try:
             if opts.load_cpus:
@@ -117,7 +117,7 @@ class Runner:
                                    private=self.reach.own_broker_needed(
                                        sc.targets, sc.faults))
                 self._record_brokers()
-                self.warnings += self.reach.warnings(sc.targets)
+                self.warnings += self.reach.warnings(sc.targets) + probe_notes(sc.targets)
                 self._checkpoint()
                 self.target_cpus = opts.target_cpus or all_cpus
                 for rep in range(1, sc.repetitions + 1):
