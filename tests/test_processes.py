@@ -16,6 +16,7 @@ from harness.run.options import (
     load_cores,
     parse_processes,
     settle_processes,
+    spare_cores_hint,
 )
 
 CPUS = tuple(sorted(os.sched_getaffinity(0)))
@@ -57,6 +58,20 @@ def test_settle_resolves_auto_and_says_so() -> None:
     assert note == f"--processes auto: {opts.processes} generator process(es), {want}"
     given = RunOptions("quick", processes=1)
     assert settle_processes(given, targets_local=True) is None and given.processes == 1
+
+
+def test_a_saturation_warning_names_idle_cores() -> None:
+    """One process while cores free of targets idle: the warning says more may keep up."""
+    remote = RunOptions("quick", processes=1)  # every target reached by URL
+    hint = spare_cores_hint(remote, targets_local=False)
+    if len(CPUS) >= 2:
+        assert hint == (f"; {len(CPUS)} CPU(s) not given to targets ran 1 generator "
+                        f"process(es): more (--processes auto: {len(CPUS)}) may keep up")
+    else:
+        assert hint == ""
+    enough = RunOptions("quick", processes=len(CPUS))
+    assert spare_cores_hint(enough, targets_local=False) == ""
+    assert spare_cores_hint(RunOptions("quick"), targets_local=True) == ""  # no free core
 
 
 @pytest.mark.parametrize(("value", "message"), [

@@ -125,6 +125,17 @@ def settle_processes(opts: RunOptions, targets_local: bool) -> str | None:
     return note
 
 
+def spare_cores_hint(opts: RunOptions, targets_local: bool) -> str:
+    """What a saturation warning adds when cores free of targets run no generator process:
+    one load core may not outrun a target, and more processes there may keep up."""
+    free = load_cores(opts.target_cpus, opts.load_cpus, targets_local)
+    n = auto_processes(opts.target_cpus, opts.load_cpus, targets_local)
+    if n <= opts.processes:
+        return ""
+    return (f"; {len(free)} CPU(s) not given to targets ran {opts.processes} generator "
+            f"process(es): more (--processes auto: {n}) may keep up")
+
+
 def check_processes(n: int, load_cpus: tuple[int, ...] = ()) -> None:
     """--processes within what the machine can run: at most PROCESSES_PER_CPU per CPU the
     generator may use, and half the available memory at PROCESS_MB each."""

@@ -38,7 +38,7 @@ from harness.load.engine import EngineConfig
 from harness.load.recorder import NS, MergedSecond, Merger, SecondListener
 from harness.load.workers import Message, WorkerPool, WorkerSpec
 from harness.run import abandoned
-from harness.run.options import Interrupted, RunOptions, RunOutcome, settle_processes
+from harness.run.options import Interrupted, RunOptions, RunOutcome, settle_processes, spare_cores_hint
 from harness.run.probes import Meter, ProcessProbe
 from harness.run.progress import ProgressListener, ProgressView
 from harness.run.results import RUNNING, ResultWriter, run_id_for
@@ -76,7 +76,9 @@ class Runner:
                                           repetitions=opts.repetitions, faults=opts.faults)
         self.reach = Reach.from_options(opts.urls, opts.pids)  # --url, --pid
         self.reach.check(self.scenario.targets)
-        self.processes_note = settle_processes(opts, not all(map(self.reach.by_url, self.scenario.targets)))
+        local = not all(map(self.reach.by_url, self.scenario.targets))  # targets on this machine
+        self.processes_note = settle_processes(opts, local)  # --processes auto
+        self.spare_hint = spare_cores_hint(opts, local)  # said when the generator falls behind
         self.run_id = run_id_for(self.scenario.name)
         self.token = uuid.uuid4().hex[:8]  # unique per run: queue names on a shared broker
         self.broker: dict[str, Any] | None = None
@@ -313,13 +315,8 @@ class Runner:
         judged = w.saturation() if sc.load.model == "open" and r.status != "failed" else None
         if judged is not None and judged.saturated:
             r.saturated = True
-            within = "" if w.stop_ns is None else \
-                f" over the {w.full_seconds:g} s measured before the stop"
-            self.warnings.append(
-                f"generator saturated on {r.label}: achieved {judged.achieved:.0%} of the "
-                f"intended rate{within}, schedule lag p99 {judged.lag_p99_ms or 0:.1f} ms "
-                f"(in-flight limit {sc.load.in_flight} per process reached {waits} times); "
-                f"flagged because {'; '.join(judged.reasons)}")
+            self.warnings.append(w.saturation_warning(judged, r.label, sc.load.in_flight, waits)
+                                 + self.spare_hint)
         if totals.clamped:
             self.warnings.append(f"{r.label}: {totals.clamped} values above one hour clamped")
         client_cpu_s = r.meter.client_cpu_s

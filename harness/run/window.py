@@ -138,6 +138,16 @@ class Window:
             return self.intended, self.started, self.duration_s
         return self.full_intended, self.full_started, self.full_seconds
 
+    def saturation_warning(self, judged: Saturation, label: str, in_flight: int,
+                           waits: int) -> str:
+        """The run's warning for a saturated generator: the figures, then the clause(s)."""
+        within = "" if self.stop_ns is None else \
+            f" over the {self.full_seconds:g} s measured before the stop"
+        return (f"generator saturated on {label}: achieved {judged.achieved:.0%} of the "
+                f"intended rate{within}, schedule lag p99 {judged.lag_p99_ms or 0:.1f} ms "
+                f"(in-flight limit {in_flight} per process reached {waits} times); "
+                f"flagged because {'; '.join(judged.reasons)}")
+
     def saturation(self) -> Saturation | None:
         """The rule above, over the whole seconds before any stop; None: nothing to judge."""
         if not self.full_intended:
