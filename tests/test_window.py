@@ -48,9 +48,9 @@ def test_a_doubled_p99_is_never_presented_unflagged() -> None:
 
 def test_the_reasons_say_why() -> None:
     (reason,) = saturation_reasons(1.0, 6.5, 13.0)
-    assert reason == "schedule lag p99 6.5 ms is 50% of the latency p99 13.0 ms"
+    assert reason == "lag p99 is 50% of the latency p99 13.0 ms (20% or more)"
     assert saturation_reasons(0.5, 20.0, 30.0) == [
-        "achieved 50% of the intended rate", "schedule lag p99 20.0 ms > 10 ms"]
+        "under 99% of the intended requests went out", "lag p99 over 10 ms"]
     assert SATURATION_LAG_SHARE == 0.2 and SATURATION_LAG_FLOOR_MS == 0.5
     assert SATURATION_LAG_MS == 10.0
 

@@ -46,14 +46,14 @@ def saturation_reasons(achieved: float, lag_p99_ms: float | None,
     """Why a generator's figures are not the target's (the rule above); [] when they are."""
     reasons = []
     if achieved < SATURATION_ACHIEVED:
-        reasons.append(f"achieved {achieved:.0%} of the intended rate")
+        reasons.append(f"under {SATURATION_ACHIEVED:.0%} of the intended requests went out")
     lag = lag_p99_ms or 0.0
     if lag > SATURATION_LAG_MS:
-        reasons.append(f"schedule lag p99 {lag:.1f} ms > {SATURATION_LAG_MS:g} ms")
+        reasons.append(f"lag p99 over {SATURATION_LAG_MS:g} ms")
     elif latency_p99_ms and lag >= SATURATION_LAG_FLOOR_MS \
             and lag >= SATURATION_LAG_SHARE * latency_p99_ms:
-        reasons.append(f"schedule lag p99 {lag:.1f} ms is {lag / latency_p99_ms:.0%} of the "
-                       f"latency p99 {latency_p99_ms:.1f} ms")
+        reasons.append(f"lag p99 is {lag / latency_p99_ms:.0%} of the latency p99 "
+                       f"{latency_p99_ms:.1f} ms ({SATURATION_LAG_SHARE:.0%} or more)")
     return reasons
 
 
