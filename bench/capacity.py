@@ -186,7 +186,7 @@ def main() -> int:
             "engine (aiohttp)", "rest", "aiohttp", g.url, closed, load, [g.pid]), per_core)
         _show_engine(ceiling, ceiling_runs)
         beside = [median_run(args.reps, quiet, lambda v=v: engine_run(
-            f"engine ({v}{' probe' if get_transport('rest').is_probe(v) else ''} client)",
+            f"engine ({v} client)",
             "rest", v, g.url, closed, load, [g.pid]), per_core) for v in also]
         for b_best, b_runs in beside:
             _show_engine(b_best, b_runs)
