@@ -6,6 +6,10 @@ error kinds as the aiohttp and httpx clients (timeout, refused, disconnected, ht
 a response that does not parse, the server's error body through targets.rest.wire), so a run
 with it measures the server with almost no client cost, and the difference to `rest` is the
 client library's cost. Results label it as a probe (the registry's `probes`).
+
+An answer must carry content-length or chunked encoding (uvicorn and granian always do):
+httptools cannot be told of an end of stream, so a body ended by closing the connection
+counts as `disconnected`.
 """
 
 from __future__ import annotations
