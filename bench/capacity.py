@@ -6,7 +6,9 @@ Load is pinned to one core and the server to the other:
   (b) the engine's own ceiling against a no-op endpoint faster than any Python client
       (bench.noop_app on granian), beside wrk and locust FastHttpUser on the same endpoint;
   (c) open loop at 90 % of the ceiling from (b): achieved vs intended rate, schedule lag.
-Each figure is the median of --reps runs (by requests/s). Ends with a line per goal.
+--also-clients probe adds REST client variants beside aiohttp to (a) and (b) (the probe
+client: the server's and the engine's ceilings without aiohttp's cost; a probe, not a
+production client). Each figure is the median of --reps runs (by requests/s). Ends with a line per goal.
 
 Run: .venv/bin/python -m bench.capacity [--duration 5] [--reps 3] [--json out.json]
 """
@@ -45,6 +47,7 @@ from bench.measure import (
 from harness.stage.broker import broker_pids, delete_namespace, ensure_broker
 from harness.stage.launcher import Launcher
 from targets.core.seed import SeedSpec
+from targets.registry import get_transport
 from targets.serving import DEFAULT_AMQP_URL, ServeConfig
 
 SATURATED_PCT = 90.0  # a side using this much of its core is the bottleneck
@@ -110,7 +113,15 @@ def main() -> int:
                     help="seconds to wait at most for idle cores before each run")
     ap.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
     ap.add_argument("--json", type=Path, help="also write every figure to this file")
+    ap.add_argument("--also-clients", default="",
+                    help="REST client variants measured beside aiohttp in (a) and (b), e.g. probe")
     args = ap.parse_args()
+    also = [c.strip() for c in args.also_clients.split(",") if c.strip()]
+    known = get_transport("rest").clients
+    if unknown := [c for c in also if c not in known]:
+        print(f"--also-clients: rest has no client {unknown[0]!r}; choose among "
+              f"{', '.join(known)}", file=sys.stderr)
+        return 2
 
     cpus = sorted(os.sched_getaffinity(0))
     if args.load_cpu not in cpus or args.server_cpu not in cpus or args.load_cpu == args.server_cpu:
@@ -138,8 +149,12 @@ def main() -> int:
     # (a) each target -------------------------------------------------------------------
     targets: list[tuple[EngineFigures, list[EngineFigures], str]] = []
     variants = {"rest": "aiohttp", "grpc": "grpcio", "queue": "aio-pika"}
-    for name in [t.strip() for t in args.targets.split(",") if t.strip()]:
-        print(f"(a) {name}: closed loop, {args.users} users …", flush=True)
+    names = [t.strip() for t in args.targets.split(",") if t.strip()]
+    for name, variant in [(n, v) for n in names
+                          for v in [variants[n], *(also if n == "rest" else [])]]:
+        label = name if variant == variants[name] else f"{name}:{variant} (probe)" \
+            if get_transport(name).is_probe(variant) else f"{name}:{variant}"
+        print(f"(a) {label}: closed loop, {args.users} users …", flush=True)
         namespace = f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         with ensure_broker(args.amqp_url) if name == "queue" else _nothing(args.amqp_url) as b:
             url = getattr(b, "url", args.amqp_url)
@@ -156,8 +171,9 @@ def main() -> int:
                     if name == "queue":
                         note = ("broker pinned to the server CPU" if ok and roots[1:]
                                 else "broker NOT pinned (not permitted or not found)")
-                    best, runs = median_run(args.reps, quiet, lambda n=name, u=svc.url, r=roots:
-                                            engine_run(n, n, variants[n], u, closed, load, r))
+                    best, runs = median_run(
+                        args.reps, quiet, lambda n=name, v=variant, lb=label, u=svc.url, r=roots:
+                        engine_run(lb, n, v, u, closed, load, r))
             if name == "queue":  # after the server stopped, or it would declare them again
                 delete_namespace(url, namespace)
         targets.append((best, runs, note))
@@ -169,6 +185,11 @@ def main() -> int:
         ceiling, ceiling_runs = median_run(args.reps, quiet, lambda: engine_run(
             "engine (aiohttp)", "rest", "aiohttp", g.url, closed, load, [g.pid]), per_core)
         _show_engine(ceiling, ceiling_runs)
+        beside = [median_run(args.reps, quiet, lambda v=v: engine_run(
+            f"engine ({v} client)",
+            "rest", v, g.url, closed, load, [g.pid]), per_core) for v in also]
+        for b_best, b_runs in beside:
+            _show_engine(b_best, b_runs)
         wrk: tuple[ToolFigures, list[ToolFigures]] | None = None
         if have_wrk:
             wrk = median_run(args.reps, quiet, lambda: wrk_run(g.url, load, args.users,
@@ -223,6 +244,10 @@ def main() -> int:
           f"{ceiling.load_cpu:7.0f}% {ceiling.server_cpu:9.0f}% "
           f"{_per_core(ceiling.rps, ceiling.load_cpu):>19} {ms(ceiling.p50_ms):>7} "
           f"{ms(ceiling.p99_ms):>7}  saturates: {saturated_side(ceiling)}{_noise(ceiling)}")
+    for b, runs in beside:
+        print(f"{'(b) ' + b.label + ' → no-op':40} {b.rps:8,.0f} {spread(runs):>17} "
+              f"{b.load_cpu:7.0f}% {b.server_cpu:9.0f}% {_per_core(b.rps, b.load_cpu):>19} "
+              f"{ms(b.p50_ms):>7} {ms(b.p99_ms):>7}  saturates: {saturated_side(b)}{_noise(b)}")
     for tool in ([wrk] if wrk else []) + [locust] + bare:
         t, runs = tool
         print(f"{'(b) ' + t.label:40} {t.rps:8,.0f} {spread(runs):>17} "
@@ -261,6 +286,8 @@ def main() -> int:
             "targets": [{"figures": _d(f), "runs": [_d(r) for r in runs], "note": note}
                         for f, runs, note in targets],
             "ceiling": {"figures": _d(ceiling), "runs": [_d(r) for r in ceiling_runs]},
+            "ceiling_beside": [{"figures": _d(b), "runs": [_d(r) for r in rs]}
+                               for b, rs in beside],
             "wrk": {"figures": asdict(wrk[0]), "runs": [asdict(r) for r in wrk[1]]} if wrk
             else None,
             "locust": {"figures": asdict(locust[0]), "runs": [asdict(r) for r in locust[1]]},

@@ -176,9 +176,10 @@ def run(
     rate: Annotated[float | None, typer.Option(help="override the open-loop rate (requests/s)")] = None,
     duration: Annotated[str | None, typer.Option(help='override the measured duration ("30s")')] = None,
     repetitions: Annotated[int | None, typer.Option(help="override the repetitions")] = None,
-    processes: Annotated[int, typer.Option(
+    processes: Annotated[str, typer.Option(
         help="generator processes (the schedule is split); at most 2 per CPU the generator "
-             "may use, and what half the available memory holds (about 64 MB each)")] = 1,
+             "may use, and what half the available memory holds (about 64 MB each); auto: "
+             "one per core not given to targets (--target-cpus), at least 1")] = "1",
     target_cpus: Annotated[str | None, typer.Option(help='pin targets to CPUs, e.g. "1"')] = None,
     load_cpus: Annotated[str | None, typer.Option(help='pin the load generator, e.g. "0"')] = None,
     concurrent: Annotated[bool, typer.Option(help="measure the targets together")] = False,
@@ -202,12 +203,14 @@ def run(
 ) -> None:
     """Measure the targets under a scenario and write results/<run-id>/."""
     from harness.run.command import run_command
-    from harness.run.options import RunOptions, parse_cpus
+    from harness.run.options import RunOptions, parse_cpus, parse_processes
     from harness.scenario import duration_option, parse_fault_option
 
+    n_processes = parse_processes(processes)
     opts = RunOptions(scenario=scenario, targets=targets, rate=rate,
                       duration_s=duration_option(duration, "--duration"), repetitions=repetitions,
-                      processes=processes, target_cpus=parse_cpus(target_cpus, "--target-cpus"),
+                      processes=n_processes or 1, processes_auto=n_processes is None,
+                      target_cpus=parse_cpus(target_cpus, "--target-cpus"),
                       load_cpus=parse_cpus(load_cpus, "--load-cpus"), concurrent=concurrent,
                       results_dir=results_dir, amqp_url=amqp_url, scenarios_dir=scenarios_dir,
                       urls=_pairs(url, "--url"), pids=_pairs(pid, "--pid"),

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from reports.findings import (
-    compared_targets,
     generator_behind,
     label,
     op_noun,
     throughput_comparable,
 )
 from reports.loader import Run, percentiles_ms
+from reports.pairs import pick, production_targets
 from reports.stats import (
     CLAIM_MIN_EFFECT,
     CLAIM_MIN_REPS,
@@ -101,16 +101,6 @@ def check_claims(run: Run, df: pd.DataFrame) -> list[Claim]:
     return [check(run, df) for check in CHECKS]
 
 
-def _pick(targets: list[str], transport: str, *, like: str | None = None) -> str | None:
-    """The transport's default target, else its first; beside `like`, its twin (`rest~x`)."""
-    if like is not None and "~" in like:
-        same = f"{transport}~{like.split('~', 1)[1]}"
-        return same if same in targets else None
-    if transport in targets:
-        return transport
-    return next((t for t in targets if t.split("~")[0].split("-")[0] == transport), None)
-
-
 def _value(name: str, f: Figure, metric: str, unit: str) -> str:
     spread = (f" [{fmt(f.lo, metric, False)}–{fmt(f.hi, metric, False)}]"
               if f.reps >= 2 else "")
@@ -159,9 +149,9 @@ def _observed(votes: list[Vote], lower_a: str, lower_b: str) -> str:
 def grpc_fast(run: Run, df: pd.DataFrame) -> Claim:
     c = Claim("grpc-fast", "gRPC is faster than REST (binary protocol)",
               "gRPC — Pros: Fast (binary protocol) … Use when: High throughput is required")
-    targets = compared_targets(run, df)
-    g = _pick(targets, "grpc")
-    r = _pick(targets, "rest", like=g)
+    targets = production_targets(run, df)
+    g = pick(targets, "grpc")
+    r = pick(targets, "rest", like=g)
     if not (g and r):
         c.reason = "needs both a REST and a gRPC target that completed"
         return c
@@ -236,9 +226,9 @@ def rest_blocking(run: Run, df: pd.DataFrame) -> Claim:
               "REST's blocking call costs its caller time: a queue producer is released "
               "sooner, once the broker accepts the message",
               "HTTP/REST — Pros: Simple … Cons: … latency (blocking)")
-    targets = compared_targets(run, df)
-    r = _pick(targets, "rest")
-    q = _pick(targets, "queue", like=r)
+    targets = production_targets(run, df)
+    r = pick(targets, "rest")
+    q = pick(targets, "queue", like=r)
     if not (r and q):
         c.reason = "needs a REST and a queue target that completed; 'simple' is not measurable"
         return c
@@ -287,8 +277,8 @@ def queue_buffers_spikes(run: Run, df: pd.DataFrame) -> Claim:
     within noise with nothing buffered shows nothing: not decided."""
     c = Claim("queue-spikes", "Queues buffer load spikes: producers do not feel them",
               "Message queues — Pros: … buffering (queues handle load spikes)")
-    targets = compared_targets(run, df)
-    q = _pick(targets, "queue")
+    targets = production_targets(run, df)
+    q = pick(targets, "queue")
     stages = run.stages
     if not q:
         c.reason = "needs a queue target that completed"

@@ -56,6 +56,7 @@ class Section:
     plots: list[Plot] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     by_url: dict[str, str] = field(default_factory=dict)  # target → its CPU note (--url)
+    probes: set[str] = field(default_factory=set)  # targets driven by a probe client
     flow: FlowTables | None = None  # topology "chain": books and cost per service
 
 
@@ -162,7 +163,7 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
                       findings=findings(run, df), noise=noise_note(df),
                       claims=check_claims(run, df) if not df.empty else [],
                       tables=tables(df), files=[_rel(f, base) for f in files],
-                      by_url=run.by_url(), flow=flow_tables(run))
+                      by_url=run.by_url(), probes=run.probes(), flow=flow_tables(run))
     pdir = folder / "plots"
     spans = fault_spans(run)
     ops = [t.operation for t in section.tables if t.operation != "all"] or ["all"]
@@ -187,7 +188,7 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
          "Messages ready in each queue of the queue target, sampled once a second through a "
          "connection of the harness's own (RabbitMQ's AMQP shows ready messages only, not "
          "those delivered and not yet acknowledged); the fault windows shaded."),
-        (plots.cpu_per_request(df, run.targets), "cpu", "CPU per request",
+        (plots.cpu_per_request(df, run.targets, run.probes()), "cpu", "CPU per request",
          "CPU time over the measured window divided by every completed request, failures "
          "included: the target's processes (the broker included for the queue) and, where "
          "the run measured it, the load generator's (lighter bar)."),
@@ -343,7 +344,9 @@ def _pinning(p: object) -> str:
 
 
 def _targets(run: Run) -> list[dict[str, Any]]:
-    return [{"name": t.get("name"), "client": t.get("client", ""),
+    return [{"name": t.get("name"),
+             "client": f"{t.get('client', '')} (a probe, not a production client)"
+             if t.get("probe_client") else t.get("client", ""),
              "server": t.get("server") or "",
              "reached": f"by URL ({redact_text(str(t.get('url') or ''))}); CPU {t.get('cpu')}"
              if t.get("measured_by_url") else "started by commbench",

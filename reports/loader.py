@@ -133,6 +133,12 @@ class Run:
         return {str(t["name"]): str(t.get("cpu") or "") for t in self.context.get("targets", [])
                 if t.get("measured_by_url") and "name" in t}
 
+    def probes(self) -> set[str]:
+        """Targets driven by a probe client (`rest:probe`): a minimal client to see the server
+        without a client library's cost, not a production client; labelled so everywhere."""
+        return {str(t["name"]) for t in self.context.get("targets", [])
+                if t.get("probe_client") and "name" in t}
+
     def failed_targets(self) -> dict[str, str]:
         """Target → error for every target with a repetition whose status is not ok."""
         return {str(t.get("name")): _error(t) for t in _failed_rows(self.context)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +109,11 @@ def spectrum_points(h: object, top: float = SPECTRUM_MAX) -> tuple[np.ndarray, n
     return x, np.array([values[p] for p in pcts])
 
 
+def shown(target: str, probes: Collection[str]) -> str:
+    """A target's name in a legend or on an axis: a probe client's row says so."""
+    return f"{target} (probe client)" if target in probes else target
+
+
 def percentile_spectrum(run: Run, operation: str) -> Figure | None:
     """Latency by percentile per target, x on a log scale of 1/(1-p) out to p99.99."""
     fig, ax = _figure()
@@ -120,7 +125,7 @@ def percentile_spectrum(run: Run, operation: str) -> Figure | None:
             continue
         x, y = spectrum_points(h)
         floor = min(floor, percentiles_ms(h, [10.0])[10.0])
-        ax.plot(x, y, label=f"{target} (n={h.get_total_count():,})",
+        ax.plot(x, y, label=f"{shown(target, run.probes())} (n={h.get_total_count():,})",
                 color=colour(target, run.targets), lw=1.6)
         drawn = True
     if not drawn:
@@ -191,9 +196,9 @@ def latency_over_time(run: Run, spans: Sequence[Span] = ()) -> Figure | None:
         for i, (_rep, g) in enumerate(data[data["target"] == target].groupby("repetition")):
             c, alpha = colour(target, run.targets), 1.0 if i == 0 else 0.45
             ax.plot(g["second"] + 0.5, g["p99"], color=c, alpha=alpha, lw=1.5,
-                    label=f"{target} p99" if i == 0 else None)
+                    label=f"{shown(target, run.probes())} p99" if i == 0 else None)
             ax.plot(g["second"] + 0.5, g["p50"], color=c, alpha=alpha, lw=1.2, ls="--",
-                    label=f"{target} p50" if i == 0 else None)
+                    label=f"{shown(target, run.probes())} p50" if i == 0 else None)
     _shade(ax, spans)
     _log_ms(ax, "latency (ms, log)")
     ax.set_xlim(0, _window_end(run))
@@ -233,7 +238,7 @@ def throughput_over_time(run: Run, spans: Sequence[Span] = ()) -> Figure | None:
         for i, (_rep, g) in enumerate(t[t["target"] == target].groupby("repetition")):
             ax.plot(g["second"] + 0.5, g["ok"], color=colour(target, run.targets),
                     alpha=1.0 if i == 0 else 0.45, lw=1.5, marker="o", ms=3,
-                    label=target if i == 0 else None)
+                    label=shown(target, run.probes()) if i == 0 else None)
     xs, ys = offered_rate(run, t)
     if xs:
         ax.plot(xs, ys, color="black", ls=(0, (4, 3)), lw=1.3, zorder=5, label="offered rate")
@@ -248,7 +253,8 @@ def throughput_over_time(run: Run, spans: Sequence[Span] = ()) -> Figure | None:
     return fig
 
 
-def cpu_per_request(figs: pd.DataFrame, order: Sequence[str]) -> Figure | None:
+def cpu_per_request(figs: pd.DataFrame, order: Sequence[str],
+                    probes: Collection[str] = ()) -> Figure | None:
     """CPU-µs per request per target (all operations), whiskers at the repetitions' range:
     the target's processes and, when the run measured it, the load generator's, side by side."""
     def pick(metric: str) -> pd.DataFrame:
@@ -277,7 +283,7 @@ def cpu_per_request(figs: pd.DataFrame, order: Sequence[str]) -> Figure | None:
             ax.text(max(r["value"], r["hi"]), y, f"  {who}{r['value']:,.0f} µs", va="center",
                     fontsize=8)
             top = max(top, float(r["hi"]), float(r["value"]))
-    ax.set_yticks(range(len(targets)), targets)
+    ax.set_yticks(range(len(targets)), [shown(t, probes) for t in targets])
     ax.invert_yaxis()
     ax.set_xlabel("CPU µs per request (every completed request, failures included)")
     title = "CPU per request" + (": target vs load generator" if len(parts) > 1 else

@@ -68,11 +68,17 @@ class Transport:
     eventual_reads: bool = False
     # Its clients answer `order_at(order_id, at_ms)`: the conformance suite checks it.
     temporal_query: bool = False
+    # Client variants that are measuring probes, not production clients (a minimal client to
+    # see the server without a client library's cost); results label their rows as probes.
+    probes: frozenset[str] = frozenset()
 
     @property
     def serves_chain(self) -> bool:
         """It serves the chain topology (the order flow): it has downstream roles."""
         return len(self.roles) > 1
+
+    def is_probe(self, variant: str) -> bool:
+        return variant in self.probes
 
     @property
     def default_client(self) -> str:
@@ -112,8 +118,10 @@ TRANSPORTS: dict[str, Transport] = {
                   {"uvicorn": "targets.rest.server:serve",
                    "granian": "targets.rest.server_granian:serve"},
                   {"aiohttp": "targets.rest.client_aiohttp:connect",
-                   "httpx": "targets.rest.client_httpx:connect"},
-                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY), hop_policies=True),
+                   "httpx": "targets.rest.client_httpx:connect",
+                   "probe": "targets.rest.client_probe:connect"},
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY), hop_policies=True,
+                  probes=frozenset({"probe"})),
         Transport("grpc", "gRPC: protobuf over HTTP/2, grpc.aio",
                   {"grpcio": "targets.grpc.server:serve"},
                   {"grpcio": "targets.grpc.client:connect"},

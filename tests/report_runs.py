@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.run.window import SATURATION_LAG_FLOOR_MS
+
 ROOT = Path(__file__).resolve().parent.parent
 _CACHE: dict[str, Path] = {}
 
@@ -54,7 +56,8 @@ LABELS = {"rest": "REST", "grpc": "gRPC", "queue": "the queue"}  # as a reader s
 
 def recorded_behind(run: Path) -> list[str]:
     """Targets of a real run on which the generator fell behind, as the run itself recorded
-    it. A busy 2-core machine can push the schedule lag p99 past 10 ms on a 100 req/s run,
+    it. A busy 2-core machine can push the schedule lag p99 past 10 ms, or past a fifth of
+    the latency p99 (harness.run.window), on a 100 req/s run,
     so tests built on a shared run expect the wording that matches this record, never a
     quiet machine. The record is first checked for consistency: run.json's flag, the
     summary's `saturated` column, the warning naming the target, and the rule applied to
@@ -73,10 +76,10 @@ def recorded_behind(run: Path) -> list[str]:
         g = t[(t["target"] == name) & (t["repetition"] == target["repetition"])
               & (t["operation"] == "all") & t["second"].between(0, seconds - 1)]
         short = g["achieved"].sum() < 0.99 * g["intended"].sum()
-        lagged = (g["schedule_lag_p99_ms"] > 10).any()
-        # Each second's lag p99 at most 10 ms keeps the window's at most 10 ms too; a
-        # single lagging second need not lift the window's. So: short → flagged, and
-        # flagged → short or some second lagged.
+        lagged = (g["schedule_lag_p99_ms"] >= SATURATION_LAG_FLOOR_MS).any()
+        # Each second's lag p99 under the floor (0.5 ms; the 10 ms clause is above it) keeps
+        # the window's under it too; a single lagging second need not lift the window's. So:
+        # short → flagged, and flagged → short or some second lagged.
         assert not short or target["saturated"], (name, g.to_dict("records"))
         assert not target["saturated"] or short or lagged, (name, g.to_dict("records"))
     return flagged

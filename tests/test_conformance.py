@@ -84,7 +84,8 @@ def test_verify_fails_readably_on_a_broken_adapter(
     text = console.export_text()
     assert not ok
     row = next(line for line in text.splitlines() if "get seeded orders" in line)
-    assert row.count("pass") == 2 and row.count("FAIL") == 1  # rest, rest-httpx pass; broken fails
+    n_rest = len(TRANSPORTS["rest"].clients)  # rest, rest-httpx, rest-probe pass; broken fails
+    assert row.count("pass") == n_rest and row.count("FAIL") == 1
     assert "FAIL broken · get seeded orders: get_order(1): got" in text
     assert "conformance: " in text and "checks failed" in text
 
@@ -96,7 +97,8 @@ def test_verify_cli_passes_for_every_target(amqp_url: str, tmp_path: Path) -> No
         env={**os.environ, "COLUMNS": "200"},  # six columns: room for every name
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for column in ("rest", "rest-httpx", "grpc", "queue", "eventsourced", "eventsourced-httpx"):
+    for column in ("rest", "rest-httpx", "rest-probe", "grpc", "queue", "eventsourced",
+                   "eventsourced-httpx"):
         assert column in proc.stdout
     assert "FAIL" not in proc.stdout
     total = sum(len(checks_for(TRANSPORTS[t])) + 1 for t, _ in VARIANTS)

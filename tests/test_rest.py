@@ -32,7 +32,7 @@ from tests.conftest import run
 
 SEED = SeedSpec(users=5, orders_per_user=3)
 CONFIG = ServeConfig(seed=SEED)
-VARIANTS = ["aiohttp", "httpx"]
+VARIANTS = ["aiohttp", "httpx", "probe"]
 ERROR_KEYS = {"kind", "message", "field"}
 SPEC_URI = "urn:commbench:openapi"
 SKUS = sorted(CATALOGUE)

@@ -145,7 +145,7 @@ BAD = [
     ("targets", ["soap"], "x.toml: targets[0]: unknown target 'soap'; known: rest, grpc, queue, "
                           "eventsourced"),
     ("targets", ["rest:curl"], "x.toml: targets[0]: rest has no client 'curl'; choose one of: "
-                               "aiohttp, httpx"),
+                               "aiohttp, httpx, probe"),
     ("targets", ["rest", "rest"], 'x.toml: targets[1]: is listed twice, got "rest"'),
     ("targets", [1], "x.toml: targets[0]: must be a string, got 1"),
     ("duration", "fast", 'x.toml: duration: must be a duration such as "10s", "500ms", "2m" or '

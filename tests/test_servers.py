@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from harness.scenario import TargetRef, parse_scenario, parse_target, scenario_schema
+from harness.stage.conformance import CHECKS
 from harness.stage.launcher import Launcher, serve_command
 from harness.stage.verify import column_name
+from targets.registry import TRANSPORTS
 from targets.serving import ServeConfig
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
@@ -55,7 +57,7 @@ def test_target_specs_and_row_names(spec: str, ref: TargetRef, name: str) -> Non
 @pytest.mark.parametrize("spec, message", [
     ("grpc@granian", "grpc has no server 'granian'; choose one of: grpcio"),
     ("rest@", "rest has no server ''; choose one of: uvicorn, granian"),
-    ("rest:curl@granian", "rest has no client 'curl'; choose one of: aiohttp, httpx"),
+    ("rest:curl@granian", "rest has no client 'curl'; choose one of: aiohttp, httpx, probe"),
 ])
 def test_bad_server_variants_name_the_choices(spec: str, message: str) -> None:
     with pytest.raises(KeyError) as err:
@@ -101,7 +103,9 @@ def test_verify_passes_on_the_granian_variant(tmp_path: Path) -> None:
                            str(tmp_path)], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rest-granian" in proc.stdout and "rest-httpx-granian" in proc.stdout
-    assert "conformance: all 24 checks passed" in proc.stdout
+    assert "rest-probe-granian" in proc.stdout  # every client variant, the probe too
+    checks = (len(CHECKS) + 1) * len(TRANSPORTS["rest"].clients)  # + "reach the target"
+    assert f"conformance: all {checks} checks passed" in proc.stdout
 
 
 def test_a_run_reports_the_granian_variant_as_its_own_row(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ class RunOptions:
     rate: float | None = None
     duration_s: float | None = None
     repetitions: int | None = None
-    processes: int = 1
+    processes: int = 1  # with processes_auto: resolved by the run (auto_processes)
+    processes_auto: bool = False  # --processes auto
     target_cpus: tuple[int, ...] = ()
     load_cpus: tuple[int, ...] = ()
     concurrent: bool = False
@@ -53,7 +54,8 @@ class RunOptions:
     def arguments(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "targets": self.targets, "rate": self.rate,
                 "duration": self.duration_s, "repetitions": self.repetitions,
-                "processes": self.processes, "target_cpus": list(self.target_cpus),
+                "processes": "auto" if self.processes_auto else self.processes,
+                "target_cpus": list(self.target_cpus),
                 "load_cpus": list(self.load_cpus), "concurrent": self.concurrent,
                 "results_dir": str(self.results_dir), "amqp_url": redact(self.amqp_url),
                 "url": {k: redact(v) for k, v in self.urls.items()} or None,
@@ -98,15 +100,80 @@ PROCESS_MB = 64  # resident memory of one generator process (measured: about 62 
 PROCESSES_PER_CPU = 2  # beyond this, processes only take turns on a CPU
 
 
-def check_processes(n: int, load_cpus: tuple[int, ...] = ()) -> None:
-    """--processes within what the machine can run: at most PROCESSES_PER_CPU per CPU the
-    generator may use, and half the available memory at PROCESS_MB each."""
+def parse_processes(text: str) -> int | None:
+    """--processes: a count ≥ 1, or "auto" (None: the run picks, see auto_processes)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise UserError(f"--processes takes a number of processes or auto, got {text!r}") \
+            from None
+    if n < 1:
+        raise UserError(f"--processes must be at least 1, got {n}")
+    return n
+
+
+def load_cores(target_cpus: tuple[int, ...], load_cpus: tuple[int, ...],
+               targets_local: bool = True) -> tuple[int, ...]:
+    """The CPUs the generator may use that no target was given: --load-cpus (default: every
+    CPU of this process) minus --target-cpus. Targets started here without --target-cpus
+    may run on every CPU, so none is free of them; targets all reached by URL take none."""
+    allowed = load_cpus or tuple(sorted(os.sched_getaffinity(0)))
+    if not targets_local:
+        return allowed
+    taken = set(target_cpus or os.sched_getaffinity(0))
+    return tuple(c for c in allowed if c not in taken)
+
+
+def auto_processes(target_cpus: tuple[int, ...], load_cpus: tuple[int, ...],
+                   targets_local: bool = True) -> int:
+    """--processes auto: one generator process per core not given to targets (one process
+    per core: more only take turns), at least 1, within what memory allows."""
+    return max(1, min(len(load_cores(target_cpus, load_cpus, targets_local)),
+                      _limits(load_cpus)[1]))
+
+
+def _limits(load_cpus: tuple[int, ...]) -> tuple[int, int, int, float]:
+    """(by CPU, by memory, CPUs, bytes available): the most processes each allows."""
     import psutil
 
     cpus = len(load_cpus) or len(os.sched_getaffinity(0))
     available = psutil.virtual_memory().available
-    by_cpu = PROCESSES_PER_CPU * cpus
-    by_memory = max(1, int(available / 2 / (PROCESS_MB * 2**20)))
+    return (PROCESSES_PER_CPU * cpus, max(1, int(available / 2 / (PROCESS_MB * 2**20))), cpus,
+            available)
+
+
+def settle_processes(opts: RunOptions, targets_local: bool) -> str | None:
+    """Resolve --processes auto into `opts.processes` and check the count; returns the line
+    the run prints about an automatic choice (None: the count was given)."""
+    if opts.processes_auto:
+        free = load_cores(opts.target_cpus, opts.load_cpus, targets_local)
+        opts.processes = auto_processes(opts.target_cpus, opts.load_cpus, targets_local)
+        where = (f"CPU(s) {','.join(map(str, free))} not given to targets" if free else
+                 "no CPU free of targets (pin them with --target-cpus)")
+        note = f"--processes auto: {opts.processes} generator process(es), {where}"
+    else:
+        note = None
+    check_processes(opts.processes, opts.load_cpus)
+    return note
+
+
+def spare_cores_hint(opts: RunOptions, targets_local: bool) -> str:
+    """What a saturation warning adds when cores free of targets run no generator process:
+    one load core may not outrun a target, and more processes there may keep up."""
+    free = load_cores(opts.target_cpus, opts.load_cpus, targets_local)
+    n = auto_processes(opts.target_cpus, opts.load_cpus, targets_local)
+    if n <= opts.processes:
+        return ""
+    return (f"; {len(free)} CPU(s) not given to targets ran {opts.processes} generator "
+            f"process(es): more (--processes auto: {n}) may keep up")
+
+
+def check_processes(n: int, load_cpus: tuple[int, ...] = ()) -> None:
+    """--processes within what the machine can run: at most PROCESSES_PER_CPU per CPU the
+    generator may use, and half the available memory at PROCESS_MB each."""
+    by_cpu, by_memory, cpus, available = _limits(load_cpus)
     if n < 1:
         raise UserError(f"--processes must be at least 1, got {n}")
     if n <= min(by_cpu, by_memory):

@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from harness.load.recorder import ACCEPTED, MergedSecond, new_histogram, percentile_ms
+from targets.registry import TRANSPORTS
 
 
 @dataclass
@@ -111,6 +112,12 @@ class ProgressListener:
                          sum(m.errors.values()))
 
 
+def _probe(row: dict[str, Any]) -> bool:
+    """The row's client is a probe, not a production client (targets.registry `probes`)."""
+    t = TRANSPORTS.get(str(row.get("transport")))
+    return t is not None and t.is_probe(str(row.get("client")))
+
+
 def summary_table(rows: Iterable[dict[str, Any]]) -> Table:
     t = Table(title="summary (latency from intended start; percentiles of successful requests)")
     cols = ("target", "rep", "operation", "count", "errors", "req/s", "p50 ms", "p99 ms",
@@ -124,7 +131,8 @@ def summary_table(rows: Iterable[dict[str, Any]]) -> Table:
     for r in rows:
         cpu = r.get("cpu_us_per_request")
         t.add_row(
-            str(r["target"]), str(r["repetition"]), str(r["operation"]), str(r["count"]),
+            str(r["target"]) + (" (probe)" if _probe(r) else ""), str(r["repetition"]),
+            str(r["operation"]), str(r["count"]),
             str(r["errors"]), f"{r['throughput_rps']:.1f}", ms(r["latency_p50_ms"]),
             ms(r["latency_p99_ms"]), ms(r["latency_p999_ms"]), ms(r["latency_max_ms"]),
             ms(r["service_p99_ms"]), f"{cpu:.0f}" if isinstance(cpu, float) else "",

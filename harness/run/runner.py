@@ -5,10 +5,9 @@ and write the result folder. Every exit path stops everything; Ctrl-C (and SIGTE
 or a closed stdout, which the CLI turns into the same KeyboardInterrupt) keeps what was
 measured, marks the run partial and re-raises so the CLI exits 128 + the signal.
 
-What SIGKILL leaves is finishable: run.json says `running` from the start and is rewritten as
-each target run starts and ends, and every broker namespace is recorded in the folder before
-its target starts (harness.run.abandoned); a later `run` reports such a folder and
-`commbench clean` finalises or removes it.
+What SIGKILL leaves is finishable: run.json says `running` from the start and is rewritten as each
+target run starts and ends, and every broker namespace is recorded in the folder before its target
+starts (harness.run.abandoned); a later `run` reports it and `commbench clean` finalises or removes it.
 
 Each merged second goes to the same listeners in turn: the results writer, the measured
 window (harness.run.window: rates and the saturation rule) and the live progress view.
@@ -43,14 +42,15 @@ from harness.run.options import (
     Interrupted,
     RunOptions,
     RunOutcome,
-    check_processes,
     parse_targets_option,
+    settle_processes,
+    spare_cores_hint,
 )
 from harness.run.probes import Meter, ProcessProbe
 from harness.run.progress import ProgressListener, ProgressView
 from harness.run.results import RUNNING, ResultWriter, run_id_for
 from harness.run.settle import settle
-from harness.run.target_run import TargetRun, run_meta
+from harness.run.target_run import TargetRun, probe_notes, run_meta
 from harness.scenario import find_scenario, load_scenario
 from harness.stage.depths import DepthProbe
 from harness.stage.reach import Reach
@@ -65,15 +65,16 @@ class Runner:
     def __init__(self, opts: RunOptions, console: Console | None = None) -> None:
         self.opts = opts
         self.console = console or Console()
-        path = find_scenario(opts.scenario, opts.scenarios_dir)
-        self.scenario_file = path
+        self.scenario_file = path = find_scenario(opts.scenario, opts.scenarios_dir)
         sc = load_scenario(path)
         self.scenario = sc.with_overrides(targets=parse_targets_option(opts.targets), rate=opts.rate,
                                           duration_s=opts.duration_s,
                                           repetitions=opts.repetitions, faults=opts.faults)
         self.reach = Reach.from_options(opts.urls, opts.pids)  # --url, --pid
         self.reach.check(self.scenario.targets)
-        check_processes(opts.processes, opts.load_cpus)
+        local = not all(map(self.reach.by_url, self.scenario.targets))  # targets on this machine
+        self.processes_note = settle_processes(opts, local)  # --processes auto
+        self.spare_hint = spare_cores_hint(opts, local)  # said when the generator falls behind
         self.run_id, self.store = run_id_for(self.scenario.name), opts.store or sc.data.store
         self.token = uuid.uuid4().hex[:8]  # unique per run: queue names on a shared broker
         self.broker: dict[str, Any] | None = None
@@ -101,6 +102,8 @@ class Runner:
         self.progress.note(f"run {self.run_id}: {sc.name}, targets "
                            f"{', '.join(t.name for t in sc.targets)}, "
                            f"{sc.repetitions} repetition(s) → {self.writer.dir}")
+        if self.processes_note:
+            self.progress.note(self.processes_note)
         all_cpus = tuple(sorted(os.sched_getaffinity(0)))
         try:
             if opts.load_cpus:
@@ -111,7 +114,7 @@ class Runner:
                 stage.need_brokers((t.transport for t in sc.targets if not self.reach.by_url(t)),
                                    private=self.reach.own_broker_needed(sc.targets, sc.faults))
                 self._record_brokers()
-                self.warnings += self.reach.warnings(sc.targets)
+                self.warnings += self.reach.warnings(sc.targets) + probe_notes(sc.targets)
                 self._checkpoint()
                 self.target_cpus = opts.target_cpus or all_cpus
                 for rep in range(1, sc.repetitions + 1):  # each target under each variant
@@ -303,19 +306,14 @@ class Runner:
         r.died()  # also after the load, e.g. while draining
         r.merger.flush_all()
         r.meter.sample(final=True)
-        sc, w = self.scenario, r.window
-        totals = r.merger.totals
+        sc, w, totals = self.scenario, r.window, r.merger.totals
         waits = sum(s.in_flight_waits for s in r.stats)
         # A failed run is not judged: its stop, not the generator, shaped its last seconds.
         judged = w.saturation() if sc.load.model == "open" and r.status != "failed" else None
         if judged is not None and judged.saturated:
             r.saturated = True
-            within = "" if w.stop_ns is None else \
-                f" over the {w.full_seconds:g} s measured before the stop"
-            self.warnings.append(
-                f"generator saturated on {r.label}: achieved {judged.achieved:.0%} of the "
-                f"intended rate{within}, schedule lag p99 {judged.lag_p99_ms or 0:.1f} ms "
-                f"(in-flight limit {sc.load.in_flight} per process reached {waits} times)")
+            self.warnings.append(w.saturation_warning(judged, r.label, sc.load.in_flight, waits)
+                                 + self.spare_hint)
         if totals.clamped:
             self.warnings.append(f"{r.label}: {totals.clamped} values above one hour clamped")
         client_cpu_s = r.meter.client_cpu_s

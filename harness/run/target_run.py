@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,7 @@ class TargetRun:
         sc, target = self.scenario, self.target
         return {
             "name": self.row, "transport": self.ref.transport, "client": self.ref.variant,
+            "probe_client": self.ref.probe,
             "server": self.ref.server_name, "url": redact(target.url if target else ""),
             "repetition": self.repetition, "status": self.status,
             "error": redact_text(self.error) if self.error else None,
@@ -176,6 +178,14 @@ class TargetRun:
         }
 
 
+def probe_notes(refs: Iterable[TargetRef]) -> list[str]:
+    """One line per target driven by a probe client, for the run's warnings."""
+    return [f"{ref.name}: driven by the probe client, a minimal HTTP/1.1 client, not a "
+            "production client: its figures are the server's with almost no client cost; "
+            "the difference to the same server with a production client is that client's cost"
+            for ref in dict.fromkeys(refs) if ref.probe]
+
+
 def run_meta(runner: Any, status: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
     """run.json of a `commbench run` (harness.run.runner.Runner), with its target rows."""
     sc, opts = runner.scenario, runner.opts
@@ -187,7 +197,7 @@ def run_meta(runner: Any, status: str, targets: list[dict[str, Any]]) -> dict[st
         "arguments": opts.arguments(),
         "environment": runner.environment,
         "broker": runner.broker,
-        "generator": {"processes": opts.processes,
+        "generator": {"processes": opts.processes, "processes_auto": opts.processes_auto,
                       "in_flight_limit": sc.load.in_flight if sc.load.model == "open" else None,
                       "loop": "uvloop", "clock": "CLOCK_MONOTONIC (time.monotonic_ns)",
                       "saturation_rule": SATURATION_RULE},

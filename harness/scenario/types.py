@@ -41,6 +41,12 @@ class TargetRef:
         return f"{name}-{self.server}" if self.server else name
 
     @property
+    def probe(self) -> bool:
+        """Driven by a probe client (a minimal client to measure the server), not a
+        production one: results label the row so."""
+        return TRANSPORTS[self.transport].is_probe(self.variant)
+
+    @property
     def spec(self) -> str:
         spec = f"{self.transport}:{self.variant}"
         return f"{spec}@{self.server}" if self.server else spec
