@@ -37,6 +37,7 @@ class BrokerKind:
 
 
 RABBITMQ = BrokerKind("rabbitmq", "harness.stage.broker:RABBITMQ")
+POLICY_PARTS = ("timeouts", "retries", "breaker", "bulkhead", "shed")  # harness Policies.on
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,10 @@ class Transport:
     gevent_setup: str | None = None
     # The services `serve` can run (ServeConfig.role); the first is the edge clients call.
     roles: tuple[str, ...] = (ROLE_ORDER,)
-    # The chain edge calls its downstreams itself and applies [policies] on those hops
-    # (targets/policy); False: the scenario's policies are recorded as not applied.
-    hop_policies: bool = False
+    # The parts of a scenario's [policies] its services apply (the chain edge's hops on
+    # REST and gRPC; the queue's deadline, bound and prefetch); the others are recorded as
+    # not applied.
+    policy_parts: tuple[str, ...] = ()
     # The --store kinds its server takes: "memory", "sqlite", "postgresql" (a URL).
     stores: tuple[str, ...] = ("memory", "sqlite")
     # Lookups read a projection that may trail a create: the conformance suite waits (up to
@@ -120,17 +122,18 @@ TRANSPORTS: dict[str, Transport] = {
                   {"aiohttp": "targets.rest.client_aiohttp:connect",
                    "httpx": "targets.rest.client_httpx:connect",
                    "probe": "targets.rest.client_probe:connect"},
-                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY), hop_policies=True,
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY), policy_parts=POLICY_PARTS,
                   probes=frozenset({"probe"})),
         Transport("grpc", "gRPC: protobuf over HTTP/2, grpc.aio",
                   {"grpcio": "targets.grpc.server:serve"},
                   {"grpcio": "targets.grpc.client:connect"},
                   gevent_setup="targets.grpc.gevent_compat:prepare_grpc_aio",
-                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY), hop_policies=True),
+                  roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY), policy_parts=POLICY_PARTS),
         Transport("queue", "RabbitMQ through aio-pika: RPC lookups, confirmed commands, events",
                   {"aio-pika": "targets.queue.server:serve"},
                   {"aio-pika": "targets.queue.client:connect"},
                   broker=RABBITMQ, accepted_moment=True,
+                  policy_parts=("timeouts", "bulkhead", "shed"),
                   roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY, ROLE_NOTIFICATION)),
         Transport("eventsourced", "event sourcing + CQRS: an order log on SQLite or PostgreSQL, "
                   "a projected read model, over the REST wire",

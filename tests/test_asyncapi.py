@@ -48,6 +48,7 @@ from targets.queue.topology import (
     PREFETCH,
     REJECTED,
     Names,
+    Target,
     declare_client,
     declare_shared,
     delete_shared,
@@ -152,6 +153,7 @@ class Delivered:
         self.body = sent.message.body
         self.reply_to = sent.message.reply_to
         self.correlation_id = sent.message.correlation_id
+        self.headers = sent.message.headers
         self.routing_key = sent.routing_key
 
     async def ack(self) -> None:
@@ -250,6 +252,7 @@ class FakeConnection:
         self.connected = asyncio.Event()
         self.connected.set()
         self.close_callbacks: set[Callable[..., Any]] = set()
+        self.reconnect_callbacks: set[Callable[..., Any]] = set()
 
     async def channel(self, **_: Any) -> FakeChannel:
         return FakeChannel(self.broker)
@@ -417,7 +420,8 @@ def test_every_message_client_and_server_write_is_documented() -> None:
                         FakeExchange(broker, shared.names.events))
         await shared.rpc.consume(worker.on_rpc)
         await shared.commands.consume(worker.on_command)
-        client = QueueClient(FakeConnection(broker), NS, timeout=10)  # type: ignore[arg-type]
+        client = QueueClient(FakeConnection(broker), Target("amqp://", NS),  # type: ignore[arg-type]
+                             timeout=10)
         await client._open()
 
         async def refused(call: Awaitable[object]) -> None:

@@ -118,3 +118,58 @@ def test_a_variant_run_names_its_broker_objects_as_amqp_allows() -> None:
              for v in sc.variants]
     assert all(re.fullmatch(r"[A-Za-z0-9_.:-]+", n) for n in names), names
     assert len(set(names)) == 3
+
+
+QUEUE_POLICIES = """
+name = "qpol"
+targets = ["queue"]
+topology = "chain"
+duration = "4s"
+warmup = "0s"
+[data]
+users = 50
+orders_per_user = 2
+store = "sqlite"
+seed = 5
+[load]
+rate = 150
+arrival = "uniform"
+timeout = "10s"
+[operations]
+create = 1
+[policies]
+timeout = "1s"
+shed = 48
+"""
+
+
+@pytest.mark.slow
+def test_the_queue_applies_its_deadline_and_its_bound(tmp_path: Path) -> None:
+    """The edge frozen 1.5 s under 150 creates/s with [policies] timeout 1 s and shed 48: the
+    client stops waiting after 1 s (fast errors, not the 10 s load timeout), the command
+    queue refuses what passes its bound (kind `rejected`: a second of backlog is 150), the
+    edge drops commands whose deadline passed (counted), the broker those that expired in
+    the queue (dead letters), and no order is left half-done."""
+    scenario = tmp_path / "q.toml"
+    scenario.write_text(QUEUE_POLICIES)
+    results = tmp_path / "results"
+    proc = subprocess.run([COMMBENCH, "run", str(scenario), "--results-dir", str(results),
+                           "--fault", "order:pause@1s+1500ms"], capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = results.iterdir()
+    (t,) = json.loads((run_dir / "run.json").read_text())["targets"]
+    assert t["status"] == "ok", t
+    with open(run_dir / "errors.csv", newline="") as f:
+        kinds = {r["kind"]: int(r["count"]) for r in csv.DictReader(f)}
+    # 225 arrive in the pause; the edge holds at most its prefetch (64), the queue 48
+    assert kinds.get("rejected", 0) > 20 and kinds.get("timeout", 0) > 0, kinds
+    assert t["policies"]["counts"]["deadline_expired"] > 0, t["policies"]
+    assert "not_applied" not in t["policies"]
+    assert t["reconciliation"]["clean"], t["reconciliation"]["problems"]
+    from reports.loader import load_run, percentiles_ms
+
+    failed = load_run(run_dir).histogram("queue", "create", outcome="error")
+    # a refused or expired create fails within its 1 s deadline (+ scheduling slack on a
+    # busy 2-core machine), never after the load's 10 s timeout
+    assert percentiles_ms(failed, [99])[99] < 3000

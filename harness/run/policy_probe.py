@@ -47,10 +47,11 @@ class PolicyProbe:
     @classmethod
     def of(cls, target: StagedTarget, policies: str, name: str, repetition: int,
            folder: Path) -> PolicyProbe | None:
-        """A probe when the target's edge runs policies and has a control socket."""
+        """A probe when the target's services apply policies and its edge has a control
+        socket."""
         edge = target.services.get(EDGE)
         if not policies or edge is None or not edge.control \
-                or not get_transport(target.ref.transport).hop_policies:
+                or not get_transport(target.ref.transport).policy_parts:
             return None
         return cls(target, name, repetition, folder)
 
@@ -99,7 +100,7 @@ class PolicyProbe:
         calls, attempts = self.window["calls"], self.window["attempts"]
         return {"name": name, "applied": True, "counts": dict(self.window),
                 "amplification": round(attempts / calls, 3) if calls else None,
-                "attempts_per_create": round(attempts / creates, 3) if creates else None,
+                "attempts_per_create": round(attempts / creates, 3) if creates and calls else None,
                 "unanswered_polls": self.unanswered}
 
 

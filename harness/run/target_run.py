@@ -138,20 +138,25 @@ class TargetRun:
                 "cascade": self.cascade.numbers(windows) if self.cascade else []}
 
     def policies_record(self) -> dict[str, Any] | None:
-        """What the edge's policies did in the measured window (run.json `policies`)."""
-        if self.policies is None:
-            if self.policy_set.on and not get_transport(self.ref.transport).hop_policies:
-                return {"name": self.policy_set.label, "applied": False,
-                        "note": f"{self.ref.transport} has no synchronous hops to apply "
-                                "them to, and its own policies (TTL, max-length, prefetch) "
-                                "are not implemented yet: this target ran without them"}
-            if self.scenario.variants and get_transport(self.ref.transport).hop_policies:
-                return {"name": self.policy_set.label, "applied": True, "counts": None,
-                        "amplification": 1.0, "attempts_per_create": None,
-                        "note": "no policy on: one attempt per call, by construction"}
-            return None
-        creates = next((int(r["count"]) for r in self.rows if r["operation"] == "create"), None)
-        return self.policies.record(self.policy_set.label, creates)
+        """What the policies did in the measured window (run.json `policies`), with the parts
+        this transport does not apply named."""
+        parts = get_transport(self.ref.transport).policy_parts
+        missing = [p for p in self.policy_set.on if p not in parts]
+        note = (f"{self.ref.transport} does not apply {', '.join(missing)}: this target ran "
+                "without them" if missing else "")
+        if self.policies is not None:
+            creates = next((int(r["count"]) for r in self.rows if r["operation"] == "create"),
+                           None)
+            return {**self.policies.record(self.policy_set.label, creates),
+                    **({"not_applied": missing, "note": note} if missing else {})}
+        if self.policy_set.on:
+            return {"name": self.policy_set.label, "applied": False, "not_applied": missing,
+                    "note": note}
+        if self.scenario.variants and "retries" in parts:
+            return {"name": self.policy_set.label, "applied": True, "counts": None,
+                    "amplification": 1.0, "attempts_per_create": None,
+                    "note": "no policy on: one attempt per call, by construction"}
+        return None
 
     def record(self, namespace: str | None, reach: dict[str, Any]) -> dict[str, Any]:
         """This run's row of run.json `targets`; `reach` says how it was reached and probed."""

@@ -168,7 +168,8 @@ class Stage:
         topology "chain": every service the transport serves in the order flow, downstreams
         first, each a process named `<name>-<service>` (the edge: `<name>`) on its own SQLite
         store in `<data>/<name>/`, which reconciliation reads afterwards. `policies` (the
-        wire JSON of harness.scenario.policies) goes to the edge, whose hops they govern."""
+        wire JSON of harness.scenario.policies) goes to every service: each applies what is
+        its own (a REST or gRPC edge its hops' policies, a queue service its queues')."""
         transport = get_transport(ref.transport)
         if url is not None:
             target = StagedTarget(ref, name, url, topology=topology)
@@ -185,8 +186,7 @@ class Stage:
         config = ServeConfig(amqp_url=broker_url, namespace=namespace, seed=seed)
 
         def launch(role: str, config: ServeConfig) -> str:
-            config = replace(config, control=self._control_path(name, role),
-                             policies=policies if role == EDGE else "")
+            config = replace(config, control=self._control_path(name, role), policies=policies)
 
             def again(port: int = 0) -> Service:
                 return self._launcher.start(ref.transport, replace(config, port=port),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -25,17 +26,20 @@ from typing import Any
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aiormq.exceptions import DeliveryError
 
 from targets.api import DEFAULT_TIMEOUT_S
 from targets.core.errors import OrderError, TransportError
 from targets.core.model import CreateOrder, Order
 from targets.core.service import DEFAULT_LIST_LIMIT
+from targets.policy.deadline import HEADER, header_value
 from targets.queue import codec
 from targets.queue.topology import (
     RECONNECT_INTERVAL_S,
+    Target,
     declare_client,
     declare_shared,
-    split_target_url,
+    parse_target_url,
     url_problem,
 )
 from targets.redact import redact
@@ -49,10 +53,15 @@ class QueueClient:
     transport = "queue"
     variant = "aio-pika"
 
-    def __init__(self, connection: AbstractRobustConnection, ns: str, timeout: float) -> None:
+    def __init__(self, connection: AbstractRobustConnection, target: Target,
+                 timeout: float) -> None:
         self._connection = connection
-        self._ns = ns
-        self._timeout = timeout
+        self._ns = target.ns
+        self._target = target
+        # the timeouts policy: a request lives this long (expiration and deadline header),
+        # and the client waits no longer for it
+        self._deadline_s = target.deadline_s
+        self._timeout = min(timeout, target.deadline_s) if target.deadline_s else timeout
         self.client_id = uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
         self._replies: dict[str, asyncio.Future[bytes]] = {}
@@ -66,7 +75,7 @@ class QueueClient:
         rpc_channel = await conn.channel(publisher_confirms=False)
         command_channel = await conn.channel(on_return_raises=True)  # confirms: the default
         consume_channel = await conn.channel(publisher_confirms=False)
-        shared = await declare_shared(command_channel, self._ns)
+        shared = await declare_shared(command_channel, self._ns, self._target.max_length)
         reply_queue, event_queue = await declare_client(consume_channel, self._ns, self.client_id)
         self._rpc_exchange = rpc_channel.default_exchange
         self._command_exchange = command_channel.default_exchange
@@ -120,10 +129,12 @@ class QueueClient:
             lost = self._lost
             try:
                 await self._command_exchange.publish(
-                    aio_pika.Message(body, content_type=codec.CONTENT_TYPE,
-                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    self._message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                     routing_key=self._command_key,
                 )
+            except DeliveryError:  # a nack: the command queue is full (the shed policy)
+                raise TransportError("rejected", "the broker refused the command: the queue "
+                                     "is at its bound (x-max-length)") from None
             except BROKER_ERRORS as exc:
                 if not await self._was_lost(lost):  # a real refusal, not a lost connection
                     raise TransportError("broker", f"broker error: {exc!r}") from None
@@ -167,8 +178,8 @@ class QueueClient:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._rpc_exchange.publish(
-                    aio_pika.Message(codec.dumps(request), content_type=codec.CONTENT_TYPE,
-                                     correlation_id=corr, reply_to=self._reply_to),
+                    self._message(codec.dumps(request), correlation_id=corr,
+                                  reply_to=self._reply_to),
                     routing_key=self._rpc_key,
                     mandatory=False,
                 )
@@ -183,6 +194,15 @@ class QueueClient:
         if "ok" in reply:
             return reply["ok"]
         raise codec.error_from_body(reply.get("error"))
+
+    def _message(self, body: bytes, **properties: Any) -> aio_pika.Message:
+        """With the timeouts policy, the request expires in the queue after the deadline
+        (the broker drops it) and carries the deadline for the edge to drop it late."""
+        if not self._deadline_s:
+            return aio_pika.Message(body, content_type=codec.CONTENT_TYPE, **properties)
+        return aio_pika.Message(
+            body, content_type=codec.CONTENT_TYPE, expiration=self._deadline_s,
+            headers={HEADER: header_value(time.time() + self._deadline_s)}, **properties)
 
     def _check_connected(self) -> None:
         # A robust connection would park the publish until it reconnects; fail fast instead.
@@ -235,7 +255,8 @@ class QueueClient:
 
 async def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> QueueClient:
     """`url` is the broker URL plus `?namespace=<ns>` (as the server announces it)."""
-    amqp_url, ns = split_target_url(url)
+    target = parse_target_url(url)
+    amqp_url, ns = target.amqp_url, target.ns
     problem = url_problem(amqp_url)
     if problem:
         raise TransportError("broker", problem)
@@ -247,7 +268,7 @@ async def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> QueueClien
     except Exception as exc:  # refused, auth, DNS, timeout
         reason = str(exc) or type(exc).__name__
         raise TransportError("broker", f"cannot connect to {redact(amqp_url)}: {reason}") from None
-    client = QueueClient(connection, ns, timeout)
+    client = QueueClient(connection, target, timeout)
     try:
         await client._open()
     except BaseException:

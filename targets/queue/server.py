@@ -33,6 +33,7 @@ from targets.flow.inventory import Inventory
 from targets.flow.notification import Notifications
 from targets.flow.payment import Payments
 from targets.flow.saga import inventory_reacts, notification_reacts, payment_reacts
+from targets.policy.config import Policies
 from targets.queue.saga_workers import ChainWorker, React, SagaWorker
 from targets.queue.topology import (
     PREFETCH,
@@ -90,11 +91,24 @@ async def _serve(config: ServeConfig, setup: Setup, faults: FaultSwitch) -> None
         await _serve_broker(config, setup)
 
 
+def _policies(config: ServeConfig) -> Policies:
+    """The queue's part of the scenario's policies: `timeout` (a command's or lookup's
+    deadline: the client sets it, the edge drops what arrives past it), `shed` (the request
+    and command queues' bound) and `bulkhead` (a downstream service's prefetch: messages it
+    holds at once). The hops' own policies (retries, breaker) have no queue counterpart."""
+    try:
+        return Policies.from_json(config.policies)
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
+
+
 async def _serve_broker(config: ServeConfig, setup: Setup) -> None:
+    policies = _policies(config)
     connection = await _connect(config.amqp_url, config.namespace)
     try:
         consuming = await connection.channel(publisher_confirms=False)
-        await consuming.set_qos(prefetch_count=PREFETCH)
+        bulkhead = policies.bulkhead if config.role != ROLE_ORDER else None
+        await consuming.set_qos(prefetch_count=bulkhead or PREFETCH)
         confirming = await connection.channel()  # publisher confirms: aio-pika's default
         worker, consumers = await setup(consuming, confirming)
         tags = [(queue, await queue.consume(_counted(queue.name, callback)))
@@ -140,7 +154,8 @@ async def _serve_broker(config: ServeConfig, setup: Setup) -> None:
         await watch_cancels()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        announce_ready("queue", target_url(config.amqp_url, config.namespace), config.role)
+        announce_ready("queue", target_url(config.amqp_url, config.namespace, policies.timeout_s,
+                                           policies.shed), config.role)
         log.info("serving namespace %s on %s as %s (%s)", config.namespace,
                  redact(config.amqp_url), config.role, config.topology)
         stopping = asyncio.ensure_future(stop.wait())
@@ -183,11 +198,11 @@ def _order_setup(config: ServeConfig, service: OrderService, faults: FaultSwitch
 
     async def setup(consuming: AbstractChannel, confirming: AbstractChannel) -> Ready:
         if config.topology != TOPOLOGY_CHAIN:
-            shared = await declare_shared(consuming, config.namespace)
+            shared = await declare_shared(consuming, config.namespace, _policies(config).shed)
             events = await confirming.get_exchange(shared.names.events)
             worker = Worker(service, consuming.default_exchange, events, faults)
             return worker, [(shared.rpc, worker.on_rpc), (shared.commands, worker.on_command)]
-        saga = await declare_saga(consuming, config.namespace)
+        saga = await declare_saga(consuming, config.namespace, _policies(config).shed)
         shared = saga.shared
         chain = ChainWorker(service, consuming.default_exchange,
                             await confirming.get_exchange(shared.names.events),
@@ -202,7 +217,7 @@ def _saga_setup(config: ServeConfig, react: React, faults: FaultSwitch) -> Setup
     """A downstream service: its saga queue, and the saga exchange to publish on."""
 
     async def setup(consuming: AbstractChannel, confirming: AbstractChannel) -> Ready:
-        saga = await declare_saga(consuming, config.namespace)
+        saga = await declare_saga(consuming, config.namespace, _policies(config).shed)
         worker = SagaWorker(react, await confirming.get_exchange(saga.shared.names.saga), faults)
         return worker, [(saga.queues[config.role], worker.on_saga)]
 

@@ -77,13 +77,18 @@ class Shared:
     dead: AbstractQueue
 
 
-async def declare_shared(channel: AbstractChannel, ns: str) -> Shared:
-    """Request and command queues dead-letter into `<ns>.dlx` → `<ns>.dead`."""
+async def declare_shared(channel: AbstractChannel, ns: str, max_length: int | None = None) -> Shared:
+    """Request and command queues dead-letter into `<ns>.dlx` → `<ns>.dead`. `max_length`
+    (the shed policy) bounds each of them: a publish past it is refused (reject-publish), so
+    the client learns at once instead of its message waiting behind the backlog. Server and
+    client declare alike, so both must be given the same bound (the target URL carries it)."""
     names = Names(ns)
     dlx = await channel.declare_exchange(names.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
     dead = await channel.declare_queue(names.dead, durable=True)
     await dead.bind(dlx, routing_key="")
-    dead_letter = {"x-dead-letter-exchange": names.dlx}
+    dead_letter: dict[str, object] = {"x-dead-letter-exchange": names.dlx}
+    if max_length is not None:
+        dead_letter |= {"x-max-length": max_length, "x-overflow": "reject-publish"}
     rpc = await channel.declare_queue(names.rpc, durable=True, arguments=dead_letter)
     commands = await channel.declare_queue(names.commands, durable=True, arguments=dead_letter)
     events = await channel.declare_exchange(
@@ -101,11 +106,11 @@ class Saga:
     queues: dict[str, AbstractQueue]  # role → its durable queue, bound to the events it consumes
 
 
-async def declare_saga(channel: AbstractChannel, ns: str) -> Saga:
+async def declare_saga(channel: AbstractChannel, ns: str, max_length: int | None = None) -> Saga:
     """The saga exchange and every service's queue (durable, dead-lettering like the command
     queue), bound per targets.flow.saga.SUBSCRIPTIONS. Every role declares all of them, so
     an event published before its consumer first started waits in its queue."""
-    shared = await declare_shared(channel, ns)
+    shared = await declare_shared(channel, ns, max_length)
     names = shared.names
     exchange = await channel.declare_exchange(names.saga, aio_pika.ExchangeType.TOPIC, durable=True)
     queues: dict[str, AbstractQueue] = {}
@@ -147,21 +152,52 @@ async def delete_shared(channel: AbstractChannel, ns: str) -> None:
         await channel.exchange_delete(exchange)
 
 
-def target_url(amqp_url: str, ns: str) -> str:
-    """The URL a queue client is given: the broker URL plus `namespace=<ns>`."""
+# Query parameters of a target URL that are the target's, not the broker's: the namespace,
+# and the policies a client must apply too (the command's deadline, the queues' bound).
+OURS = ("namespace", "deadline", "max_length")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a target URL tells a client beside the broker's URL."""
+
+    amqp_url: str
+    ns: str
+    deadline_s: float | None = None  # timeouts policy: a command's life (expiration, header)
+    max_length: int | None = None  # shed policy: the request and command queues' bound
+
+
+def target_url(amqp_url: str, ns: str, deadline_s: float | None = None,
+               max_length: int | None = None) -> str:
+    """The URL a queue client is given: the broker URL plus `namespace=<ns>` and the
+    policies the client applies too."""
     parts = urlsplit(amqp_url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "namespace"]
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in OURS]
     query.append(("namespace", ns))
+    query += [("deadline", f"{deadline_s:g}")] if deadline_s else []
+    query += [("max_length", str(max_length))] if max_length else []
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def split_target_url(url: str) -> tuple[str, str]:
-    """(broker URL without `namespace`, namespace); other query parameters are kept."""
+def parse_target_url(url: str) -> Target:
+    """The broker URL (other query parameters kept), the namespace and the policies."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query)
-    ns = next((v for k, v in query if k == "namespace"), "") or DEFAULT_NAMESPACE
-    rest = urlencode([(k, v) for k, v in query if k != "namespace"])
-    return urlunsplit(parts._replace(query=rest)), ns
+    got = {k: v for k, v in query if k in OURS}
+    rest = urlencode([(k, v) for k, v in query if k not in OURS])
+    try:
+        deadline = float(got["deadline"]) if got.get("deadline") else None
+        max_length = int(got["max_length"]) if got.get("max_length") else None
+    except ValueError:
+        deadline = max_length = None  # not ours to judge: a client of an older server
+    return Target(urlunsplit(parts._replace(query=rest)), got.get("namespace") or DEFAULT_NAMESPACE,
+                  deadline, max_length)
+
+
+def split_target_url(url: str) -> tuple[str, str]:
+    """(broker URL without our parameters, namespace)."""
+    t = parse_target_url(url)
+    return t.amqp_url, t.ns
 
 
 def url_problem(amqp_url: str) -> str | None:

@@ -29,6 +29,7 @@ from targets.core.errors import OrderError
 from targets.core.model import CreateOrder, Order
 from targets.core.service import DEFAULT_LIST_LIMIT, OrderService
 from targets.core.validation import create_from_dict
+from targets.policy.deadline import HEADER, DeadlineExpired, check_header
 from targets.queue import codec
 from targets.queue.topology import CREATED, REJECTED
 
@@ -115,6 +116,8 @@ class Worker(Guarded):
         await self._guard(self._command, message)
 
     async def _rpc(self, message: AbstractIncomingMessage) -> None:
+        if message.headers and await self._expired(message):
+            return
         try:
             if not message.reply_to or not message.correlation_id:
                 raise codec.Malformed("request has no reply_to/correlation_id")
@@ -143,6 +146,8 @@ class Worker(Guarded):
     async def _command(self, message: AbstractIncomingMessage) -> None:
         if self.faults.active and await self._requeued(message):
             return
+        if message.headers and await self._expired(message):
+            return
         try:
             d = codec.decode_object(message.body)
             request_id, client_id = codec.command_keys(d)
@@ -170,6 +175,17 @@ class Worker(Guarded):
             routing_key=f"{prefix}.{client_id}",
             mandatory=False,  # the client may be gone; observers bind order.created.#
         )
+
+    @staticmethod
+    async def _expired(message: AbstractIncomingMessage) -> bool:
+        """A request whose sender's deadline (the timeouts policy) has passed is dropped,
+        not done: acked, no answer (the sender stopped waiting), counted deadline_expired."""
+        try:
+            check_header(str(message.headers.get(HEADER) or ""))
+        except DeadlineExpired:
+            await message.ack()
+            return True
+        return False
 
     async def _dead_letter(self, message: AbstractIncomingMessage, why: Exception) -> None:
         log.warning("dead-lettering a malformed message: %s", why)
