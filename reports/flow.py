@@ -33,7 +33,8 @@ CASCADE = (("fault", "fault"), ("time to detect s", "time_to_detect_s"),
 def fault_spans(run: Run) -> list[tuple[float, float, str]]:
     """The scenario's fault windows, shaded on the time plots."""
     return [(float(f["at_s"]), float(f["at_s"]) + float(f["duration_s"]),
-             f"{f['service']} {f['kind']}") for f in run.scenario.get("faults") or []]
+             f"{f['service']} {f['kind']}" if f["service"] != f["kind"] else "broker stopped")
+            for f in run.scenario.get("faults") or []]
 
 
 def flow_tables(run: Run) -> FlowTables | None:
