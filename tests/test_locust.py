@@ -42,6 +42,7 @@ from harness.locust.results import (
 )
 from harness.scenario import duration_option, load_scenario
 from reports.loader import load_run
+from tests.procs import still_running
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
@@ -91,7 +92,7 @@ def mark() -> Iterator[str]:
     value = uuid.uuid4().hex
     yield value
     found = survivors(value)
-    _, alive = psutil.wait_procs(found, timeout=10)
+    alive = still_running(found, timeout=10)
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()

@@ -51,7 +51,14 @@ def with_(path: str, value: object) -> dict:
     return raw
 
 
-DELETE = object()
+class _Delete:
+    """The key is left out; its repr is stable so test ids agree across pytest-xdist workers."""
+
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+DELETE = _Delete()
 
 
 @pytest.mark.parametrize("name", ["order-lookup", "order-creation", "mixed", "quick"])
