@@ -117,6 +117,7 @@ def test_a_generator_that_falls_behind_is_flagged_on_screen_in_run_json_and_repo
     assert "The generator kept to the offered" not in page
 
 
+@pytest.mark.exclusive  # the broker may be shared: another test's traffic would add to its CPU
 def test_demo_run_measures_the_queue_with_both_creation_figures_and_the_broker_cpu(
         tmp_path: Path, amqp_url: str) -> None:
     """`make demo` is `commbench run scenarios/quick.toml --report`: here with 1 s windows,

@@ -33,7 +33,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 # Never skipped: `make test` installs chromium (scripts/system-deps.sh); without it these
 # tests fail saying so.
-pytestmark = pytest.mark.slow
+# The shared real runs of tests/report_runs.py are made once per worker: on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_runs")]
 
 _INSPECT = """(() => {
   const imgs = [...document.images].map(i => ({alt: i.alt, complete: i.complete,
