@@ -1,13 +1,15 @@
 """Shared fixtures: real processes over real sockets, all stopped by the end of each test.
 
-`make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`). What the
-workers share is arranged here, so that parallel tests cannot collide:
+`make test` runs the suite on two pytest-xdist workers (`-n 2`). What the workers share is
+arranged here, so that parallel tests cannot collide:
 
 - the broker: the system RabbitMQ when it answers; otherwise the controller starts one
   private node before the workers exist and hands them its URL (COMMBENCH_TEST_AMQP_URL),
   so a fresh machine runs one private broker, not one per worker;
 - the machine: a test marked `exclusive` runs with no other test running (see
-  `machine_share`), for assertions that a neighbour's load would make meaningless.
+  `pytest_runtest_protocol`), for assertions that a neighbour's load would make meaningless;
+- the real runs of tests/report_runs.py: their modules go to one worker together (see
+  `pytest_xdist_make_scheduler`).
 
 Everything else a test touches is its own: ports from the OS (port 0), folders under its
 tmp_path, broker namespaces with a random or per-process token.
@@ -54,6 +56,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     _controller.close()
+
+
+# Modules built on the real runs of tests/report_runs.py, which each process makes once and
+# whose folders the tests write reports into: all on one worker, so the runs are made once
+# and no two processes write into one folder. (Not by xdist_group marks: with pytest 9.2
+# `--dist loadgroup` silently stops grouping, pytest-xdist issue 1386.)
+SHARED_RUN_MODULES = frozenset(f"tests/{m}.py" for m in (
+    "test_compare", "test_damaged", "test_report_browser", "test_reports"))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Each test its own unit of work, except SHARED_RUN_MODULES: one unit together."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "shared-report-runs" if module in SHARED_RUN_MODULES else nodeid
+
+    return Scheduling(config, log)  # type: ignore[arg-type]
 
 
 def _suite_broker_url() -> str:

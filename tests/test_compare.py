@@ -16,8 +16,7 @@ from reports.stats import DEFAULT_NOISE, Figure
 from tests.report_runs import commbench, copy_run, real_run
 from tests.resultfolder import RunSpec, TargetSpec, write_run
 
-# The shared real runs of tests/report_runs.py are made once per worker: on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_runs")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,7 @@ from reports.tables import figure, figures
 from tests.report_runs import commbench, copy_run, real_run, without_manifest
 from tests.resultfolder import RunSpec, TargetSpec, write_run
 
-# The shared real runs of tests/report_runs.py are made once per worker: on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_runs")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 # Never skipped: `make test` installs chromium (scripts/system-deps.sh); without it these
 # tests fail saying so.
-# The shared real runs of tests/report_runs.py are made once per worker: on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_runs")]
+pytestmark = pytest.mark.slow
 
 _INSPECT = """(() => {
   const imgs = [...document.images].map(i => ({alt: i.alt, complete: i.complete,

@@ -36,8 +36,7 @@ from tests.report_runs import (
 )
 from tests.resultfolder import RunSpec, TargetSpec, write_run
 
-# The shared real runs of tests/report_runs.py are made once per worker: on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_runs")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
