@@ -142,7 +142,6 @@ def test_schedule_lag_alone_flags_a_generator_that_kept_the_rate(tmp_path: Path)
     assert (t.loc[t["operation"] == "all", "schedule_lag_p99_ms"] > 10).any()
 
 
-@pytest.mark.exclusive  # the broker may be shared: another test's traffic would add to its CPU
 def test_demo_run_measures_the_queue_with_both_creation_figures_and_the_broker_cpu(
         tmp_path: Path, amqp_url: str) -> None:
     """`make demo` is `commbench run scenarios/quick.toml --report`: here with 1 s windows,
