@@ -52,9 +52,7 @@ def with_(path: str, value: object) -> dict:
 
 
 class _Delete:
-    """The key is left out; its repr is stable so test ids agree across pytest-xdist workers."""
-
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # in test ids, which must agree across pytest-xdist workers
         return "<deleted>"
 
 
