@@ -60,6 +60,7 @@ SHARED_RUN_MODULES = frozenset(f"tests/{m}.py" for m in (
     "test_compare", "test_damaged", "test_report_browser", "test_reports"))
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown to pytest without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """Each test its own unit of work, except SHARED_RUN_MODULES: one unit together."""
     from xdist.scheduler import LoadScopeScheduling
