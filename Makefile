@@ -12,7 +12,7 @@ demo: venv broker-deps
 
 test: venv broker-deps postgres-deps browser-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2  # two workers; tests/conftest.py says what they share
 
 lint: venv
 	$(VENV)/bin/ruff check .

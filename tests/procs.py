@@ -51,3 +51,26 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.1):
             raise AssertionError(f"{what}: not within {timeout:g} s")
         time.sleep(interval)
     return value
+
+
+def still_running(processes: list, timeout: float) -> list:
+    """The processes that have not exited within `timeout` s. A zombie has exited: it waits
+    only for its parent to reap it, and an orphan's parent is PID 1, which here (a
+    container's init) reaps late on a busy machine, so psutil.wait_procs alone would count
+    it as alive."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    left = list(processes)
+    while True:
+        _, left = psutil.wait_procs(left, timeout=min(0.5, max(deadline - time.monotonic(), 0)))
+        running = []
+        for p in left:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    running.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not running or time.monotonic() >= deadline:
+            return running
+        left = running

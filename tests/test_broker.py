@@ -3,6 +3,7 @@ really serves AMQP and leaves no process or folder behind (normal exit, error, S
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ from harness.stage import broker
 from harness.stage.broker import BrokerInfo, ensure_broker, probe
 from targets.serving import DEFAULT_AMQP_URL
 from tests.conftest import run
+from tests.procs import still_running
 
 pytestmark = pytest.mark.broker
 
@@ -112,12 +114,15 @@ def test_private_broker_is_stopped_when_the_body_fails(tmp_path: Path) -> None:
 @needs_private
 @pytest.mark.slow
 def test_private_broker_dies_with_a_killed_harness(tmp_path: Path) -> None:
-    """SIGKILL leaves no chance to clean up: the parent-death signal must take the VM down."""
+    """SIGKILL leaves no chance to clean up: the parent-death signal must take the VM down.
+    The work folder is deep on purpose: the readiness socket once lived there, and past the
+    107 bytes a socket path may have, the VM ran under a shell that the signal did not reach."""
+    work = tmp_path / ("deep" * 15)
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
         from harness.stage.broker import ensure_broker
-        with ensure_broker({_closed_url()!r}, Path({str(tmp_path)!r})) as info:
+        with ensure_broker({_closed_url()!r}, Path({str(work)!r})) as info:
             print(info.node, flush=True)
             sys.stdin.read()  # until the test kills us
     """)
@@ -132,7 +137,10 @@ def test_private_broker_dies_with_a_killed_harness(tmp_path: Path) -> None:
     finally:
         harness.send_signal(signal.SIGKILL)
         harness.wait()
-    _, alive = psutil.wait_procs(processes, timeout=10)
+    alive = still_running(processes, timeout=10)
+    for p in alive:  # a failure must not leave a broker behind for the rest of the suite
+        with contextlib.suppress(psutil.Error):
+            p.kill()
     assert alive == []
 
 

@@ -117,6 +117,31 @@ def test_a_generator_that_falls_behind_is_flagged_on_screen_in_run_json_and_repo
     assert "The generator kept to the offered" not in page
 
 
+def test_schedule_lag_alone_flags_a_generator_that_kept_the_rate(tmp_path: Path) -> None:
+    """"... or the schedule lag p99 exceeds 10 ms": one request in flight at 50/s (one due
+    every 20 ms) against a target delayed 30 ms for half a second. About 25 requests wait
+    for the slot, each 10 ms longer than the one before, so far more than 1 % of the sends
+    lag over 10 ms (load only lengthens the delay). The backlog, a dozen requests at normal
+    speed, is gone long before the window ends, so every intended request still leaves
+    within it: the lag alone flags the run."""
+    results = tmp_path / "results"
+    p = commbench_run(str(scenario(tmp_path, "lag", duration="3s", rate=50, in_flight=1,
+                                   operations="get = 1")),
+                      "--fault", "order:delay=30ms@1s+500ms", "--results-dir", str(results))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "rest r1: ok (saturated)" in p.stdout, p.stdout
+    m = re.search(r"warning: generator saturated on rest r1: achieved (\d+)% of the intended "
+                  r"rate, schedule lag p99 ([\d.]+) ms", p.stdout)
+    assert m and int(m[1]) >= 99 and float(m[2]) > 10, p.stdout
+    run_dir, meta = the_run(results)
+    assert meta["targets"][0]["saturated"] is True
+    s = pd.read_csv(run_dir / "summary.csv").set_index("operation")
+    assert bool(s.loc["all", "saturated"]) and s.loc["all", "achieved_rps"] >= \
+        0.99 * s.loc["all", "intended_rps"]
+    t = pd.read_csv(run_dir / "timeline.csv")
+    assert (t.loc[t["operation"] == "all", "schedule_lag_p99_ms"] > 10).any()
+
+
 def test_demo_run_measures_the_queue_with_both_creation_figures_and_the_broker_cpu(
         tmp_path: Path, amqp_url: str) -> None:
     """`make demo` is `commbench run scenarios/quick.toml --report`: here with 1 s windows,

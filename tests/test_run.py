@@ -31,7 +31,7 @@ from harness.run.results import (
 from harness.run.runner import Runner, RunOptions, TargetRun
 from harness.stage.broker import delete_namespace
 from targets.redact import redact_text
-from tests.procs import NoLine, read_until
+from tests.procs import NoLine, read_until, still_running
 
 # From the start of `commbench run` to its "load on" line: start, conformance gate and
 # warm-up take about 3 s on a quiet 2-core machine; 60 s is generous for a busy one.
@@ -196,8 +196,7 @@ def test_ctrl_c_keeps_a_partial_result_and_leaves_no_process(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 130, err
-    gone, alive = psutil.wait_procs(tree, timeout=10)
-    assert alive == []
+    assert still_running(tree, timeout=10) == []
     (run_dir,) = results.iterdir()
     assert not run_dir.name.startswith(".partial-")
     meta = json.loads((run_dir / "run.json").read_text())
@@ -237,8 +236,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 143  # 128 + SIGTERM, as a shell reports a terminated command
-    _, alive = psutil.wait_procs(tree, timeout=10)
-    assert alive == []
+    assert still_running(tree, timeout=10) == []
     (run_dir,) = results.iterdir()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "partial"
 

@@ -52,7 +52,12 @@ def with_(path: str, value: object) -> dict:
     return raw
 
 
-DELETE = object()
+class _Delete:
+    def __repr__(self) -> str:  # in test ids, which must agree across pytest-xdist workers
+        return "<deleted>"
+
+
+DELETE = _Delete()
 
 
 @pytest.mark.parametrize("name", ["order-lookup", "order-creation", "mixed", "quick"])

@@ -21,8 +21,8 @@ from targets.serving import ServeConfig
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
 TINY = """
 name = "tiny"
-description = "two REST servers, briefly"
-targets = ["rest", "rest@granian"]
+description = "REST with another client and on another server, briefly"
+targets = ["rest", "rest:httpx", "rest@granian"]
 duration = "2s"
 warmup = "500ms"
 
@@ -108,7 +108,10 @@ def test_verify_passes_on_the_granian_variant(tmp_path: Path) -> None:
     assert f"conformance: all {checks} checks passed" in proc.stdout
 
 
-def test_a_run_reports_the_granian_variant_as_its_own_row(tmp_path: Path) -> None:
+def test_a_run_reports_client_and_server_variants_as_rows_of_their_own(tmp_path: Path) -> None:
+    """The granian server variant and the httpx client variant ("Client cost counts:
+    rest-httpx is its own row") each measured as a row of its own, in run.json, summary.csv
+    (the client's CPU per request included) and the report's table."""
     scenario, results = tmp_path / "tiny.toml", tmp_path / "results"
     scenario.write_text(TINY)
     proc = subprocess.run([COMMBENCH, "run", str(scenario), "--results-dir", str(results),
@@ -116,11 +119,19 @@ def test_a_run_reports_the_granian_variant_as_its_own_row(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = results.iterdir()
     meta = json.loads((run_dir / "run.json").read_text())
-    assert [(t["name"], t["server"], t["status"]) for t in meta["targets"]] == [
-        ("rest", "uvicorn", "ok"), ("rest-granian", "granian", "ok")]
+    assert [(t["name"], t["client"], t["server"], t["status"]) for t in meta["targets"]] == [
+        ("rest", "aiohttp", "uvicorn", "ok"), ("rest-httpx", "httpx", "uvicorn", "ok"),
+        ("rest-granian", "aiohttp", "granian", "ok")]
     with open(run_dir / "summary.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["operation"] == "all"]
-    assert {r["target"] for r in rows} == {"rest", "rest-granian"}
-    assert all(float(r["cpu_us_per_request"]) > 0 and int(r["errors"]) == 0 for r in rows)
+        rows = {r["target"]: r for r in csv.DictReader(f) if r["operation"] == "all"}
+    assert set(rows) == {"rest", "rest-httpx", "rest-granian"}
+    assert rows["rest-httpx"]["client"] == "httpx"
+    # why the client is selectable: httpx spends more CPU per request than aiohttp (about
+    # 2.5 times, measured on 2 cores); an ordering of CPU times, not a speed
+    assert float(rows["rest-httpx"]["client_cpu_us_per_request"]) > \
+        float(rows["rest"]["client_cpu_us_per_request"])
+    assert all(float(r["cpu_us_per_request"]) > 0 and float(r["client_cpu_us_per_request"]) > 0
+               and int(r["errors"]) == 0 for r in rows.values())
     page = (run_dir / "report.html").read_text()
     assert "<tr><td>rest-granian</td>" in page and "<td>granian</td>" in page
+    assert "<tr><td>rest-httpx</td>" in page

@@ -135,7 +135,7 @@ def test_a_hang_up_finalises_like_ctrl_c_and_deletes_the_namespace(tmp_path: Pat
     _, err = finish(proc)
     assert proc.returncode == 129, err
     assert err.strip().startswith("commbench: hang-up (SIGHUP)") and "Traceback" not in err
-    assert psutil.wait_procs(tree, timeout=10)[1] == []
+    assert procs.still_running(tree, timeout=10) == []
     folder, meta = the_run(results)
     (target,) = meta["targets"]
     assert meta["status"] == "partial" and target["status"] == "interrupted"

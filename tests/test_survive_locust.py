@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from harness.locust.checks import timespan_s
+from tests.procs import still_running
 from tests.test_locust import (
     ROOT,
     SCENARIO,
@@ -35,7 +36,7 @@ def mark() -> Iterator[str]:
     """As in test_locust.py: no process carrying the marker may outlive the test."""
     value = uuid.uuid4().hex
     yield value
-    _, alive = psutil.wait_procs(survivors(value), timeout=10)
+    alive = still_running(survivors(value), timeout=10)
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()

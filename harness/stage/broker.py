@@ -202,7 +202,7 @@ class _Node:
                                 self.base / "epmd.out")
         # erl would start a detached epmd of its own if ours were not listening yet.
         self._wait(lambda: _port_wait(self.epmd_port), self.epmd, deadline, "epmd")
-        with _notify_socket(self.base / "notify.sock") as notify:
+        with _notify_socket() as notify:
             if notify is not None:
                 # sd_notify: the script then execs the VM (the parent-death signal holds for
                 # the broker itself, not just a wrapper shell) and tells us when it is ready.
@@ -271,17 +271,25 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def _notify_socket(path: Path) -> Iterator[socket.socket | None]:
-    """A datagram socket for systemd-style readiness messages (None if it cannot be made)."""
+def _notify_socket() -> Iterator[socket.socket | None]:
+    """A datagram socket for systemd-style readiness messages (None if it cannot be made).
+
+    It lives in a short folder of its own under the temporary directory, not in the node's
+    work folder: a socket path is limited to 107 bytes, and without the socket the script
+    keeps a shell between us and the VM, so a killed harness would leave the VM running."""
+    folder = tempfile.mkdtemp(prefix="cb-rmq-")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        sock.bind(str(path))
-    except OSError:  # e.g. a path longer than sun_path allows
-        sock.close()
-        yield None
-        return
-    with sock:
-        yield sock
+        try:
+            sock.bind(os.path.join(folder, "notify.sock"))
+        except OSError:  # a temporary directory whose path is still too long
+            sock.close()
+            yield None
+            return
+        with sock:
+            yield sock
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _notified_ready(sock: socket.socket | None) -> bool:
