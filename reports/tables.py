@@ -60,8 +60,9 @@ _SUMMARY_COLUMN = {"throughput": "throughput_rps", "error_rate": "error_rate",
                    "p50": "latency_p50_ms", "p90": "latency_p90_ms", "p99": "latency_p99_ms",
                    "p999": "latency_p999_ms", "max": "latency_max_ms",
                    "service_p99": "service_p99_ms"}
-OPERATION_ORDER = ("get", "list", "create", "create_accepted", "all")
+OPERATION_ORDER = ("get", "list", "create", "create_accepted", "noop", "all")
 OPERATION_LABEL = {"get": "get an order", "list": "list a user's orders",
+                   "noop": "nothing (the transport's floor)",
                    "create": "create an order (completed)",
                    "create_accepted": "create an order (accepted by the broker)",
                    "all": "all operations"}

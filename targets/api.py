@@ -33,6 +33,11 @@ class OrderClient(Protocol):
         """
         ...
 
+    async def noop(self) -> None:
+        """An empty request, an empty answer: the transport's own floor (framing, parsing,
+        one hop), with no order logic, so a report can tell the two apart."""
+        ...
+
     async def close(self) -> None: ...
 
 

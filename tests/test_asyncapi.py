@@ -438,6 +438,7 @@ def test_every_message_client_and_server_write_is_documented() -> None:
         await refused(client.get_order(0))
         assert [o.id for o in await client.list_user_orders(2, limit=2)] == [6, 5]
         assert await client.list_user_orders(SEED.users + 1) == []
+        assert await client.noop() is None  # the floor: nothing asked, nothing answered
         await refused(client.list_user_orders(1, limit=0))
         created = await client.create_order(
             CreateOrder("doc-1", 2, (ItemRequest("SKU-001", 2), ItemRequest("SKU-020", 1))))

@@ -102,7 +102,7 @@ def test_run_by_url_measures_a_target_started_elsewhere(
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "complete"
     (target,) = meta["targets"]
-    assert target["status"] == "ok" and target["conformance"] == "11/11 checks passed"
+    assert target["status"] == "ok" and target["conformance"] == "12/12 checks passed"
     assert target["measured_by_url"] is True and target["pids"] is None
     assert target["cpu"] == CPU_NOT_MEASURED.format(name=transport)
     assert target["url"] == outside.url and target["log"] is None

@@ -400,14 +400,14 @@ def test_headless_run_against_a_real_target(tmp_path: Path, scenario: Path, mark
                          "-t", "3s", "--", "--json-file", str(stats)),
         env=env_with(mark), capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "conformance 11/11 checks passed" in r.stderr
+    assert "conformance 12/12 checks passed" in r.stderr
     counts = locust_json(stats.with_suffix(".json"))
     assert {"get", "list", "create"} <= set(counts)
     (folder,) = run_folders(results)
     check_folder(folder, transport, counts)
     run = load_run(folder)
     meta = run.context
-    assert meta["targets"][0]["conformance"] == "11/11 checks passed"
+    assert meta["targets"][0]["conformance"] == "12/12 checks passed"
     assert meta["scenario"]["load"]["model"] == "closed" and meta["scenario"]["load"]["users"] == 10
     assert meta["environment"]["packages"]["locust"]
     all_row = run.summary.set_index("operation").loc["all"]

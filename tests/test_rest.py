@@ -219,7 +219,9 @@ def test_openapi_document_matches_the_server(launcher):
             ("get", "/orders/{order_id}"): {"200", "404", "422"},
             ("get", "/users/{user_id}/orders"): {"200", "422"},
             ("post", "/orders"): {"200", "201", "422", "503"},  # 503: a chain edge rejected it
+            ("post", "/noop"): {"204"},
         }
+        assert http.post("/noop").status_code == 204 and http.post("/noop").content == b""
 
         _declared(spec, "get", "/healthz", http.get("/healthz"))
 

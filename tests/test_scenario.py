@@ -208,13 +208,13 @@ BAD = [
                       "arrival, users, think_time, in_flight, timeout"),
     ("load.stages", [{"rate": 1, "duration": "1s"}],
      "x.toml: load.rate: give either load.rate or load.stages, not both"),
-    ("operations", DELETE, "x.toml: operations: is required: weights for get, list, create"),
+    ("operations", DELETE, "x.toml: operations: is required: weights for get, list, create, noop"),
     ("operations.get", -1, "x.toml: operations.get: must be a weight: a number of zero or more, "
                            "got -1"),
-    ("operations.get", 0, "x.toml: operations: at least one of get, list, create needs a weight "
+    ("operations.get", 0, "x.toml: operations: at least one of get, list, create, noop needs a weight "
                           "above zero"),
     ("operations.delete", 1, "x.toml: operations.delete: unknown key; valid keys here: get, "
-                             "list, create, list_limit"),
+                             "list, create, noop, list_limit"),
     ("operations.list_limit", 0, "x.toml: operations.list_limit: must be an integer from 1 to "
                                  "1000, got 0"),
     ("operations.list_limit", 5000, "x.toml: operations.list_limit: must be an integer from 1 "
@@ -468,7 +468,7 @@ def test_slo_reads_back_as_written():
     ({"create": "p99 < 5ms"}, "x.toml: slo.create: names an operation the mix does not have "
                               "(weights: get, list)"),
     ({"nope": "p99 < 5ms"}, "x.toml: slo: nope: not an operation; use one of get, list, "
-                            "create, create_accepted, all"),
+                            "create, create_accepted, noop, all"),
 ])
 def test_bad_slo(slo, message):
     raw = base()

@@ -272,7 +272,9 @@ class Engine:
 
     async def _send(self, req: Request, intended: int, sent: int) -> None:
         c = self.client
-        if req.op == "get":
+        if req.op == "noop":
+            await c.noop()
+        elif req.op == "get":
             await c.get_order(req.order_id)
         elif req.op == "list":
             await c.list_user_orders(req.user_id, req.limit)

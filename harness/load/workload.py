@@ -33,7 +33,7 @@ class Request:
     costs over three times as much to create (its __init__ goes through object.__setattr__)."""
 
     k: int
-    op: str  # get | list | create
+    op: str  # get | list | create | noop
     order_id: int = 0
     user_id: int = 0
     limit: int = 0
@@ -65,6 +65,8 @@ class Workload:
             if self._choose else self._ops[0]
         # Always the same draws, flat (pairs are built only for a create).
         a, b, c, s0, q0, s1, q1, s2, q2 = r(), r(), r(), r(), r(), r(), r(), r(), r()
+        if op == "noop":
+            return Request(k, op)
         if op == "get":
             return Request(k, op, 1 + int(a * self._orders))
         if op == "list":

@@ -45,6 +45,9 @@ def _reason(exc: Exception) -> str:
 async def send(client: OrderClient, req: Request, record_accepted: bool) -> int | None:
     """One request through the client interface; returns the accept offset (ns) of a queue
     creation (the broker's confirm), else None."""
+    if req.op == "noop":
+        await client.noop()
+        return None
     if req.op == "get":
         await client.get_order(req.order_id)
         return None

@@ -30,7 +30,7 @@ from harness.load.recorder import ACCEPTED, MergedSecond, Totals, max_ms, percen
 from targets.policy.events import COUNTERS
 
 FORMAT = "commbench-run/1"
-OPERATION_ORDER = ("get", "list", "create", ACCEPTED)
+OPERATION_ORDER = ("get", "list", "create", ACCEPTED, "noop")
 
 SUMMARY_COLUMNS = (
     "target", "transport", "client", "repetition", "operation", "count", "errors",

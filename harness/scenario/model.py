@@ -40,7 +40,7 @@ from targets.core.seed import SeedSpec
 from targets.core.validation import MAX_LIST_LIMIT
 from targets.registry import TRANSPORTS
 
-OPERATIONS = ("get", "list", "create")
+OPERATIONS = ("get", "list", "create", "noop")
 DEFAULT_IN_FLIGHT = 256
 DEFAULT_TIMEOUT_S = 10.0
 # Upper bounds: past these a run would hang while seeding, exhaust memory or never end.
@@ -223,13 +223,16 @@ class Operations(_Table):
     get: Annotated[Weight, Help("Weight of looking up one order", WEIGHT)] = 0.0
     list: Annotated[Weight, Help("Weight of listing a user's recent orders", WEIGHT)] = 0.0
     create: Annotated[Weight, Help("Weight of creating an order", WEIGHT)] = 0.0
+    noop: Annotated[Weight, Help(
+        "Weight of an empty request answered with nothing: the transport's own floor, no "
+        "order logic", WEIGHT)] = 0.0
     list_limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT), Help(
         "Orders a list asks for", f"an integer from 1 to {MAX_LIST_LIMIT}")] = 20
 
     @model_validator(mode="after")
     def _some_weight(self) -> "Operations":
         if not self.weights():
-            raise problem("at least one of get, list, create needs a weight above zero")
+            raise problem("at least one of get, list, create, noop needs a weight above zero")
         return self
 
     def weights(self) -> dict[str, float]:

@@ -21,7 +21,7 @@ from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
 
 from harness.scenario.types import parse_duration
 
-OPERATIONS = ("get", "list", "create", "create_accepted", "all")
+OPERATIONS = ("get", "list", "create", "create_accepted", "noop", "all")
 # metric → (summary.csv column, the comparison it takes, its unit)
 METRICS: dict[str, tuple[str, str, str]] = {
     "p50": ("latency_p50_ms", "<", "ms"), "p90": ("latency_p90_ms", "<", "ms"),

@@ -117,6 +117,13 @@ def _expected_created(req: CreateOrder, got: Order, status: str) -> Order:
     })
 
 
+async def check_noop(c: _Ctx) -> None:
+    """The floor operation answers nothing, and nothing else (None, no order, no error)."""
+    got = await c.client.noop()
+    if got is not None:
+        raise CheckFailed(f"noop() returned {got!r}, expected nothing")
+
+
 async def check_get_seeded(c: _Ctx) -> None:
     for order in (c.orders[0], c.orders[len(c.orders) // 2], c.orders[-1]):
         _same(await c.client.get_order(order.id), order, f"get_order({order.id})")
@@ -260,6 +267,7 @@ CHECKS: dict[str, Callable[[_Ctx], Awaitable[None]]] = {
     "invalid creates": check_invalid_create,
     "long user list": check_long_list,
     "concurrent creates": check_concurrent_creates,
+    "noop (the floor)": check_noop,
 }
 
 

@@ -18,6 +18,8 @@ from targets.grpc import orders_pb2 as pb
 from targets.grpc import orders_pb2_grpc as pb_grpc
 from targets.grpc.status import error_kind
 
+NOTHING = pb.Nothing()
+
 SCHEME = "grpc://"
 
 
@@ -70,6 +72,12 @@ class GrpcOrderClient:
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         return convert.order_from_pb(reply)
+
+    async def noop(self) -> None:
+        try:
+            await self._stub.Noop(NOTHING, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
 
     async def list_user_orders(self, user_id: int, limit: int = 20) -> list[Order]:
         try:

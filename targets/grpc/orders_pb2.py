@@ -24,33 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0corders.proto\x12\x13\x63ommbench.orders.v1\"?\n\x04Item\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\"\x8a\x01\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12(\n\x05items\x18\x03 \x03(\x0b\x32\x19.commbench.orders.v1.Item\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\",\n\x0bItemRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\x03\"E\n\x14GetUserOrdersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_limit\"C\n\x15GetUserOrdersResponse\x12*\n\x06orders\x18\x01 \x03(\x0b\x32\x1a.commbench.orders.v1.Order\"j\n\x12\x43reateOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12/\n\x05items\x18\x03 \x03(\x0b\x32 .commbench.orders.v1.ItemRequest\"Q\n\x13\x43reateOrderResponse\x12)\n\x05order\x18\x01 \x01(\x0b\x32\x1a.commbench.orders.v1.Order\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"-\n\x19StreamOrderUpdatesRequest\x12\x10\n\x08order_id\x18\x01 \x01(\x03\"Z\n\x0bOrderUpdate\x12\x10\n\x08order_id\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\t\x12)\n\x05order\x18\x03 \x01(\x0b\x32\x1a.commbench.orders.v1.Order2\x90\x03\n\x0cOrderService\x12L\n\x08GetOrder\x12$.commbench.orders.v1.GetOrderRequest\x1a\x1a.commbench.orders.v1.Order\x12\x66\n\rGetUserOrders\x12).commbench.orders.v1.GetUserOrdersRequest\x1a*.commbench.orders.v1.GetUserOrdersResponse\x12`\n\x0b\x43reateOrder\x12\'.commbench.orders.v1.CreateOrderRequest\x1a(.commbench.orders.v1.CreateOrderResponse\x12h\n\x12StreamOrderUpdates\x12..commbench.orders.v1.StreamOrderUpdatesRequest\x1a .commbench.orders.v1.OrderUpdate0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0corders.proto\x12\x13\x63ommbench.orders.v1\"\t\n\x07Nothing\"?\n\x04Item\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\"\x8a\x01\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12(\n\x05items\x18\x03 \x03(\x0b\x32\x19.commbench.orders.v1.Item\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\",\n\x0bItemRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\x03\"E\n\x14GetUserOrdersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_limit\"C\n\x15GetUserOrdersResponse\x12*\n\x06orders\x18\x01 \x03(\x0b\x32\x1a.commbench.orders.v1.Order\"j\n\x12\x43reateOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12/\n\x05items\x18\x03 \x03(\x0b\x32 .commbench.orders.v1.ItemRequest\"Q\n\x13\x43reateOrderResponse\x12)\n\x05order\x18\x01 \x01(\x0b\x32\x1a.commbench.orders.v1.Order\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"-\n\x19StreamOrderUpdatesRequest\x12\x10\n\x08order_id\x18\x01 \x01(\x03\"Z\n\x0bOrderUpdate\x12\x10\n\x08order_id\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\t\x12)\n\x05order\x18\x03 \x01(\x0b\x32\x1a.commbench.orders.v1.Order2\xd4\x03\n\x0cOrderService\x12L\n\x08GetOrder\x12$.commbench.orders.v1.GetOrderRequest\x1a\x1a.commbench.orders.v1.Order\x12\x66\n\rGetUserOrders\x12).commbench.orders.v1.GetUserOrdersRequest\x1a*.commbench.orders.v1.GetUserOrdersResponse\x12`\n\x0b\x43reateOrder\x12\'.commbench.orders.v1.CreateOrderRequest\x1a(.commbench.orders.v1.CreateOrderResponse\x12h\n\x12StreamOrderUpdates\x12..commbench.orders.v1.StreamOrderUpdatesRequest\x1a .commbench.orders.v1.OrderUpdate0\x01\x12\x42\n\x04Noop\x12\x1c.commbench.orders.v1.Nothing\x1a\x1c.commbench.orders.v1.Nothingb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEM']._serialized_start=37
-  _globals['_ITEM']._serialized_end=100
-  _globals['_ORDER']._serialized_start=103
-  _globals['_ORDER']._serialized_end=241
-  _globals['_ITEMREQUEST']._serialized_start=243
-  _globals['_ITEMREQUEST']._serialized_end=287
-  _globals['_GETORDERREQUEST']._serialized_start=289
-  _globals['_GETORDERREQUEST']._serialized_end=324
-  _globals['_GETUSERORDERSREQUEST']._serialized_start=326
-  _globals['_GETUSERORDERSREQUEST']._serialized_end=395
-  _globals['_GETUSERORDERSRESPONSE']._serialized_start=397
-  _globals['_GETUSERORDERSRESPONSE']._serialized_end=464
-  _globals['_CREATEORDERREQUEST']._serialized_start=466
-  _globals['_CREATEORDERREQUEST']._serialized_end=572
-  _globals['_CREATEORDERRESPONSE']._serialized_start=574
-  _globals['_CREATEORDERRESPONSE']._serialized_end=655
-  _globals['_STREAMORDERUPDATESREQUEST']._serialized_start=657
-  _globals['_STREAMORDERUPDATESREQUEST']._serialized_end=702
-  _globals['_ORDERUPDATE']._serialized_start=704
-  _globals['_ORDERUPDATE']._serialized_end=794
-  _globals['_ORDERSERVICE']._serialized_start=797
-  _globals['_ORDERSERVICE']._serialized_end=1197
+  _globals['_NOTHING']._serialized_start=37
+  _globals['_NOTHING']._serialized_end=46
+  _globals['_ITEM']._serialized_start=48
+  _globals['_ITEM']._serialized_end=111
+  _globals['_ORDER']._serialized_start=114
+  _globals['_ORDER']._serialized_end=252
+  _globals['_ITEMREQUEST']._serialized_start=254
+  _globals['_ITEMREQUEST']._serialized_end=298
+  _globals['_GETORDERREQUEST']._serialized_start=300
+  _globals['_GETORDERREQUEST']._serialized_end=335
+  _globals['_GETUSERORDERSREQUEST']._serialized_start=337
+  _globals['_GETUSERORDERSREQUEST']._serialized_end=406
+  _globals['_GETUSERORDERSRESPONSE']._serialized_start=408
+  _globals['_GETUSERORDERSRESPONSE']._serialized_end=475
+  _globals['_CREATEORDERREQUEST']._serialized_start=477
+  _globals['_CREATEORDERREQUEST']._serialized_end=583
+  _globals['_CREATEORDERRESPONSE']._serialized_start=585
+  _globals['_CREATEORDERRESPONSE']._serialized_end=666
+  _globals['_STREAMORDERUPDATESREQUEST']._serialized_start=668
+  _globals['_STREAMORDERUPDATESREQUEST']._serialized_end=713
+  _globals['_ORDERUPDATE']._serialized_start=715
+  _globals['_ORDERUPDATE']._serialized_end=805
+  _globals['_ORDERSERVICE']._serialized_start=808
+  _globals['_ORDERSERVICE']._serialized_end=1276
 # @@protoc_insertion_point(module_scope)

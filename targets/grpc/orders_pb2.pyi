@@ -6,6 +6,10 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Nothing(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class Item(_message.Message):
     __slots__ = ("sku", "quantity", "unit_price_cents")
     SKU_FIELD_NUMBER: _ClassVar[int]

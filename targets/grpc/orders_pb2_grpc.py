@@ -54,6 +54,11 @@ class OrderServiceStub:
                 request_serializer=orders__pb2.StreamOrderUpdatesRequest.SerializeToString,
                 response_deserializer=orders__pb2.OrderUpdate.FromString,
                 _registered_method=True)
+        self.Noop = channel.unary_unary(
+                '/commbench.orders.v1.OrderService/Noop',
+                request_serializer=orders__pb2.Nothing.SerializeToString,
+                response_deserializer=orders__pb2.Nothing.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -87,6 +92,13 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Noop(self, request, context):
+        """An empty request, an empty answer: the transport's own floor, no order logic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +121,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.StreamOrderUpdates,
                     request_deserializer=orders__pb2.StreamOrderUpdatesRequest.FromString,
                     response_serializer=orders__pb2.OrderUpdate.SerializeToString,
+            ),
+            'Noop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Noop,
+                    request_deserializer=orders__pb2.Nothing.FromString,
+                    response_serializer=orders__pb2.Nothing.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +236,33 @@ class OrderService:
             '/commbench.orders.v1.OrderService/StreamOrderUpdates',
             orders__pb2.StreamOrderUpdatesRequest.SerializeToString,
             orders__pb2.OrderUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Noop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/commbench.orders.v1.OrderService/Noop',
+            orders__pb2.Nothing.SerializeToString,
+            orders__pb2.Nothing.FromString,
             options,
             channel_credentials,
             insecure,

@@ -105,6 +105,9 @@ def _lenient(message: type[Message]) -> Callable[[bytes], Message | Undecodable]
     return deserialize
 
 
+NOTHING = pb.Nothing()
+
+
 class OrderServicer(pb_grpc.OrderServiceServicer):
     """Method names and signatures come from the generated base class. `create`, when given,
     replaces the service's own create (a chain edge's, which awaits downstreams)."""
@@ -126,6 +129,12 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             return convert.order_to_pb(self.service.get_order(request.order_id))
         except OrderError as exc:
             await _abort(context, exc)
+
+    async def Noop(self, request: pb.Nothing | Undecodable,
+                   context: grpc.aio.ServicerContext) -> pb.Nothing:
+        if isinstance(request, Undecodable):
+            await _refuse(context, request)
+        return NOTHING
 
     async def GetUserOrders(
         self, request: pb.GetUserOrdersRequest | Undecodable, context: grpc.aio.ServicerContext

@@ -93,6 +93,9 @@ class QueueClient:
     async def get_order(self, order_id: int) -> Order:
         return Order.from_dict(await self._call({"op": "get", "order_id": order_id}))
 
+    async def noop(self) -> None:
+        await self._call({"op": "noop"})
+
     async def list_user_orders(self, user_id: int, limit: int = DEFAULT_LIST_LIMIT) -> list[Order]:
         found = await self._call({"op": "list", "user_id": user_id, "limit": limit})
         return [Order.from_dict(d) for d in found]

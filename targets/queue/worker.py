@@ -124,10 +124,13 @@ class Worker(Guarded):
             d = codec.decode_object(message.body)
             op = d.get("op")
             try:
-                if self.faults.active:
+                if self.faults.active and op != "noop":
                     await self.faults.before()
-                if op == "get":
-                    reply: dict[str, Any] = {"ok": self.service.get_order(d.get("order_id")).to_dict()}
+                reply: dict[str, Any]
+                if op == "noop":
+                    reply = {"ok": None}
+                elif op == "get":
+                    reply = {"ok": self.service.get_order(d.get("order_id")).to_dict()}
                 elif op == "list":
                     orders = self.service.list_user_orders(
                         d.get("user_id"), d.get("limit", DEFAULT_LIST_LIMIT)

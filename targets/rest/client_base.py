@@ -29,6 +29,11 @@ class RestOrderClient:
         path = wire.user_orders_path(user_id, limit)
         return wire.decode_orders(*await self._request("GET", path))
 
+    async def noop(self) -> None:
+        status, body = await self._request("POST", wire.NOOP_PATH)
+        if status != 204:
+            raise wire.error_from_response(status, body)
+
     async def create_order(
         self, req: CreateOrder, on_accepted: Callable[[], None] | None = None
     ) -> Order:

@@ -183,6 +183,10 @@ def build_app(service: OrderService, create: Create | None = None,
         order, is_new = service.create_order(req) if create is None else await create(req)
         return OrjsonResponse(order.to_dict(), status_code=201 if is_new else 200)
 
+    @app.post(wire.NOOP_PATH, status_code=204, response_description="nothing: the floor")
+    async def noop() -> Response:
+        return Response(status_code=204)
+
     @app.get(wire.HEALTH_PATH, response_model=HealthOut, response_description="serving")
     async def healthz() -> Response:
         return OrjsonResponse({"status": "ok"})

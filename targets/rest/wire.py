@@ -20,6 +20,7 @@ ORDERS_PATH = "/orders"
 ORDER_PATH = "/orders/{order_id}"
 USER_ORDERS_PATH = "/users/{user_id}/orders"
 HEALTH_PATH = "/healthz"
+NOOP_PATH = "/noop"  # POST, no body → 204, no body: the transport's floor
 
 # The only statuses whose JSON body carries a domain error; anything else is a transport error.
 ERROR_STATUS: dict[str, int] = {NotFound.kind: 404, InvalidRequest.kind: 422, "unavailable": 503}
