@@ -402,3 +402,15 @@ def test_an_slo_breach_exits_3_and_names_it(tmp_path):
     assert "slo breached: rest r1 all: p50 < 0.001ms does not hold (measured" in \
         " ".join(proc.stdout.split())
     assert meta["scenario"]["slo"] == {"all": "p50 < 0.001ms, errors < 100%"}
+
+
+def test_the_summary_table_takes_a_row_measured_for_no_time():
+    """A target run that failed before its window began has no rate (None): the table
+    shows a dash, it does not raise (a run once ended in a traceback there)."""
+    from harness.run.progress import summary_table
+
+    row = {"target": "rest", "repetition": 1, "operation": "all", "count": 0, "errors": 0,
+           "throughput_rps": None, "latency_p50_ms": None, "latency_p99_ms": None,
+           "latency_p999_ms": None, "latency_max_ms": None, "service_p99_ms": None}
+    table = summary_table([row])
+    assert table.row_count == 1 and list(table.columns[5].cells) == ["–"]

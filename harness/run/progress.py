@@ -118,6 +118,11 @@ def _probe(row: dict[str, Any]) -> bool:
     return t is not None and t.is_probe(str(row.get("client")))
 
 
+def _rate(v: object) -> str:
+    """req/s, or – when the row has none (a target run stopped before a whole second)."""
+    return f"{v:.1f}" if isinstance(v, int | float) else "–"
+
+
 def summary_table(rows: Iterable[dict[str, Any]]) -> Table:
     t = Table(title="summary (latency from intended start; percentiles of successful requests)")
     cols = ("target", "rep", "operation", "count", "errors", "req/s", "p50 ms", "p99 ms",
@@ -133,7 +138,7 @@ def summary_table(rows: Iterable[dict[str, Any]]) -> Table:
         t.add_row(
             str(r["target"]) + (" (probe)" if _probe(r) else ""), str(r["repetition"]),
             str(r["operation"]), str(r["count"]),
-            str(r["errors"]), f"{r['throughput_rps']:.1f}", ms(r["latency_p50_ms"]),
+            str(r["errors"]), _rate(r["throughput_rps"]), ms(r["latency_p50_ms"]),
             ms(r["latency_p99_ms"]), ms(r["latency_p999_ms"]), ms(r["latency_max_ms"]),
             ms(r["service_p99_ms"]), f"{cpu:.0f}" if isinstance(cpu, float) else "",
             "[red]saturated[/red]" if r.get("saturated") and r["operation"] == "all" else "",
