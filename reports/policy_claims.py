@@ -39,17 +39,19 @@ def _variants(run: Run) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _rows(run: Run) -> list[dict[str, Any]]:
-    """Target runs of variants that hold a cascade row, failed ones left out."""
+def _rows(run: Run, part: str | None = None) -> list[dict[str, Any]]:
+    """Target runs of variants that hold a cascade row, failed ones left out, and those
+    whose transport does not apply `part` (run.json `policies.not_applied`)."""
     failed = run.failed_targets()
     return [t for t in run.context.get("targets", [])
-            if t.get("name") not in failed and "~" in str(t.get("name")) and t.get("cascade")]
+            if t.get("name") not in failed and "~" in str(t.get("name")) and t.get("cascade")
+            and part not in ((t.get("policies") or {}).get("not_applied") or ())]
 
 
-def _pairs(run: Run, first: Any, second: Any) -> list[tuple[dict, dict]]:
-    """(a, b) target runs of one transport and repetition whose variants satisfy
-    first(policies) and second(policies)."""
-    variants, rows = _variants(run), _rows(run)
+def _pairs(run: Run, part: str, first: Any, second: Any) -> list[tuple[dict, dict]]:
+    """(a, b) target runs of one transport and repetition that applies `part`, whose
+    variants satisfy first(policies) and second(policies, a's policies)."""
+    variants, rows = _variants(run), _rows(run, part)
     by = {}
     for t in rows:
         by.setdefault((t["transport"], t.get("repetition", 1)), []).append(t)
@@ -74,8 +76,8 @@ def timeout_fast_errors(run: Run, df: pd.DataFrame) -> Claim:
     c = Claim("timeout-fast-errors", "A timeout turns a frozen downstream into fast errors",
               "HTTP/REST — Cons: … cascading failures (a slow service holds its callers)")
     frozen = [f for f in run.scenario.get("faults") or [] if f.get("kind") in FROZEN]
-    pairs = _pairs(run, lambda v: v.get("timeout_s") is not None,
-                   lambda v, w: v.get("timeout_s") is None)
+    pairs = _pairs(run, "timeouts", lambda v: v.get("timeout_s") is not None,
+                   lambda v, w: v.get("timeout_s") is None and _same_but(v, w, "timeout_s"))
     if not frozen or not pairs:
         c.verdict = NOT_MEASURED
         c.reason = ("no pause or delay fault in this run" if not frozen else
@@ -95,7 +97,7 @@ def timeout_fast_errors(run: Run, df: pd.DataFrame) -> Claim:
 def breaker_recovers_sooner(run: Run, df: pd.DataFrame) -> Claim:
     c = Claim("breaker-recovers", "A circuit breaker lets the edge recover sooner",
               "(implied) resilience patterns around synchronous calls")
-    pairs = _pairs(run, lambda v: v.get("breaker") is not None,
+    pairs = _pairs(run, "breaker", lambda v: v.get("breaker") is not None,
                    lambda v, w: v.get("breaker") is None and _same_but_breaker(v, w))
     if not pairs:
         c.verdict, c.reason = NOT_MEASURED, _needs(run, "that differ only by a breaker")
@@ -114,7 +116,7 @@ def breaker_recovers_sooner(run: Run, df: pd.DataFrame) -> Claim:
 def unbudgeted_retries_amplify(run: Run, df: pd.DataFrame) -> Claim:
     c = Claim("retries-amplify", "Retries without a budget amplify load",
               "(implied) retries are the usual amplifier of a short trigger (metastable failures)")
-    rows = [t for t in _rows(run) if _variants(run).get(t["name"].split("~", 1)[1], {})
+    rows = [t for t in _rows(run, "retries") if _variants(run).get(t["name"].split("~", 1)[1], {})
             .get("retries") and _variants(run)[t["name"].split("~", 1)[1]]["retries"]
             .get("budget") is None]
     if not rows:
@@ -124,7 +126,7 @@ def unbudgeted_retries_amplify(run: Run, df: pd.DataFrame) -> Claim:
     for t in rows:
         amp = (t.get("policies") or {}).get("amplification")
         outcomes.append(amp is not None and amp > AMPLIFIES)
-        budgeted = [u for u in _rows(run) if u["transport"] == t["transport"]
+        budgeted = [u for u in _rows(run, "retries") if u["transport"] == t["transport"]
                     and u.get("repetition") == t.get("repetition") and (_variants(run).get(
                         u["name"].split("~", 1)[1], {}).get("retries") or {}).get("budget")
                     is not None]
@@ -134,6 +136,11 @@ def unbudgeted_retries_amplify(run: Run, df: pd.DataFrame) -> Claim:
                           + (f" (with a budget, {others})" if others else ""))
     return _verdict(c, outcomes, len(run.repetitions),
                     f"sent over {AMPLIFIES:g} attempts per call")
+
+
+def _same_but(v: dict[str, Any], w: dict[str, Any], key: str) -> bool:
+    """v and w set every policy alike but `key` (and the name)."""
+    return all(v.get(k) == w.get(k) for k in set(v) | set(w) if k not in (key, "name"))
 
 
 def _same_but_breaker(v: dict[str, Any], w: dict[str, Any]) -> bool:
