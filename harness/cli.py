@@ -196,7 +196,8 @@ def run(
     fault: Annotated[list[str] | None, typer.Option(
         help="inject a fault during the measured window, added to the scenario's: "
              "SERVICE:KIND[=PARAMS]@AT+DURATION, e.g. payment:pause@10s+5s, "
-             "payment:delay=2s,jitter=200ms@10s+10s, payment:errors=0.2@5s+10s (repeatable)")]
+             "payment:delay=2s,jitter=200ms@10s+10s, payment:errors=0.2@5s+10s, "
+             "broker@10s+5s (repeatable)")]
     = None,
     store: Annotated[str | None, typer.Option(help="replace the scenario's store: memory, sqlite "
                                                    "or postgresql://… (eventsourced)")] = None,
