@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from harness.errors import UserError
 from harness.lifecycle import amqp_logs_off, child_setup
+from harness.stage.private import running
 from targets.queue.topology import url_problem
 from targets.redact import redact
 
@@ -125,21 +126,10 @@ def private_broker(work_dir: Path | None = None) -> Iterator[BrokerInfo]:
     server, ctl, epmd = RABBIT_BIN / "rabbitmq-server", RABBIT_BIN / "rabbitmqctl", _epmd()
     if not (os.access(server, os.X_OK) and os.access(ctl, os.X_OK) and epmd):
         raise UserError(NOT_INSTALLED)
-    if work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    base = Path(tempfile.mkdtemp(prefix="commbench-rabbitmq-", dir=work_dir))
-    node = _Node(base, server, ctl, epmd)
-    ok = False
-    try:
-        startup_s = node.start()
+    with running(lambda base: _Node(base, server, ctl, epmd), "commbench-rabbitmq-",
+                 work_dir) as (node, startup_s):
         yield BrokerInfo(node.url, private=True, startup_s=startup_s, node=node.name,
                          log_dir=node.log_dir, switch=node.switch)
-        ok = True
-    finally:
-        node.stop()
-        if ok or node.ready:
-            shutil.rmtree(base, ignore_errors=True)
-        # else: keep the folder, the UserError names its log
 
 
 class _Node:

@@ -20,10 +20,8 @@ import contextlib
 import os
 import pwd
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -35,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from harness.errors import UserError
 from harness.lifecycle import child_setup
+from harness.stage.private import running
 from targets.redact import redact
 
 PG_BIN = Path(os.environ.get("COMMBENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -154,21 +153,10 @@ def private_postgres(work_dir: Path | None = None) -> Iterator[PostgresInfo]:
     user = _cluster_user()
     if user is not None:  # root's folders (pytest's, 0700) are closed to the postgres user
         work_dir = None
-    if work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    base = Path(tempfile.mkdtemp(prefix="commbench-pg-", dir=work_dir))
-    cluster = _Cluster(base, user)
-    ok = False
-    try:
-        startup_s = cluster.start()
+    with running(lambda base: _Cluster(base, user), "commbench-pg-", work_dir) \
+            as (cluster, startup_s):
         yield PostgresInfo(cluster.url, private=True, startup_s=startup_s,
                            data_dir=cluster.data, log=cluster.log)
-        ok = True
-    finally:
-        cluster.stop()
-        if ok or cluster.ready:
-            shutil.rmtree(base, ignore_errors=True)
-        # else: keep the folder, the UserError names its log
 
 
 class _Cluster:
