@@ -101,7 +101,7 @@ class Sweep:
             if r.status != "ok":
                 r_broken.append(f"the target {r.status}")
             held = held and not r_broken
-            saturated = saturated or bool(r.saturated)
+            saturated = saturated or _void(r.saturated, bool(r_broken), row)
             broken += r_broken
             self.rows.append({
                 "target": r.ref.name, "offered_rps": rate, "repetition": r.repetition,
@@ -142,6 +142,18 @@ class Sweep:
         cpu = sum(cpus) / len(cpus)
         return {"cpu_us_per_request": round(cpu, 1),
                 "rps_per_server_core": round(1e6 / cpu) if cpu > 0 else None}
+
+
+def _void(saturated: bool, broke: bool, row: dict[str, Any]) -> bool:
+    """Whether a probe says nothing about the target: its generator fell behind, and either
+    the objective broke (the lag may be what broke it) or fewer than 99 % of the requests
+    went out (the rate was never offered). A probe that held while every request went out
+    stands even with the generator lagging: lag only adds to the latency measured."""
+    if not saturated:
+        return False
+    achieved, intended = row.get("achieved_rps"), row.get("intended_rps")
+    short = achieved is None or not intended or achieved < 0.99 * intended
+    return broke or short
 
 
 def _claim(results_dir: Path, name: str) -> Path:

@@ -2,10 +2,12 @@
 geometrically until a probe breaks the objective, then bisect between the last rate that
 held and the first that broke, until they are within `precision` of each other.
 
-A probe on which the generator saturated (it fell behind its own schedule) says nothing
-about the target: its figures are the generator's. Such a probe never counts as the target's
-limit; the search stops there and reports the limit as at least the last rate that held,
-bounded by the generator.
+A probe on which the generator saturated (it fell behind its own schedule) and that broke
+the objective, or did not send the offered rate, says nothing about the target: its figures
+are the generator's (harness/sweep/command.py decides which probes are void). Such a probe
+never counts as the target's limit; the search stops there and reports the limit as at least
+the last rate that held, bounded by the generator. A probe that held while the generator
+lagged stands: lag only adds to the latency measured.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class Probe:
 
     rate: float
     held: bool  # every objective held (and the target did not fail)
-    saturated: bool  # the generator fell behind: the figures are not the target's
+    saturated: bool  # void: the generator fell behind and the figures may be its own
     detail: str = ""  # which objective broke, or why the probe is void
 
 
