@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import time
 
@@ -74,3 +75,17 @@ def still_running(processes: list, timeout: float) -> list:
         if not running or time.monotonic() >= deadline:
             return running
         left = running
+
+
+def as_a_terminal_starts_it() -> None:
+    """preexec_fn: Ctrl-C's signal at its default, as a shell leaves it for a foreground
+    command. A child inherits an ignored SIGINT (a background job's convention, which
+    commbench respects), and a pytest-xdist worker may have had it ignored by then."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def ignores(pid: int, sig: int) -> bool:
+    """Whether process `pid` ignores `sig` (its SigIgn mask in /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        mask = next(int(ln.split()[1], 16) for ln in f if ln.startswith("SigIgn:"))
+    return bool(mask & (1 << (sig - 1)))

@@ -31,7 +31,7 @@ from harness.run.results import (
 from harness.run.runner import Runner, RunOptions, TargetRun
 from harness.stage.broker import delete_namespace
 from targets.redact import redact_text
-from tests.procs import NoLine, read_until, still_running
+from tests.procs import NoLine, as_a_terminal_starts_it, ignores, read_until, still_running
 
 # From the start of `commbench run` to its "load on" line: start, conformance gate and
 # warm-up take about 3 s on a quiet 2-core machine; 60 s is generous for a busy one.
@@ -166,7 +166,8 @@ def start_long_run(tmp_path: Path, results: Path) -> subprocess.Popen[str]:
     """`commbench run` of a 60 s scenario in its own session, returned once load is on."""
     proc = subprocess.Popen(
         [COMMBENCH, "run", str(tiny(tmp_path, "60s")), "--results-dir", str(results)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=as_a_terminal_starts_it)
     try:
         read_until(proc, "load on rest r1", LOAD_ON_S)
     except NoLine:
@@ -189,6 +190,7 @@ def test_ctrl_c_keeps_a_partial_result_and_leaves_no_process(tmp_path):
             time.sleep(0.1)
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         assert len(tree) >= 3  # commbench, the target, a load process (+ helpers)
+        assert not ignores(proc.pid, signal.SIGINT), "commbench started with Ctrl-C ignored"
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         _, err = proc.communicate(timeout=60)
     finally:

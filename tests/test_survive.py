@@ -79,7 +79,8 @@ def measured_second(results: Path, target: str) -> bool:
 
 def start(args: list[str], **kw: object) -> subprocess.Popen[str]:
     return subprocess.Popen([COMMBENCH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, cwd=ROOT, **kw)  # type: ignore[call-overload]
+                            text=True, start_new_session=True, cwd=ROOT,
+                            preexec_fn=procs.as_a_terminal_starts_it, **kw)  # type: ignore[call-overload]
 
 
 def read_until(proc: subprocess.Popen[str], prefix: str) -> None:
