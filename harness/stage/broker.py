@@ -14,7 +14,6 @@ import contextlib
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.errors import UserError
-from harness.lifecycle import amqp_logs_off, child_setup
+from harness.lifecycle import amqp_logs_off, child_setup, kill_group
 from harness.stage.private import running
 from targets.queue.topology import url_problem
 from targets.redact import redact
@@ -250,14 +249,7 @@ class _Node:
                 self.process.wait(STOP_TIMEOUT_S)
         for process in (self.process, self.epmd):
             if process is not None:
-                _kill_group(process)
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process group (stragglers such as erl_child_setup) and reap the leader."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+                kill_group(process)  # stragglers such as erl_child_setup
 
 
 @contextlib.contextmanager
