@@ -66,7 +66,8 @@ def test_the_queue_client_holds_one_connection_with_three_channels(tmp_path: Pat
     process (matched by its client port, read from the kernel), holding exactly three
     channels, as targets/queue/client.py opens them: lookups on a channel without publisher
     confirms, creates on one with confirms (their ack is `create_accepted`), and replies and
-    events consumed on a third (two consumers: the reply queue and the event queue)."""
+    events consumed on a third (two consumers: the reply queue and the event queue, both
+    exclusive to that connection). The shared command and lookup queues are durable."""
     with private_broker(tmp_path / "broker") as info:
         port = urlsplit(info.url).port
         scenario = tmp_path / "channels.toml"
@@ -83,6 +84,7 @@ def test_the_queue_client_holds_one_connection_with_three_channels(tmp_path: Pat
             connections = _ctl_json(info, "list_connections", "pid", "peer_port", "channels")
             channels = _ctl_json(info, "list_channels", "connection", "number", "confirm",
                                  "consumer_count")
+            queues = _ctl_json(info, "list_queues", "name", "durable", "owner_pid")
             still_on = proc.poll() is None
             out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
         finally:
@@ -102,3 +104,10 @@ def test_the_queue_client_holds_one_connection_with_three_channels(tmp_path: Pat
     # in the order the client opens them: lookups, commands (confirms), consumers
     assert [(c["confirm"], c["consumer_count"]) for c in opened] == [
         (False, 0), (True, 0), (False, 2)], opened
+    # README, "Durability": commands and lookups go to durable queues; the client's reply and
+    # event queues are its connection's own (exclusive), gone with it
+    shared = [q for q in queues if q["name"].endswith((".commands", ".rpc"))]
+    assert len(shared) >= 2 and all(q["durable"] for q in shared), queues
+    owned = sorted(q["name"].split(".")[-2] for q in queues  # <ns>.reply.<client id>
+                   if q["owner_pid"] == conn["pid"])
+    assert owned == ["client", "reply"], queues

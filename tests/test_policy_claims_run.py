@@ -130,7 +130,7 @@ def test_a_breaker_spares_the_frozen_downstream_and_the_edge_recovers(tmp_path: 
     seconds favour would depend on the machine's speed."""
     run = _run(tmp_path, f'[[variants]]\nname = "retries"\n{RETRIES}'
                f'[[variants]]\nname = "breaker"\n{RETRIES}{BREAKER}',
-               "payment:pause@1s+2s", duration="8s")
+               "payment:pause@1s+2s", duration="7s")
     plain, broken = _target(run, "rest~retries"), _target(run, "rest~breaker")
     (fault,) = plain["faults"]
     # the seconds of the fault (its first starts a few ms before it)
