@@ -1,5 +1,5 @@
 """Two of the report's policy claims (reports/policy_claims.py) on real runs: policy
-variants side by side on a REST chain while payment is frozen (SIGSTOP), the figures each
+variants side by side on a REST or gRPC chain while payment is frozen (SIGSTOP), the figures each
 claim rests on read from the run's own histograms and run.json.
 
 A verdict needs three repetitions in which every pair agrees (reports/stats.py
@@ -31,7 +31,7 @@ HOP_TIMEOUT_S = 2.0  # the chain's own per-hop timeout without a timeout policy 
 TIMEOUT_S = 0.3
 FLOW = """
 name = "policy-claims"
-targets = ["rest"]
+targets = ["{target}"]
 topology = "chain"
 duration = "{duration}"
 warmup = "0s"
@@ -51,9 +51,11 @@ create = 1
 PAUSE = "payment:pause@1s+3s"
 
 
-def _run(tmp_path: Path, variants: str, *faults: str, duration: str = "5s") -> Run:
+def _run(tmp_path: Path, target: str, variants: str, *faults: str,
+         duration: str = "5s") -> Run:
     scenario = tmp_path / "claims.toml"
-    scenario.write_text(FLOW.replace("{duration}", duration) + variants)
+    scenario.write_text(FLOW.replace("{duration}", duration).replace("{target}", target)
+                        + variants)
     results = tmp_path / "results"
     proc = subprocess.run([COMMBENCH, "run", str(scenario), "--results-dir", str(results),
                            *(a for f in faults for a in ("--fault", f))],
@@ -78,7 +80,9 @@ def _failed_service_s(run: Run, name: str) -> tuple[int, float, float]:
     return h.get_total_count(), h.get_min_value() / 1e6, h.get_max_value() / 1e6
 
 
-def test_a_timeout_turns_a_frozen_downstream_into_fast_errors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["rest", "grpc"])
+def test_a_timeout_turns_a_frozen_downstream_into_fast_errors(tmp_path: Path,
+                                                              target: str) -> None:
     """Payment frozen for 3 s, with and without a 300 ms timeout. A create whose charge gets
     no answer is rejected after a refund attempt, also to payment: two hops. Without the
     policy each hop waits the chain's 2 s hop timeout, so every failed create took at least
@@ -86,22 +90,22 @@ def test_a_timeout_turns_a_frozen_downstream_into_fast_errors(tmp_path: Path) ->
     plus a 1 s margin for a busy 2-core machine (1.6 s, still under the 2 s every failure
     without the timeout took). The claim's own figure, the p99 of every create during the
     fault, answered or failed, is lower with the timeout."""
-    run = _run(tmp_path, '[[variants]]\nname = "none"\n[[variants]]\nname = "timeouts"\n'
+    run = _run(tmp_path, target, '[[variants]]\nname = "none"\n[[variants]]\nname = "timeouts"\n'
                f'timeout = "{TIMEOUT_S * 1000:.0f}ms"\n', PAUSE)
-    n_none, fastest_none, _ = _failed_service_s(run, "rest~none")
-    n_timeout, _, slowest_timeout = _failed_service_s(run, "rest~timeouts")
+    n_none, fastest_none, _ = _failed_service_s(run, f"{target}~none")
+    n_timeout, _, slowest_timeout = _failed_service_s(run, f"{target}~timeouts")
     # ~40 creates arrive in the pause's first second (the later ones outlast it, answered);
     # with the timeout every one of the ~120 in the pause fails
     assert n_none >= 10 and n_timeout >= 3 * 10, (n_none, n_timeout)
     assert fastest_none >= 0.9 * HOP_TIMEOUT_S, fastest_none
     assert slowest_timeout <= 2 * TIMEOUT_S + 1.0, slowest_timeout
-    assert _target(run, "rest~timeouts")["policies"]["counts"]["timeouts"] >= n_timeout
+    assert _target(run, f"{target}~timeouts")["policies"]["counts"]["timeouts"] >= n_timeout
     claim = timeout_fast_errors(run, pd.DataFrame())
     assert claim.verdict == UNDECIDED, claim  # one repetition: an observation
     assert claim.observation.startswith(
         "observed in this run, not a verdict: 1 of 1 fault windows answered faster"), claim
     (evidence,) = claim.evidence
-    assert evidence.startswith("rest~timeouts vs rest~none r1"), evidence
+    assert evidence.startswith(f"{target}~timeouts vs {target}~none r1"), evidence
 
 
 RETRIES = (f'timeout = "{TIMEOUT_S * 1000:.0f}ms"\n'
@@ -118,7 +122,9 @@ def _attempts_in(run: Run, name: str, seconds: range) -> int:
     return int(rows["policy_attempts"].sum())
 
 
-def test_a_breaker_spares_the_frozen_downstream_and_the_edge_recovers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["rest", "grpc"])
+def test_a_breaker_spares_the_frozen_downstream_and_the_edge_recovers(tmp_path: Path,
+                                                                      target: str) -> None:
     """Payment frozen for 2 s under 300 ms timeouts and up to 3 attempts per call, with and
     without a breaker. What the breaker does everywhere: once open it fails calls without
     sending them, so in the fault's seconds the edge sends payment at most half the requests
@@ -128,10 +134,10 @@ def test_a_breaker_spares_the_frozen_downstream_and_the_edge_recovers(tmp_path: 
     the resumed payment clears what queued within a second in both variants (both came back
     in the fault's next whole second when this test was written), and which one the whole
     seconds favour would depend on the machine's speed."""
-    run = _run(tmp_path, f'[[variants]]\nname = "retries"\n{RETRIES}'
+    run = _run(tmp_path, target, f'[[variants]]\nname = "retries"\n{RETRIES}'
                f'[[variants]]\nname = "breaker"\n{RETRIES}{BREAKER}',
                "payment:pause@1s+2s", duration="7s")
-    plain, broken = _target(run, "rest~retries"), _target(run, "rest~breaker")
+    plain, broken = _target(run, f"{target}~retries"), _target(run, f"{target}~breaker")
     (fault,) = plain["faults"]
     # the seconds of the fault (its first starts a few ms before it)
     during = range(int(fault["start_s"]), int(fault["end_s"]))
@@ -149,6 +155,6 @@ def test_a_breaker_spares_the_frozen_downstream_and_the_edge_recovers(tmp_path: 
     assert claim.observation.startswith("observed in this run, not a verdict: "), claim
     assert claim.observation.endswith(" of 1 fault windows recovered at least 1 s sooner "
                                       "with the breaker"), claim
-    assert claim.evidence == [f"rest~breaker vs rest~retries r1: goodput back "
-                              f"{back['rest~breaker']:g} s vs {back['rest~retries']:g} s "
+    assert claim.evidence == [f"{broken['name']} vs {plain['name']} r1: goodput back "
+                              f"{back[broken['name']]:g} s vs {back[plain['name']]:g} s "
                               "after the fault"], claim
