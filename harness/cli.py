@@ -347,13 +347,14 @@ def scenarios(
 ) -> None:
     """List the scenarios with their descriptions (and any that do not load)."""
     from harness.scenario import list_scenarios, scenario_schema
+    from harness.scenario.files import scenario_folder
 
     if schema:
         import json
 
         typer.echo(json.dumps(scenario_schema(), indent=2, ensure_ascii=False))
         return
-    for path, sc in list_scenarios(folder):
+    for path, sc in list_scenarios(scenario_folder(folder)):
         if isinstance(sc, Exception):
             typer.echo(f"{path.stem:<16} INVALID: {str(sc).splitlines()[0]}")
         else:
