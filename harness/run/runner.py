@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 from rich.console import Console
@@ -111,6 +112,7 @@ class Runner:
             with Stage(self.writer.log_dir, amqp_url=opts.amqp_url,
                        data_dir=self.writer.dir / "data", note=self.progress.note) as stage:
                 self.stage = stage
+                stage.on_schema = partial(abandoned.record_schema, self.writer.dir)
                 stage.need_brokers((t.transport for t in sc.targets if not self.reach.by_url(t)),
                                    private=self.reach.own_broker_needed(sc.targets, sc.faults))
                 self._record_brokers()
