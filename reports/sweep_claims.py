@@ -53,6 +53,11 @@ from reports.loader import load_run
 from reports.pairs import pick
 from reports.stats import CLAIM_MIN_EFFECT, CLAIM_MIN_REPS, Figure, differs, enough_tail, tail_need
 
+# CPU times are counted in clock ticks (psutil on Linux: 10 ms), so a CPU per request over a
+# short probe is coarse: 8 ticks make 800 or 900 µs and nothing between. A CPU figure counts
+# only when every repetition's CPU spans MIN_CPU_TICKS ticks (one tick within 2 %).
+CPU_TICK_S = 0.01
+MIN_CPU_TICKS = 50
 SHORT_OF = 0.95  # below this share of the offered rate (of the requests sent, for the
 # claims): the target did not keep up
 
@@ -156,6 +161,17 @@ def _op_fig(data: SweepData, target: str, rate: float, op: str, column: str) -> 
     return _fig(sel[column], float(sel["count"].sum()))
 
 
+def _cpu_ticks(data: SweepData, target: str, rate: float, rows: pd.DataFrame) -> float:
+    """Clock ticks of target CPU behind its least-measured repetition at `rate` (NaN:
+    unknown, when the probes' summaries were not read)."""
+    counts = _op_rows(data, target, rate, "all")
+    if counts is None:
+        return math.nan
+    cpu = rows.merge(counts[["repetition", "count"]], on="repetition")
+    ticks = cpu["cpu_us_per_request"] * cpu["count"] / 1e6 / CPU_TICK_S
+    return float(ticks.min()) if not ticks.dropna().empty else math.nan
+
+
 def _shared(data: SweepData, a: str, b: str) -> list[float]:
     p = data.probes
     return sorted(set(p.loc[p["target"] == a, "offered_rps"])
@@ -223,11 +239,18 @@ def grpc_fast(data: SweepData) -> Claim:
         at = f"at {rate:g} req/s"
         if _ran(rg) and _ran(rr):
             fg, fr = _fig(rg["cpu_us_per_request"]), _fig(rr["cpu_us_per_request"])
+            ticks = min(_cpu_ticks(data, g, rate, rg), _cpu_ticks(data, r, rate, rr))
             if fg.known and fr.known and fg.value > 0 and fr.value > 0:
                 v = _vote(label(g), label(r), f"server CPU per request {at}", "cpu", fg, fr, "µs")
-                votes.append(v)
-                c.evidence.append(f"{v.line}; {1e6 / fg.value:,.0f} vs {1e6 / fr.value:,.0f} "
-                                  "requests per server core-second")
+                line = (f"{v.line}; {1e6 / fg.value:,.0f} vs {1e6 / fr.value:,.0f} requests "
+                        "per server core-second")
+                if ticks < MIN_CPU_TICKS:  # NaN (unknown) counts, as enough_tail has it
+                    line += (f"; not counted: a repetition's CPU spans {ticks:.0f} clock ticks "
+                             f"of {CPU_TICK_S * 1e3:.0f} ms, too coarse to separate them "
+                             f"(needs {MIN_CPU_TICKS}: longer probes or higher rates)")
+                else:
+                    votes.append(v)
+                c.evidence.append(line)
         why = _not_held(rg, label(g)) or _not_held(rr, label(r))
         if why:
             skipped.append(f"{at}: {why}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from reports.claims import NOT_MEASURED, REFUTED, STACKS_CAVEAT, SUPPORTED, UNDECIDED, too_few_reps
 from reports.sweep_claims import SweepData, claims_html, grpc_fast, rest_blocking
+from reports.tables import fmt
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
 
@@ -31,7 +33,7 @@ def _probe(target: str, rate: float, rep: int, *, p50: float = 1.0, p99: float =
 
 
 def _ops(target: str, rate: float, rep: int, op: str, p50: float,
-         count: int = 3000) -> dict[str, Any]:
+         count: int = 10_000) -> dict[str, Any]:
     """One per-operation row of a probe run's summary.csv."""
     return {"target": target, "offered_rps": rate, "repetition": rep, "operation": op,
             "count": count, "latency_p50_ms": p50 * (1 + 0.01 * (rep - 2))}
@@ -133,6 +135,20 @@ def test_cpu_counts_where_the_generator_saturated_latency_does_not() -> None:
     assert "(2 of 4 figures decided, 2 within the noise)" in c.reason
     assert "latency not compared at 200 req/s: the generator saturated on REST" in c.evidence
     assert not any(e.startswith("requests at 200") for e in c.evidence)
+
+
+def test_cpu_over_too_few_clock_ticks_is_not_counted() -> None:
+    """gRPC's 100 µs over 3,000 requests is 0.3 s of CPU, 30 ticks of 10 ms: too coarse."""
+    data = _sweep({"grpc": FAST, "rest": {**FAST, "cpu": 200.0}}, rates=(100,))
+    data.ops["count"] = 3000
+    c = grpc_fast(data)
+    assert c.evidence[0].endswith("not counted: a repetition's CPU spans 30 clock ticks of "
+                                  "10 ms, too coarse to separate them (needs 50: longer probes "
+                                  "or higher rates)")
+    assert (c.verdict, c.reason) == (UNDECIDED, "every difference is within the measured noise"
+                                     + STACKS_CAVEAT)
+    data.ops["count"] = 6000  # 60 ticks: counted
+    assert grpc_fast(data).verdict == SUPPORTED
 
 
 def test_latency_past_the_objective_or_short_of_the_rate_is_not_compared() -> None:
@@ -240,8 +256,12 @@ def test_a_real_sweep_reports_both_claims_from_its_figures(tmp_path: Path) -> No
     html = (folder / "report.html").read_text()
     assert "The article's claims, on the sweep" in html
     assert html.count('<span class="verdict not-decided">not decided</span>') == 2, html
-    assert html.count(too_few_reps(1).replace("'", "&#x27;")) == 2
-    cpu = {t: float(rows[t]["cpu_us_per_request"]) for t in ("grpc", "rest")}
-    assert (f"server CPU per request at 30 req/s, cpu: gRPC {cpu['grpc']:,.0f} µs vs REST "
-            f"{cpu['rest']:,.0f} µs") in html
-    assert "order creations at 30 req/s, p50: REST completed" in html  # from the probe's summary
+    cpu = {t: fmt(float(rows[t]["cpu_us_per_request"]), "cpu") for t in ("grpc", "rest")}
+    assert (f"server CPU per request at 30 req/s, cpu: gRPC {cpu['grpc']} µs vs REST "
+            f"{cpu['rest']} µs") in html
+    if any(r["saturated"] == "true" for r in rows.values()):
+        # a busy machine: the generator fell behind, so latency and waits are not compared
+        assert "not compared at 30 req/s: the generator saturated on" in html
+    else:  # the waits come from the probe's summary.csv (sweep.csv has only "all")
+        assert "order creations at 30 req/s, p50: REST completed" in html
+        assert html.count(escape(too_few_reps(1))) == 2
