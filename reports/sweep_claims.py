@@ -239,12 +239,14 @@ def grpc_fast(data: SweepData) -> Claim:
         at = f"at {rate:g} req/s"
         if _ran(rg) and _ran(rr):
             fg, fr = _fig(rg["cpu_us_per_request"]), _fig(rr["cpu_us_per_request"])
-            ticks = min(_cpu_ticks(data, g, rate, rg), _cpu_ticks(data, r, rate, rr))
+            known = [t for t in (_cpu_ticks(data, g, rate, rg), _cpu_ticks(data, r, rate, rr))
+                     if not math.isnan(t)]
+            ticks = min(known, default=math.inf)  # unknown counts, as enough_tail has it
             if fg.known and fr.known and fg.value > 0 and fr.value > 0:
                 v = _vote(label(g), label(r), f"server CPU per request {at}", "cpu", fg, fr, "µs")
                 line = (f"{v.line}; {1e6 / fg.value:,.0f} vs {1e6 / fr.value:,.0f} requests "
                         "per server core-second")
-                if ticks < MIN_CPU_TICKS:  # NaN (unknown) counts, as enough_tail has it
+                if ticks < MIN_CPU_TICKS:
                     line += (f"; not counted: a repetition's CPU spans {ticks:.0f} clock ticks "
                              f"of {CPU_TICK_S * 1e3:.0f} ms, too coarse to separate them "
                              f"(needs {MIN_CPU_TICKS}: longer probes or higher rates)")
