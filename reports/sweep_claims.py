@@ -172,6 +172,16 @@ def _cpu_ticks(data: SweepData, target: str, rate: float, rows: pd.DataFrame) ->
     return float(ticks.min()) if not ticks.dropna().empty else math.nan
 
 
+def _short(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> str:
+    """The rates actually sent, when the generator fell short of the offered one on either
+    side (the loads behind a CPU figure then differ)."""
+    sent = [float(x["achieved_rps"].median()) for x in (a, b)]
+    offered = float(a["offered_rps"].iloc[0])
+    if min(sent) >= 0.99 * offered:
+        return ""
+    return f" (the generator sent {name_a} {sent[0]:,.0f} and {name_b} {sent[1]:,.0f} req/s)"
+
+
 def _shared(data: SweepData, a: str, b: str) -> list[float]:
     p = data.probes
     return sorted(set(p.loc[p["target"] == a, "offered_rps"])
@@ -211,7 +221,10 @@ def _limit_vote(data: SweepData, g: str, r: str, evidence: list[str]) -> list[Vo
         return []
     what = "highest rate sustained within the objectives"
     if fg is None or fr is None:
-        evidence.append(f"{what}: {sg}; {sr}; not counted: {'; '.join(w for w in (wg, wr) if w)}")
+        why = "; ".join(w for w in (wg, wr) if w)
+        if data.maxima is not None and (data.maxima["bound"] == "generator").all():
+            why = "the generator set both limits, not the targets, and it never decides"
+        evidence.append(f"{what}: {sg}; {sr}; not counted: {why}")
         return []
     d = differs(fg, fr, min_effect=CLAIM_MIN_EFFECT)
     reps = min(fg.reps, fr.reps)
@@ -245,7 +258,7 @@ def grpc_fast(data: SweepData) -> Claim:
             if fg.known and fr.known and fg.value > 0 and fr.value > 0:
                 v = _vote(label(g), label(r), f"server CPU per request {at}", "cpu", fg, fr, "µs")
                 line = (f"{v.line}; {1e6 / fg.value:,.0f} vs {1e6 / fr.value:,.0f} requests "
-                        "per server core-second")
+                        "per server core-second" + _short(rg, rr, label(g), label(r)))
                 if ticks < MIN_CPU_TICKS:
                     line += (f"; not counted: a repetition's CPU spans {ticks:.0f} clock ticks "
                              f"of {CPU_TICK_S * 1e3:.0f} ms, too coarse to separate them "

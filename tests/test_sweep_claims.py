@@ -127,6 +127,11 @@ def test_a_limit_the_generator_set_never_decides() -> None:
         "saturated above it; REST 800 req/s (broke at 840 req/s); not counted: gRPC's limit "
         "was set by the generator, not the target, and a limit the generator set never decides")
     assert c.reason == "every difference is within the measured noise" + STACKS_CAVEAT
+    both = [limits[0], _max("rest", 400, None, "generator",
+                            "400 req/s or more: the generator saturated above it")]
+    c = grpc_fast(_sweep({"grpc": FAST, "rest": FAST}, maxima=both))
+    assert c.evidence[0].endswith("not counted: the generator set both limits, not the "
+                                  "targets, and it never decides")
 
 
 def test_cpu_counts_where_the_generator_saturated_latency_does_not() -> None:
@@ -137,6 +142,7 @@ def test_cpu_counts_where_the_generator_saturated_latency_does_not() -> None:
     assert c.verdict == SUPPORTED, c
     assert "(2 of 4 figures decided, 2 within the noise)" in c.reason
     assert "latency not compared at 200 req/s: the generator saturated on REST" in c.evidence
+    assert c.evidence[-2].endswith("requests per server core-second")  # it sent every request
     assert not any(e.startswith("requests at 200") for e in c.evidence)
 
 
@@ -152,6 +158,15 @@ def test_cpu_over_too_few_clock_ticks_is_not_counted() -> None:
                                      + STACKS_CAVEAT)
     data.ops["count"] = 6000  # 60 ticks: counted
     assert grpc_fast(data).verdict == SUPPORTED
+
+
+def test_cpu_where_the_generator_fell_short_says_what_was_sent() -> None:
+    data = _sweep({"grpc": FAST, "rest": SLOW}, rates=(400,),
+                  at={("rest", 400): {"saturated": True}})
+    data.probes.loc[data.probes["target"] == "rest", "achieved_rps"] = 300.0
+    c = grpc_fast(data)
+    assert c.evidence[0].endswith("(the generator sent gRPC 400 and REST 300 req/s)")
+    assert c.verdict == SUPPORTED
 
 
 def test_latency_past_the_objective_or_short_of_the_rate_is_not_compared() -> None:
