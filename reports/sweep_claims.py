@@ -10,7 +10,8 @@ generator was the limit. A sweep measures each target across rates, so these fig
   the generator, never the target, so it never decides;
 - the server's CPU per request at each offered rate both ran without failing (shown also as
   requests per server core-second): the target's own cost, counted even where the generator
-  fell behind, since it divides the target's CPU by the requests the target served;
+  fell behind, since it divides the target's CPU by the requests the target served, but
+  only over MIN_CPU_TICKS clock ticks per repetition (below, the figure is too coarse);
 - latency p50 and p99 at each offered rate both *held*: no failure, the generator kept its
   schedule (its lag would be in the latency), every objective held (past it, latency is a
   backlog growing with the probe's length) and the target answered SHORT_OF of the requests
@@ -323,6 +324,7 @@ def rest_blocking(data: SweepData) -> Claim:
     if not votes and not skipped:
         c.reason = ("needs order creations on both (the queue's accepted and completed "
                     "moments) at a rate both were offered; this sweep has none")
+        c.evidence += data.notes  # a probe folder that could not be read may hold them
         return c
     if len(waits) >= 2:
         (lo, r0, q0), (hi, r1, q1) = waits[0], waits[-1]

@@ -13,7 +13,13 @@ import pandas as pd
 import pytest
 
 from reports.claims import NOT_MEASURED, REFUTED, STACKS_CAVEAT, SUPPORTED, UNDECIDED, too_few_reps
-from reports.sweep_claims import SweepData, claims_html, grpc_fast, rest_blocking
+from reports.sweep_claims import (
+    SweepData,
+    claims_html,
+    grpc_fast,
+    load_sweep,
+    rest_blocking,
+)
 from reports.tables import fmt
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
@@ -238,6 +244,16 @@ def test_the_section_shows_verdict_figures_and_reason() -> None:
     assert '<span class="verdict supported">supported</span>' in html
     assert "<li>highest rate sustained within the objectives: gRPC 1600 req/s" in html
     assert html.count("<li>") == len(claims[0].evidence)
+
+
+def test_an_unreadable_probe_folder_is_named_not_misread(tmp_path: Path) -> None:
+    probes = _sweep({"rest": {}, "queue": {}}, rates=(100,)).probes
+    data = load_sweep(tmp_path, probes)
+    assert data.ops is None and data.notes == (
+        f"per-operation figures of probe p100 left out: {tmp_path / 'probes' / 'p100'}: no such "
+        "folder",)
+    c = rest_blocking(data)
+    assert c.verdict == NOT_MEASURED and c.evidence == list(data.notes)
 
 
 # ---- one real sweep -----------------------------------------------------------------------------
