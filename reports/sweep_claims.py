@@ -283,7 +283,8 @@ def grpc_fast(data: SweepData) -> Claim:
         c.evidence.append("latency not compared " + "; ".join(skipped))
     c.evidence += data.notes
     if not votes:
-        c.verdict, c.reason = UNDECIDED, "no figure could be compared" + STACKS_CAVEAT
+        c.verdict = UNDECIDED
+        c.reason = "no figure could be counted (each line above says why)" + STACKS_CAVEAT
         return c
     decide(c, votes, ("gRPC", "REST"), ("gRPC ahead", "REST ahead"))
     c.observation = c.observation.replace("in this run", "in this sweep")
