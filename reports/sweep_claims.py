@@ -230,8 +230,8 @@ def _limit_vote(data: SweepData, g: str, r: str, evidence: list[str]) -> list[Vo
     d = differs(fg, fr, min_effect=CLAIM_MIN_EFFECT)
     reps = min(fg.reps, fr.reps)
     mark = ("the ranges between the rate that held and the one that broke are apart and the "
-            f"gap is over {CLAIM_MIN_EFFECT:.0%}" if d else
-            f"the ranges overlap or the gap is {CLAIM_MIN_EFFECT:.0%} or less")
+            f"gap is over {CLAIM_MIN_EFFECT * 100:.0f} %" if d else
+            f"the ranges overlap or the gap is {CLAIM_MIN_EFFECT * 100:.0f} % or less")
     if reps < CLAIM_MIN_REPS:
         mark += f"; {reps} repetition(s) per probe, too few for a verdict"
     evidence.append(f"{what}: {sg}; {sr}: {mark}")

@@ -108,7 +108,7 @@ def test_figures_both_ways_or_within_noise_are_not_decided() -> None:
     assert (c.verdict, c.reason) == (UNDECIDED, "every difference is within the measured noise"
                                      + STACKS_CAVEAT)
     assert c.evidence[0].endswith("REST 1400 req/s (broke at 1700 req/s): the ranges overlap "
-                                  "or the gap is 10% or less")
+                                  "or the gap is 10 % or less")
 
 
 @pytest.mark.parametrize("reps", [1, 2])
