@@ -1,7 +1,8 @@
 """The report of a sweep folder (`commbench sweep`): achieved against offered rate, latency
 against offered rate and CPU per request against offered rate, one line per target, with the
 probes where a target fell short of the offered rate (or the generator saturated) marked;
-and, after --find-max, each target's highest sustained rate with the probes that decided it.
+after --find-max, each target's highest sustained rate with the probes that decided it; and
+the article's speed claims judged on these figures (reports.sweep_claims).
 One self-contained HTML file, like the run report; the plots also land as SVG beside it.
 """
 
