@@ -58,7 +58,8 @@ def write_sweep_report(folder: Path, out: Path | None = None) -> Path:
             ["target", "objective", "sustained", "req/s per server core",
              "probes (+ held, − broke)"]))
         body.append('<p class="note">A probe on which the generator saturated never decides a '
-                    "target's limit; the search stops there (\"bounded by the generator\").</p>")
+                    "target's limit; it only bounds the search from above, which goes on "
+                    "below it (\"the generator saturated at R\").</p>")
     body.append(claims_html(sweep_claims(load_sweep(folder, df))))
     body.append("<h2>Against the offered rate</h2>")
     for name, fig, caption in _figures(df, order):
