@@ -136,12 +136,12 @@ TRANSPORTS: dict[str, Transport] = {
                   policy_parts=("timeouts", "bulkhead", "shed"),
                   roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY, ROLE_NOTIFICATION)),
         Transport("eventsourced", "event sourcing + CQRS: an order log on SQLite or PostgreSQL, "
-                  "a projected read model, over the REST wire",
+                  "a projected read model, over the REST wire; an outbox publishes its events",
                   {"uvicorn": "targets.eventsourced.server:serve"},
                   {"aiohttp": "targets.eventsourced.client:connect",
                    "httpx": "targets.eventsourced.client:connect_httpx"},
-                  stores=("memory", "sqlite", "postgresql"), eventual_reads=True,
-                  temporal_query=True),
+                  broker=RABBITMQ, stores=("memory", "sqlite", "postgresql"),
+                  eventual_reads=True, temporal_query=True),
     )
 }
 

@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:{tmp_path / 'events.sqlite'}"
     return str(request.getfixturevalue("pg_store"))
+
+
+@pytest.fixture
+def served(amqp_url: str) -> Iterator[ServeConfig]:
+    """The server's broker settings: the suite's broker and a namespace of this test's own
+    (the outbox publishes there), deleted afterwards."""
+    from harness.stage.broker import delete_namespace
+
+    ns = f"cbtest-es-{uuid.uuid4().hex[:8]}"
+    yield ServeConfig(amqp_url=amqp_url, namespace=ns, seed=SEED)
+    delete_namespace(amqp_url, ns)
 
 
 def verify(*args: str) -> subprocess.CompletedProcess[str]:
@@ -201,8 +214,9 @@ def test_a_stale_append_is_refused_never_overwritten(store: str) -> None:
     run(scenario())
 
 
-def test_a_stale_status_change_is_refused_over_the_wire(launcher: Launcher, store: str) -> None:
-    url = launcher.start("eventsourced", ServeConfig(store=store, seed=SEED)).url
+def test_a_stale_status_change_is_refused_over_the_wire(launcher: Launcher, store: str,
+                                                       served: ServeConfig) -> None:
+    url = launcher.start("eventsourced", replace(served, store=store)).url
 
     async def scenario() -> None:
         client = await connect(url)
@@ -240,8 +254,9 @@ async def _read_model(client: object, last_id: int) -> dict[int, dict[str, objec
     return {o.id: o.to_dict() for o in orders}
 
 
-def test_replay_gives_the_live_projection(launcher: Launcher, store: str) -> None:
-    config = ServeConfig(store=store, seed=SEED)
+def test_replay_gives_the_live_projection(launcher: Launcher, store: str,
+                                          served: ServeConfig) -> None:
+    config = replace(served, store=store)
     url = launcher.start("eventsourced", config, name="first").url
 
     async def live() -> tuple[dict[int, dict[str, object]], dict[str, int]]:
