@@ -70,6 +70,9 @@ class Transport:
     eventual_reads: bool = False
     # Its clients answer `order_at(order_id, at_ms)`: the conformance suite checks it.
     temporal_query: bool = False
+    # "module:function(namespace, roles, chain) -> list[str]": the broker queues a run
+    # samples each second (queues.csv); None: none (a target that only publishes).
+    depth_queues: str | None = None
     # Client variants that are measuring probes, not production clients (a minimal client to
     # see the server without a client library's cost); results label their rows as probes.
     probes: frozenset[str] = frozenset()
@@ -78,6 +81,10 @@ class Transport:
     def serves_chain(self) -> bool:
         """It serves the chain topology (the order flow): it has downstream roles."""
         return len(self.roles) > 1
+
+    def resolve_depth_queues(self) -> Callable[[str, tuple[str, ...], bool], list[str]]:
+        assert self.depth_queues is not None
+        return _resolve(self.depth_queues)
 
     def is_probe(self, variant: str) -> bool:
         return variant in self.probes
@@ -133,6 +140,7 @@ TRANSPORTS: dict[str, Transport] = {
                   {"aio-pika": "targets.queue.server:serve"},
                   {"aio-pika": "targets.queue.client:connect"},
                   broker=RABBITMQ, accepted_moment=True,
+                  depth_queues="targets.queue.topology:depth_queues",
                   policy_parts=("timeouts", "bulkhead", "shed"),
                   roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY, ROLE_NOTIFICATION)),
         Transport("eventsourced", "event sourcing + CQRS: an order log on SQLite or PostgreSQL, "
