@@ -64,7 +64,7 @@ class Transport:
     # not applied.
     policy_parts: tuple[str, ...] = ()
     # The --store kinds its server takes: "memory", "sqlite", "postgresql" (a URL).
-    stores: tuple[str, ...] = ("memory", "sqlite")
+    stores: tuple[str, ...] = ("memory", "sqlite", "postgresql")
     # Lookups read a projection that may trail a create: the conformance suite waits (up to
     # its deadline) for a create to become visible instead of failing at once.
     eventual_reads: bool = False
@@ -148,8 +148,7 @@ TRANSPORTS: dict[str, Transport] = {
                   {"uvicorn": "targets.eventsourced.server:serve"},
                   {"aiohttp": "targets.eventsourced.client:connect",
                    "httpx": "targets.eventsourced.client:connect_httpx"},
-                  broker=RABBITMQ, stores=("memory", "sqlite", "postgresql"),
-                  eventual_reads=True, temporal_query=True),
+                  broker=RABBITMQ, eventual_reads=True, temporal_query=True),
     )
 }
 

@@ -10,18 +10,12 @@ rows (a data-modifying CTE), so both commit together or not at all, at no extra 
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from targets.core.pg import open_pool
 from targets.eventsourced.events import Event, NewEvent, decode, encode
 from targets.eventsourced.log import READ_BATCH, ConcurrencyConflict
-from targets.redact import redact
-
-POOL_MAX = 10
-CONNECT_TIMEOUT_S = 5.0
-SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -54,33 +48,6 @@ def _with_outbox(insert: str, returning: str) -> str:
             f" SELECT {returning} FROM e")
 
 
-def split_schema(url: str) -> tuple[str, str | None]:
-    """`postgresql://…?schema=NAME` → (the URL without it, NAME); ValueError on a bad name."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    if schema is not None and not SCHEMA_NAME.match(schema):
-        raise ValueError(f"schema {schema!r}: use lower-case letters, digits and _")
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema
-
-
-async def connect_pool(url: str, schema: str | None = None, max_size: int = POOL_MAX) -> Any:
-    """An asyncpg pool on `url` (search_path = `schema`); ValueError with one line when the
-    database cannot be reached or refuses us."""
-    import asyncpg
-
-    settings = {"search_path": schema} if schema else {}
-    try:
-        return await asyncpg.create_pool(url, min_size=1, max_size=max_size,
-                                         timeout=CONNECT_TIMEOUT_S, server_settings=settings)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-            ValueError) as exc:
-        raise ValueError(f"cannot use the PostgreSQL store {redact(url)}: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                         ) from None
-
-
 class PostgresLog:
     def __init__(self, pool: Any, outbox: bool = False) -> None:
         self._pool = pool
@@ -90,22 +57,7 @@ class PostgresLog:
     @classmethod
     async def open(cls, spec: str, outbox: bool = False) -> PostgresLog:
         """ValueError, one line, when the database is unreachable or refuses the schema."""
-        import asyncpg
-
-        url, schema = split_schema(spec)
-        pool = None
-        try:
-            if schema:  # created on a plain connection, before search_path points at it
-                pool = await connect_pool(url, max_size=1)
-                await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-                await pool.close()
-            pool = await connect_pool(url, schema)
-            await pool.execute(_SCHEMA)
-        except asyncpg.PostgresError as exc:
-            if pool is not None:
-                await pool.close()
-            raise ValueError(f"cannot set up the event log in {redact(url)}: "
-                             f"{type(exc).__name__}: {exc}") from None
+        pool = await open_pool(spec, _SCHEMA, "the event log")
         return cls(pool, outbox)
 
     async def create_stream(self, first: NewEvent) -> tuple[int, Event | None]:

@@ -25,6 +25,20 @@ STATUS_RETRIES = 5  # a status change without an expected version re-reads on a 
 TIME_MAX_MS = 2**63 - 1
 
 
+class _Reads:
+    """The read model as the core's (async) store interface's read half: lookups answer at
+    once from memory, through the core's validation."""
+
+    def __init__(self, model: ReadModel) -> None:
+        self._model = model
+
+    async def get(self, order_id: int) -> Order | None:
+        return self._model.get(order_id)
+
+    async def list_by_user(self, user_id: int, limit: int) -> list[Order]:
+        return self._model.list_by_user(user_id, limit)
+
+
 class EventSourcedOrders:
     """Commands append to `log` and publish to `projector`; `reads` answers lookups. With a
     `relay`, appends write outbox rows and wake it (targets/eventsourced/outbox.py)."""
@@ -32,7 +46,7 @@ class EventSourcedOrders:
     def __init__(self, log: EventLog, model: ReadModel, relay: OutboxRelay | None = None) -> None:
         self.log = log
         self.model = model
-        self.reads = OrderService(model)  # type: ignore[arg-type]  # the read half suffices
+        self.reads = OrderService(_Reads(model))  # type: ignore[arg-type]  # the read half
         self.projector = Projector(model)
         self.relay = relay
 
