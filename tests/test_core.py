@@ -15,7 +15,6 @@ from targets.core.service import OrderService, build_service
 from targets.core.store import MemoryStore, SQLiteStore, open_store
 from targets.core.validation import create_from_dict
 from tests.conftest import run
-from tests.test_eventsourced import pg_server, pg_store  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

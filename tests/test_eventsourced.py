@@ -20,8 +20,6 @@ import pytest
 from harness.stage.conformance import checks_for
 from harness.stage.launcher import Launcher
 from harness.stage.postgres import (
-    DEFAULT_URL,
-    ensure_postgres,
     private_postgres,
     problem,
     scratch_database,
@@ -43,22 +41,6 @@ SEED = SeedSpec(users=10, orders_per_user=5, seed=3)
 ES = TRANSPORTS["eventsourced"]
 ALL_CHECKS = (len(checks_for(ES)) + 1) * len(ES.clients)  # + "reach the target", per client
 SETTLE_S = 10.0  # deadline for the projection to catch up with the log
-
-
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL that answers: COMMBENCH_PG_URL (default the local one), else a private
-    cluster stopped at session end."""
-    url = os.environ.get("COMMBENCH_PG_URL", DEFAULT_URL)
-    with ensure_postgres(url, tmp_path_factory.mktemp("pg")) as info:
-        yield info.url
-
-
-@pytest.fixture
-def pg_store(pg_server: str) -> Iterator[str]:
-    """A database of this test's own, dropped afterwards."""
-    with scratch_database(pg_server) as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -373,15 +355,3 @@ def test_a_short_run_on_postgresql(tmp_path: Path, pg_store: str) -> None:
     assert [t["status"] for t in meta["targets"]] == ["ok"]
     assert meta["arguments"]["store"] == pg_store
     assert _schemas(pg_store) == []  # the target run's schema was dropped when it stopped
-
-
-def test_a_run_refuses_a_store_a_target_does_not_take(tmp_path: Path, pg_store: str) -> None:
-    scenario = tmp_path / "tiny-es.toml"
-    scenario.write_text(TINY)
-    proc = subprocess.run([COMMBENCH, "run", str(scenario), "--store", pg_store,
-                           "--results-dir", str(tmp_path / "r")],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == ("commbench: --store: rest takes the stores memory, sqlite, "
-                                   "not 'postgresql'")
-    assert not (tmp_path / "r").exists()

@@ -28,7 +28,6 @@ from targets.eventsourced.outbox import BACKLOG_GAUGE, ROUTING_PREFIX, exchange_
 from targets.serving import ServeConfig
 from tests.conftest import run
 from tests.procs import wait_until
-from tests.test_eventsourced import pg_server, pg_store  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.broker
 
