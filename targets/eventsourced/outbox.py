@@ -7,6 +7,9 @@ on the namespace's topic exchange `<ns>.events` with publisher confirms, and rem
 only after the broker confirmed its message. A crash between the confirm and the removal
 publishes that event again on restart: delivery is at least once, and every message carries
 the event's position in the log (its id) as `message_id`, so a consumer dedupes on it.
+Rows go out oldest first on one channel, so an order's events arrive in version order,
+except after a failed publish, when a later version may overtake the retried one: a
+consumer that cares orders them by `version` (a header, and in the body).
 
 The relay never blocks a command: appends commit whether or not the broker answers; while it
 is away the rows wait (the backlog, a control-channel gauge) and the relay retries. Commands
@@ -101,8 +104,9 @@ class OutboxRelay:
                     continue
             except Exception as exc:  # broker away or refusing: the rows stay pending
                 if not failing:
-                    log.warning("outbox: cannot publish on %s (%s: %s); retrying every %.1f s",
-                                redact(self._url), type(exc).__name__, exc, RETRY_S)
+                    log.warning("outbox: cannot publish on %s (%s: %s); the rows wait, "
+                                "retrying every %.1f s", redact(self._url), type(exc).__name__,
+                                exc, RETRY_S)
                     failing = True
                 await self._disconnect()
                 with contextlib.suppress(TimeoutError):  # a stop cuts the pause short
