@@ -186,3 +186,36 @@ def test_the_relay_catches_up_after_a_restart(launcher: Launcher, amqp_url: str,
     _check_published(messages, store)
     assert len(messages) == appended
     assert "cannot publish" in (tmp_path / "logs" / "first.log").read_text()
+
+
+def test_the_stage_restarts_it_on_its_port_and_deletes_its_namespace(tmp_path: Path,
+                                                                       amqp_url: str) -> None:
+    """The target now has a broker, yet it binds a port of its own: a restart (the kill
+    fault's) serves on the same URL, and stopping it deletes its namespace's exchange."""
+    from harness.scenario import TargetRef
+    from harness.stage.stage import Stage
+
+    ns = f"cbtest-outbox-{uuid.uuid4().hex[:8]}"
+    with Stage(tmp_path / "logs", amqp_url=amqp_url, data_dir=tmp_path / "data") as stage:
+        target = stage.start(TargetRef("eventsourced", "aiohttp"), name="es", namespace=ns,
+                             seed=SEED, store="sqlite")
+        assert (target.namespace, target.broker_url) == (ns, stage.brokers["rabbitmq"].url)
+        url = target.url
+        run(_load(url, "before"))
+        assert stage.restart(target, "order").url == url
+        assert _exchange_exists(amqp_url, exchange_name(ns))  # the relay declared it
+        stage.stop(target)
+    assert not _exchange_exists(amqp_url, exchange_name(ns))
+
+
+def _exchange_exists(amqp_url: str, name: str) -> bool:
+    async def body() -> bool:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            try:
+                await (await connection.channel()).declare_exchange(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return False
+            return True
+
+    return bool(run(body()))
