@@ -302,10 +302,11 @@ def _port(url: str, broker_url: str | None) -> int:
 def broker_record(use: BrokerUse) -> tuple[dict[str, Any], str | None]:
     """How run.json describes a broker the stage used, and the warning a shared one earns."""
     warning = None if use.private else (
-        f"the queue used a shared broker ({redact(use.url)}): its CPU per request includes "
-        "everything that broker did during the measured window, other users' work included")
+        f"the targets with a broker used a shared broker ({redact(use.url)}): their CPU per "
+        "request includes everything that broker did during each one's measured window, "
+        "other users' work included")
     return {"kind": use.kind.name, "url": redact(use.url), "shared": not use.private,
             "private": use.private,
             "note": "started for this run and stopped after it" if use.private else
-            "an existing broker found at --amqp-url; other work on it is charged to the "
-            "queue's CPU per request"}, warning
+            "an existing broker found at --amqp-url; other work on it is charged to the CPU "
+            "per request of the targets that use it"}, warning
