@@ -45,7 +45,8 @@ def serve(
                                       help="0 lets the OS choose; the URL is printed")] = 0,
     store: Annotated[str, typer.Option(help="memory, sqlite:PATH or postgresql://…")] = "memory",
     amqp_url: Annotated[str, typer.Option(
-        envvar=AMQP_URL_ENV, help="broker for the queue target")] = DEFAULT_AMQP_URL,
+        envvar=AMQP_URL_ENV, help="broker for the queue target and the eventsourced outbox "
+                                  "('' : eventsourced without its outbox)")] = DEFAULT_AMQP_URL,
     namespace: Annotated[str, typer.Option(help="prefix of queue and exchange names")] = "commbench",
     users: Annotated[int, typer.Option(min=1, help="seed: users")] = 100,
     orders_per_user: Annotated[int, typer.Option(min=1, help="seed: orders per user")] = 10,

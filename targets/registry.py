@@ -64,12 +64,15 @@ class Transport:
     # not applied.
     policy_parts: tuple[str, ...] = ()
     # The --store kinds its server takes: "memory", "sqlite", "postgresql" (a URL).
-    stores: tuple[str, ...] = ("memory", "sqlite")
+    stores: tuple[str, ...] = ("memory", "sqlite", "postgresql")
     # Lookups read a projection that may trail a create: the conformance suite waits (up to
     # its deadline) for a create to become visible instead of failing at once.
     eventual_reads: bool = False
     # Its clients answer `order_at(order_id, at_ms)`: the conformance suite checks it.
     temporal_query: bool = False
+    # "module:function(namespace, roles, chain) -> list[str]": the broker queues a run
+    # samples each second (queues.csv); None: none (a target that only publishes).
+    depth_queues: str | None = None
     # Client variants that are measuring probes, not production clients (a minimal client to
     # see the server without a client library's cost); results label their rows as probes.
     probes: frozenset[str] = frozenset()
@@ -78,6 +81,10 @@ class Transport:
     def serves_chain(self) -> bool:
         """It serves the chain topology (the order flow): it has downstream roles."""
         return len(self.roles) > 1
+
+    def resolve_depth_queues(self) -> Callable[[str, tuple[str, ...], bool], list[str]]:
+        assert self.depth_queues is not None
+        return _resolve(self.depth_queues)
 
     def is_probe(self, variant: str) -> bool:
         return variant in self.probes
@@ -133,15 +140,15 @@ TRANSPORTS: dict[str, Transport] = {
                   {"aio-pika": "targets.queue.server:serve"},
                   {"aio-pika": "targets.queue.client:connect"},
                   broker=RABBITMQ, accepted_moment=True,
+                  depth_queues="targets.queue.topology:depth_queues",
                   policy_parts=("timeouts", "bulkhead", "shed"),
                   roles=(ROLE_ORDER, ROLE_PAYMENT, ROLE_INVENTORY, ROLE_NOTIFICATION)),
         Transport("eventsourced", "event sourcing + CQRS: an order log on SQLite or PostgreSQL, "
-                  "a projected read model, over the REST wire",
+                  "a projected read model, over the REST wire; an outbox publishes its events",
                   {"uvicorn": "targets.eventsourced.server:serve"},
                   {"aiohttp": "targets.eventsourced.client:connect",
                    "httpx": "targets.eventsourced.client:connect_httpx"},
-                  stores=("memory", "sqlite", "postgresql"), eventual_reads=True,
-                  temporal_query=True),
+                  broker=RABBITMQ, eventual_reads=True, temporal_query=True),
     )
 }
 

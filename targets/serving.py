@@ -108,11 +108,14 @@ def announce_ready(transport: str, url: str, role: str = ROLE_ORDER) -> None:
 def run_service(config: ServeConfig, main: Callable[[OrderService], Awaitable[None]]) -> None:
     """Build the order service, run `main(service)` on uvloop until it returns, and close the
     store on every path (a durable store checkpoints its WAL on close)."""
-    service = build_service(config.store, config.seed)
-    try:
-        run_on_uvloop(main(service))
-    finally:
-        service.store.close()
+    async def body() -> None:
+        service = await build_service(config.store, config.seed)
+        try:
+            await main(service)
+        finally:
+            await service.store.close()
+
+    run_on_uvloop(body())
 
 
 def run_on_uvloop(main: Coroutine[Any, Any, None]) -> None:

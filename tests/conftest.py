@@ -107,3 +107,23 @@ def amqp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get(TEST_AMQP_ENV) or _suite_broker_url()
     with ensure_broker(url, tmp_path_factory.mktemp("broker")) as info:
         yield info.url
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL that answers: COMMBENCH_PG_URL (default the local one), else a private
+    cluster stopped at session end."""
+    from harness.stage.postgres import DEFAULT_URL, ensure_postgres
+
+    url = os.environ.get("COMMBENCH_PG_URL", DEFAULT_URL)
+    with ensure_postgres(url, tmp_path_factory.mktemp("pg")) as info:
+        yield info.url
+
+
+@pytest.fixture
+def pg_store(pg_server: str) -> Iterator[str]:
+    """A database of this test's own, dropped afterwards."""
+    from harness.stage.postgres import scratch_database
+
+    with scratch_database(pg_server) as url:
+        yield url

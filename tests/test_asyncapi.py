@@ -410,10 +410,10 @@ def test_every_message_client_and_server_write_is_documented() -> None:
     every message either writes fits a documented message of the channel it travels on,
     and every documented message (but the broker-made dead letter) is written."""
     broker = FakeBroker()
-    service = build_service("memory", SEED)
     others: list[aio_pika.Message] = []  # sent off the document on purpose
 
     async def conversation() -> QueueClient:
+        service = await build_service("memory", SEED)
         server_channel = FakeChannel(broker)
         shared = await declare_shared(server_channel, NS)
         worker = Worker(service, server_channel.default_exchange,

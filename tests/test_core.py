@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,25 @@ from targets.core.seed import SeedSpec, seed_orders
 from targets.core.service import OrderService, build_service
 from targets.core.store import MemoryStore, SQLiteStore, open_store
 from targets.core.validation import create_from_dict
+from tests.conftest import run
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def service(request, tmp_path: Path) -> OrderService:
-    spec = "memory" if request.param == "memory" else f"sqlite:{tmp_path / 'orders.db'}"
-    return build_service(spec, SeedSpec(users=4, orders_per_user=3, seed=9))
+@pytest.fixture
+def aio() -> Iterator[Callable]:  # type: ignore[type-arg]
+    """Run coroutines on one loop for the whole test: a PostgreSQL pool belongs to its loop."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        yield runner.run
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def service(request, tmp_path: Path, aio: Callable) -> Iterator[OrderService]:  # type: ignore[type-arg]
+    spec = {"memory": lambda: "memory", "sqlite": lambda: f"sqlite:{tmp_path / 'orders.db'}",
+            "postgresql": lambda: request.getfixturevalue("pg_store")}[request.param]()
+    service = aio(build_service(spec, SeedSpec(users=4, orders_per_user=3, seed=9)))
+    yield service
+    aio(service.store.close())
 
 
 def req(rid: str = "r1", user: int = 1, *items: tuple[str, int]) -> CreateOrder:
@@ -39,28 +53,33 @@ def test_seed_is_deterministic_and_user_major() -> None:
 
 def test_both_stores_hold_the_same_seed(tmp_path: Path) -> None:
     spec = SeedSpec(users=5, orders_per_user=2, seed=3)
-    mem = build_service("memory", spec)
-    sql = build_service(f"sqlite:{tmp_path / 'o.db'}", spec)
-    for oid in range(1, 11):
-        assert mem.get_order(oid).to_dict() == sql.get_order(oid).to_dict()
-    assert [o.id for o in mem.list_user_orders(2)] == [o.id for o in sql.list_user_orders(2)] == [4, 3]
+    async def body() -> None:
+        mem = await build_service("memory", spec)
+        sql = await build_service(f"sqlite:{tmp_path / 'o.db'}", spec)
+        for oid in range(1, 11):
+            assert (await mem.get_order(oid)).to_dict() == (await sql.get_order(oid)).to_dict()
+        assert [o.id for o in await mem.list_user_orders(2)] == \
+            [o.id for o in await sql.list_user_orders(2)] == [4, 3]
+        await sql.store.close()
+
+    run(body())
 
 
-def test_get_and_list(service: OrderService) -> None:
-    assert service.get_order(5).user_id == 2
+def test_get_and_list(service: OrderService, aio: Callable) -> None:
+    assert aio(service.get_order(5)).user_id == 2
     with pytest.raises(NotFound):
-        service.get_order(999)
-    assert [o.id for o in service.list_user_orders(2, limit=2)] == [6, 5]
-    assert service.list_user_orders(77) == []
+        aio(service.get_order(999))
+    assert [o.id for o in aio(service.list_user_orders(2, limit=2))] == [6, 5]
+    assert aio(service.list_user_orders(77)) == []
 
 
-def test_create_prices_from_catalogue_and_is_idempotent(service: OrderService) -> None:
-    order, new = service.create_order(req("a", 1, ("SKU-002", 3), ("SKU-005", 1)))
+def test_create_prices_from_catalogue_and_is_idempotent(service: OrderService, aio: Callable) -> None:
+    order, new = aio(service.create_order(req("a", 1, ("SKU-002", 3), ("SKU-005", 1))))
     assert new and order.id == 13
     assert order.total_cents == 3 * CATALOGUE["SKU-002"] + CATALOGUE["SKU-005"]
-    again, new_again = service.create_order(req("a", 2, ("SKU-001", 1)))
+    again, new_again = aio(service.create_order(req("a", 2, ("SKU-001", 1))))
     assert not new_again and again == order
-    assert service.store.count() == 13
+    assert aio(service.store.count()) == 13
 
 
 @pytest.mark.parametrize(
@@ -77,16 +96,17 @@ def test_create_prices_from_catalogue_and_is_idempotent(service: OrderService) -
         (req("r", 1, ("SKU-001", 1), ("SKU-001", True)), "items[1].quantity"),  # type: ignore[arg-type]
     ],
 )
-def test_invalid_creates_name_the_field(service: OrderService, bad: CreateOrder, field: str) -> None:
+def test_invalid_creates_name_the_field(service: OrderService, aio: Callable, bad: CreateOrder,
+                                        field: str) -> None:
     with pytest.raises(InvalidRequest) as exc:
-        service.create_order(bad)
+        aio(service.create_order(bad))
     assert exc.value.field == field
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1001, "5", 2.5])
-def test_invalid_limits(service: OrderService, limit: object) -> None:
+def test_invalid_limits(service: OrderService, aio: Callable, limit: object) -> None:
     with pytest.raises(InvalidRequest):
-        service.list_user_orders(1, limit)  # type: ignore[arg-type]
+        aio(service.list_user_orders(1, limit))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("body", [[], "x", {"items": "no"}, {"items": [1]}])
@@ -95,48 +115,54 @@ def test_create_from_dict_rejects_shapes(body: object) -> None:
         create_from_dict(body)
 
 
-def test_create_from_dict_then_core_rejects_wrong_types(service: OrderService) -> None:
+def test_create_from_dict_then_core_rejects_wrong_types(service: OrderService, aio: Callable) -> None:
     parsed = create_from_dict({"request_id": 5, "user_id": "1", "items": [{"sku": "SKU-001", "quantity": 1}]})
     with pytest.raises(InvalidRequest):
-        service.create_order(parsed)
+        aio(service.create_order(parsed))
 
 
 def test_sqlite_store_is_durable(tmp_path: Path) -> None:
     path = tmp_path / "d.db"
-    first = build_service(f"sqlite:{path}", SeedSpec(users=2, orders_per_user=2, seed=1))
-    made, _ = first.create_order(req("keep", 1))
-    first.store.close()
-    reopened = build_service(f"sqlite:{path}", SeedSpec(users=2, orders_per_user=2, seed=1))
-    assert reopened.get_order(made.id) == made
-    assert reopened.store.count() == 5  # not seeded twice
+
+    async def body() -> None:
+        first = await build_service(f"sqlite:{path}", SeedSpec(users=2, orders_per_user=2, seed=1))
+        made, _ = await first.create_order(req("keep", 1))
+        await first.store.close()
+        reopened = await build_service(f"sqlite:{path}",
+                                       SeedSpec(users=2, orders_per_user=2, seed=1))
+        assert await reopened.get_order(made.id) == made
+        assert await reopened.store.count() == 5  # not seeded twice
+        await reopened.store.close()
+
+    run(body())
 
 
 def test_open_store_rejects_unknown_spec(tmp_path: Path) -> None:
-    assert isinstance(open_store("memory"), MemoryStore)
-    sqlite = open_store(f"sqlite:{tmp_path / 's.db'}")
+    assert isinstance(run(open_store("memory")), MemoryStore)
+    sqlite = run(open_store(f"sqlite:{tmp_path / 's.db'}"))
     try:
         assert isinstance(sqlite, SQLiteStore) and (tmp_path / "s.db").exists()
     finally:
-        sqlite.close()
+        run(sqlite.close())
     with pytest.raises(ValueError, match="sqlite:PATH"):
-        open_store("postgres")
+        run(open_store("postgres"))
     with pytest.raises(ValueError):
-        open_store("sqlite:")
+        run(open_store("sqlite:"))
 
 
-def test_watch_streams_status_changes_until_terminal(service: OrderService) -> None:
+def test_watch_streams_status_changes_until_terminal(service: OrderService, aio: Callable) -> None:
     async def scenario() -> list[str]:
-        order, _ = service.create_order(req("w", 1))
+        order, _ = await service.create_order(req("w", 1))
         seen: list[str] = []
         watcher = service.watch(order.id)
         seen.append((await anext(watcher)).status)
-        service.set_status(order.id, "paid")
-        service.set_status(order.id, "delivered")
+        await service.set_status(order.id, "paid")
+        await service.set_status(order.id, "delivered")
         async for update in watcher:
             seen.append(update.status)
         return seen
 
-    assert asyncio.run(scenario()) == ["created", "paid", "delivered"]
+    assert aio(scenario()) == ["created", "paid", "delivered"]
 
 
 def test_error_kinds_round_trip() -> None:

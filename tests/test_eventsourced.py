@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,6 @@ import pytest
 from harness.stage.conformance import checks_for
 from harness.stage.launcher import Launcher
 from harness.stage.postgres import (
-    DEFAULT_URL,
-    ensure_postgres,
     private_postgres,
     problem,
     scratch_database,
@@ -43,27 +43,22 @@ ALL_CHECKS = (len(checks_for(ES)) + 1) * len(ES.clients)  # + "reach the target"
 SETTLE_S = 10.0  # deadline for the projection to catch up with the log
 
 
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL that answers: COMMBENCH_PG_URL (default the local one), else a private
-    cluster stopped at session end."""
-    url = os.environ.get("COMMBENCH_PG_URL", DEFAULT_URL)
-    with ensure_postgres(url, tmp_path_factory.mktemp("pg")) as info:
-        yield info.url
-
-
-@pytest.fixture
-def pg_store(pg_server: str) -> Iterator[str]:
-    """A database of this test's own, dropped afterwards."""
-    with scratch_database(pg_server) as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:{tmp_path / 'events.sqlite'}"
     return str(request.getfixturevalue("pg_store"))
+
+
+@pytest.fixture
+def served(amqp_url: str) -> Iterator[ServeConfig]:
+    """The server's broker settings: the suite's broker and a namespace of this test's own
+    (the outbox publishes there), deleted afterwards."""
+    from harness.stage.broker import delete_namespace
+
+    ns = f"cbtest-es-{uuid.uuid4().hex[:8]}"
+    yield ServeConfig(amqp_url=amqp_url, namespace=ns, seed=SEED)
+    delete_namespace(amqp_url, ns)
 
 
 def verify(*args: str) -> subprocess.CompletedProcess[str]:
@@ -201,8 +196,9 @@ def test_a_stale_append_is_refused_never_overwritten(store: str) -> None:
     run(scenario())
 
 
-def test_a_stale_status_change_is_refused_over_the_wire(launcher: Launcher, store: str) -> None:
-    url = launcher.start("eventsourced", ServeConfig(store=store, seed=SEED)).url
+def test_a_stale_status_change_is_refused_over_the_wire(launcher: Launcher, store: str,
+                                                       served: ServeConfig) -> None:
+    url = launcher.start("eventsourced", replace(served, store=store)).url
 
     async def scenario() -> None:
         client = await connect(url)
@@ -240,8 +236,9 @@ async def _read_model(client: object, last_id: int) -> dict[int, dict[str, objec
     return {o.id: o.to_dict() for o in orders}
 
 
-def test_replay_gives_the_live_projection(launcher: Launcher, store: str) -> None:
-    config = ServeConfig(store=store, seed=SEED)
+def test_replay_gives_the_live_projection(launcher: Launcher, store: str,
+                                          served: ServeConfig) -> None:
+    config = replace(served, store=store)
     url = launcher.start("eventsourced", config, name="first").url
 
     async def live() -> tuple[dict[int, dict[str, object]], dict[str, int]]:
@@ -358,15 +355,3 @@ def test_a_short_run_on_postgresql(tmp_path: Path, pg_store: str) -> None:
     assert [t["status"] for t in meta["targets"]] == ["ok"]
     assert meta["arguments"]["store"] == pg_store
     assert _schemas(pg_store) == []  # the target run's schema was dropped when it stopped
-
-
-def test_a_run_refuses_a_store_a_target_does_not_take(tmp_path: Path, pg_store: str) -> None:
-    scenario = tmp_path / "tiny-es.toml"
-    scenario.write_text(TINY)
-    proc = subprocess.run([COMMBENCH, "run", str(scenario), "--store", pg_store,
-                           "--results-dir", str(tmp_path / "r")],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == ("commbench: --store: rest takes the stores memory, sqlite, "
-                                   "not 'postgresql'")
-    assert not (tmp_path / "r").exists()

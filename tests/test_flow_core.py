@@ -44,6 +44,7 @@ from targets.flow.outcomes import (
 from targets.flow.payment import Payments
 from targets.flow.plan import store_path
 from targets.flow.reconcile import reconcile, reconcile_folder
+from tests.conftest import run
 
 SEED = SeedSpec(users=4, orders_per_user=2, seed=7)
 
@@ -140,11 +141,12 @@ def test_saga_reactions_answer_redeliveries_with_the_same_event(tmp_path: Path) 
 
 
 def test_the_first_terminal_status_wins_and_rejected_is_unavailable() -> None:
-    orders = build_service("memory", None)
-    order, _ = orders.create_order(CreateOrder("r", 1, (ItemRequest("SKU-001", 1),)), status=STATUS_PENDING)
-    assert settle(orders, order.id, STATUS_CONFIRMED).status == STATUS_CONFIRMED
-    assert settle(orders, order.id, STATUS_CANCELLED).status == STATUS_CONFIRMED
-    rejected = orders.set_status(order.id, STATUS_REJECTED)
+    orders = run(build_service("memory", None))
+    order, _ = run(orders.create_order(CreateOrder("r", 1, (ItemRequest("SKU-001", 1),)),
+                                       status=STATUS_PENDING))
+    assert run(settle(orders, order.id, STATUS_CONFIRMED)).status == STATUS_CONFIRMED
+    assert run(settle(orders, order.id, STATUS_CANCELLED)).status == STATUS_CONFIRMED
+    rejected = run(orders.set_status(order.id, STATUS_REJECTED))
     with pytest.raises(Unavailable):
         answer(rejected)
 
@@ -154,7 +156,7 @@ def _item(sku: str, quantity: int) -> Item:
 
 
 def _close(orders: OrderService, *cores: Payments | Inventory | Notifications) -> None:
-    orders.store.close()
+    run(orders.store.close())
     for core in cores:
         core.close()
 
@@ -162,7 +164,7 @@ def _close(orders: OrderService, *cores: Payments | Inventory | Notifications) -
 def _run_books(folder: Path) -> tuple[OrderService, Payments, Inventory, dict[str, int]]:
     """Stores laid out as a chain run leaves them, with one order of each outcome driven
     through the cores as the services would."""
-    orders = build_service(f"sqlite:{store_path(folder, 'order')}", SEED)
+    orders = run(build_service(f"sqlite:{store_path(folder, 'order')}", SEED))
     p = Payments.open(f"sqlite:{store_path(folder, 'payment')}", SEED)
     i = Inventory.open(f"sqlite:{store_path(folder, 'inventory')}", SEED)
     ok, out = in_stock_skus(SEED)[0], sold_out_sku(SEED)
@@ -170,16 +172,16 @@ def _run_books(folder: Path) -> tuple[OrderService, Payments, Inventory, dict[st
     for label, user, sku in (("confirmed", paying_user(SEED), ok),
                              ("declined", declining_user(SEED), ok),
                              ("sold out", paying_user(SEED), out)):
-        order, _ = orders.create_order(CreateOrder(label, user, (ItemRequest(sku, 2),)),
-                                       status=STATUS_PENDING)
+        order, _ = run(orders.create_order(CreateOrder(label, user, (ItemRequest(sku, 2),)),
+                                           status=STATUS_PENDING))
         ids[label] = order.id
         if p.charge(order.id, user, order.total_cents) != pay.CHARGED:
-            settle(orders, order.id, STATUS_CANCELLED)
+            run(settle(orders, order.id, STATUS_CANCELLED))
         elif i.reserve(order.id, [(sku, 2)]) == inv.RESERVED:
-            settle(orders, order.id, STATUS_CONFIRMED)
+            run(settle(orders, order.id, STATUS_CONFIRMED))
         else:
             p.refund(order.id)
-            settle(orders, order.id, STATUS_CANCELLED)
+            run(settle(orders, order.id, STATUS_CANCELLED))
     return orders, p, i, ids
 
 
@@ -196,8 +198,9 @@ def test_reconciliation_of_consistent_books_is_clean(tmp_path: Path) -> None:
 
 def test_reconciliation_finds_a_stranded_order_and_a_double_charge(tmp_path: Path) -> None:
     orders, p, i, ids = _run_books(tmp_path)
-    stranded, _ = orders.create_order(CreateOrder("stranded", 2, (ItemRequest("SKU-001", 1),)),
-                                      status=STATUS_PENDING)  # no saga behind it
+    stranded, _ = run(orders.create_order(CreateOrder("stranded", 2,
+                                                      (ItemRequest("SKU-001", 1),)),
+                                          status=STATUS_PENDING))  # no saga behind it
     _close(orders, p, i)
     with sqlite3.connect(store_path(tmp_path, "payment")) as db:  # by hand, behind the guard
         db.execute("INSERT INTO ledger (order_id, kind, amount_cents, at_ms)"
@@ -219,9 +222,9 @@ def test_reconciliation_finds_a_stranded_order_and_a_double_charge(tmp_path: Pat
 def test_reconciliation_finds_leftovers_and_notification_gaps(tmp_path: Path) -> None:
     orders, p, i, ids = _run_books(tmp_path)
     n = Notifications.open(f"sqlite:{store_path(tmp_path, 'notification')}")
-    n.record(orders.get_order(ids["confirmed"]))
-    n.record(orders.get_order(ids["declined"]))
-    orders.set_status(ids["confirmed"], STATUS_CANCELLED)  # cancelled, but paid and reserved
+    n.record(run(orders.get_order(ids["confirmed"])))
+    n.record(run(orders.get_order(ids["declined"])))
+    run(orders.set_status(ids["confirmed"], STATUS_CANCELLED))  # cancelled, but paid and reserved
     _close(orders, p, i, n)
     with sqlite3.connect(store_path(tmp_path, "notification")) as db:
         db.execute("INSERT INTO notifications (order_id, user_id, total_cents, first_at_ms, deliveries)"

@@ -192,10 +192,10 @@ def test_stream_starts_with_current_status(url: str) -> None:
 
 def test_stream_follows_status_changes() -> None:
     """In-process server, so the test can change a status through the core."""
-    service = build_service("memory", SEED)
     order = next(o for o in SEEDED.values() if o.status == "created")
 
     async def main() -> None:
+        service = await build_service("memory", SEED)
         server = grpc.aio.server()
         add_to_server(OrderServicer(service), server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -204,9 +204,9 @@ def test_stream_follows_status_changes() -> None:
         try:
             updates = c.stream_order_updates(order.id, timeout=30)
             assert (await anext(updates)).status == "created"  # watcher now registered
-            service.set_status(order.id, "paid")
+            await service.set_status(order.id, "paid")
             assert (await anext(updates)).status == "paid"
-            service.set_status(order.id, "delivered")
+            await service.set_status(order.id, "delivered")
             last = await anext(updates)
             assert last.status == "delivered" and last.id == order.id
             with pytest.raises(StopAsyncIteration):

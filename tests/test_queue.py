@@ -84,14 +84,13 @@ def test_ready_url_names_the_namespace(target: Service, amqp_url: str, ns: str) 
 
 def test_get_and_list_match_the_core(target: Service) -> None:
     seeded = seed_orders(SEED)
-    core = build_service("memory", SEED)
-
     async def body() -> None:
+        core = await build_service("memory", SEED)
         async with _client(target.url) as client:
             assert await client.get_order(1) == seeded[0]
             assert await client.get_order(SEED.total) == seeded[-1]
-            assert await client.list_user_orders(2, limit=2) == core.list_user_orders(2, 2)
-            assert await client.list_user_orders(2) == core.list_user_orders(2)
+            assert await client.list_user_orders(2, limit=2) == await core.list_user_orders(2, 2)
+            assert await client.list_user_orders(2) == await core.list_user_orders(2)
             assert await client.list_user_orders(SEED.users + 1) == []
 
     run(body())

@@ -308,9 +308,8 @@ def test_port_in_use_is_one_line(tmp_path):
 
 
 def test_build_app_in_process():
-    service = build_service("memory", SEED)
-
     async def body():
+        service = await build_service("memory", SEED)
         transport = httpx.ASGITransport(app=build_app(service))
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
             assert (await http.get("/orders/4")).json()["user_id"] == 2

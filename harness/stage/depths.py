@@ -20,18 +20,11 @@ from typing import Any
 from harness.errors import UserError
 from harness.stage.control import query_gauges
 from harness.stage.stage import StagedTarget
-from targets.queue.topology import Names
 from targets.registry import get_transport
 
 SAMPLE_TIMEOUT_S = 0.5
 GAUGE_TIMEOUT_S = 0.1  # a local socket answers in well under that
 CONNECT_TIMEOUT_S = 3.0
-
-
-def queues_of(namespace: str, roles: tuple[str, ...], chain: bool) -> list[str]:
-    names = Names(namespace)
-    out = [names.commands, names.rpc, names.dead]
-    return out + ([names.saga_queue(r) for r in roles] if chain else [])
 
 
 class DepthProbe:
@@ -45,11 +38,14 @@ class DepthProbe:
 
     @classmethod
     def of(cls, target: StagedTarget) -> DepthProbe | None:
-        """The probe of a queue target we stood up (None: not a broker's, or by URL)."""
-        if target.namespace is None or target.broker_url is None:
+        """The probe of a target we stood up whose transport has queues to watch (None: it
+        has none, such as a target that only publishes, or it was reached by URL)."""
+        transport = get_transport(target.ref.transport)
+        if target.namespace is None or target.broker_url is None or not transport.depth_queues:
             return None
-        return cls(target.broker_url, queues_of(
-            target.namespace, get_transport(target.ref.transport).roles, bool(target.stores)),
+        queues = transport.resolve_depth_queues()
+        return cls(target.broker_url, queues(target.namespace, transport.roles,
+                                             bool(target.stores)),
             tuple(s.control for role, s in target.services.items()
                   if s.control and role not in target.down))
 

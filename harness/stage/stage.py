@@ -197,7 +197,7 @@ class Stage:
                                             cpus=cpus, timeout=timeout, server=ref.server)
 
             service = target.services[role] = again()
-            target.relaunch[role] = lambda: again(_port(service.url, transport.broker))
+            target.relaunch[role] = lambda: again(_port(service.url, target.broker_url))
             return service.url
 
         if topology == TOPOLOGY_CHAIN:
@@ -292,18 +292,25 @@ def store_kind(store: str) -> str:
     return "postgresql" if store.startswith(("postgresql://", "postgres://")) else store
 
 
-def _port(url: str, broker: BrokerKind | None) -> int:
-    """The port a server bound (0 for a broker's consumer, which binds none)."""
-    return 0 if broker is not None else urlsplit(url).port or 0
+def _port(url: str, broker_url: str | None) -> int:
+    """The port a server bound: 0 for a broker's consumer, which binds none (its URL is the
+    broker's); a server that only publishes on a broker (the outbox) keeps its own port."""
+    here = urlsplit(url)
+    if broker_url is not None:
+        broker = urlsplit(broker_url)
+        if (here.hostname, here.port) == (broker.hostname, broker.port or 5672):
+            return 0
+    return here.port or 0
 
 
 def broker_record(use: BrokerUse) -> tuple[dict[str, Any], str | None]:
     """How run.json describes a broker the stage used, and the warning a shared one earns."""
     warning = None if use.private else (
-        f"the queue used a shared broker ({redact(use.url)}): its CPU per request includes "
-        "everything that broker did during the measured window, other users' work included")
+        f"the targets with a broker used a shared broker ({redact(use.url)}): their CPU per "
+        "request includes everything that broker did during each one's measured window, "
+        "other users' work included")
     return {"kind": use.kind.name, "url": redact(use.url), "shared": not use.private,
             "private": use.private,
             "note": "started for this run and stopped after it" if use.private else
-            "an existing broker found at --amqp-url; other work on it is charged to the "
-            "queue's CPU per request"}, warning
+            "an existing broker found at --amqp-url; other work on it is charged to the CPU "
+            "per request of the targets that use it"}, warning

@@ -1,5 +1,6 @@
 """The order service's business logic. Every transport adapter calls these methods and
-nothing else, so the three systems under test differ only in how bytes travel."""
+nothing else, so the three systems under test differ only in how bytes travel. Its methods
+are coroutines because the store may be a database across the network (PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -29,19 +30,20 @@ class OrderService:
         self.store = store
         self._watchers: dict[int, set[asyncio.Queue[Order]]] = {}
 
-    def get_order(self, order_id: int) -> Order:
+    async def get_order(self, order_id: int) -> Order:
         check_id(order_id, "order_id")
-        order = self.store.get(order_id)
+        order = await self.store.get(order_id)
         if order is None:
             raise NotFound(f"order {order_id} does not exist")
         return order
 
-    def list_user_orders(self, user_id: int, limit: int = DEFAULT_LIST_LIMIT) -> list[Order]:
+    async def list_user_orders(self, user_id: int,
+                               limit: int = DEFAULT_LIST_LIMIT) -> list[Order]:
         check_id(user_id, "user_id")
         check_limit(limit)
-        return self.store.list_by_user(user_id, limit)
+        return await self.store.list_by_user(user_id, limit)
 
-    def create_order(self, req: CreateOrder, status: str = STATUS_CREATED) -> tuple[Order, bool]:
+    async def create_order(self, req: CreateOrder, status: str = STATUS_CREATED) -> tuple[Order, bool]:
         """Idempotent on `request_id`: a retry returns the first order and stores nothing.
         `status` is the new order's first status (the order flow stores it `pending`)."""
         check_create(req)
@@ -55,12 +57,12 @@ class OrderService:
             created_at_ms=time.time_ns() // 1_000_000,
             request_id=req.request_id,
         )
-        return self.store.insert(order)
+        return await self.store.insert(order)
 
-    def set_status(self, order_id: int, status: str) -> Order:
+    async def set_status(self, order_id: int, status: str) -> Order:
         if status not in ALL_STATUSES:
             raise InvalidRequest(f"status must be one of {', '.join(ALL_STATUSES)}", "status")
-        order = self.store.set_status(order_id, status)
+        order = await self.store.set_status(order_id, status)
         if order is None:
             raise NotFound(f"order {order_id} does not exist")
         for q in self._watchers.get(order_id, ()):
@@ -69,7 +71,7 @@ class OrderService:
 
     async def watch(self, order_id: int) -> AsyncIterator[Order]:
         """The order now, then each status change until a terminal status."""
-        order = self.get_order(order_id)
+        order = await self.get_order(order_id)
         queue: asyncio.Queue[Order] = asyncio.Queue()
         self._watchers.setdefault(order_id, set()).add(queue)
         try:
@@ -85,9 +87,13 @@ class OrderService:
                     del self._watchers[order_id]
 
 
-def build_service(store_spec: str, seed: SeedSpec | None) -> OrderService:
+async def build_service(store_spec: str, seed: SeedSpec | None) -> OrderService:
     """Open the store and seed it when it is empty (a durable store keeps its data)."""
-    store = open_store(store_spec)
-    if seed is not None and seed.total and store.count() == 0:
-        store.insert_many(seed_orders(seed))
+    store = await open_store(store_spec)
+    try:
+        if seed is not None and seed.total and await store.count() == 0:
+            await store.insert_many(seed_orders(seed))
+    except BaseException:
+        await store.close()
+        raise
     return OrderService(store)

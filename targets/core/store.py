@@ -1,6 +1,10 @@
-"""Order stores: one interface, an in-memory backend and a durable SQLite (WAL) backend.
+"""Order stores: one interface, an in-memory backend, a durable SQLite (WAL) backend and a
+PostgreSQL backend (targets/core/pg_store.py).
 
-The backend is chosen per run with a spec string: `memory` or `sqlite:PATH`.
+The backend is chosen per run with a spec string: `memory`, `sqlite:PATH` or
+`postgresql://…`. The interface is async because PostgreSQL is a network round trip that must
+not block the server's event loop; the memory and SQLite backends answer at once (their
+coroutines never suspend, so a read-then-write on one loop stays atomic for them).
 """
 
 from __future__ import annotations
@@ -11,25 +15,26 @@ import threading
 from typing import Protocol
 
 from targets.core.model import Item, Order
+from targets.core.pg import is_postgres
 
 
 class Store(Protocol):
-    def get(self, order_id: int) -> Order | None: ...
+    async def get(self, order_id: int) -> Order | None: ...
 
-    def list_by_user(self, user_id: int, limit: int) -> list[Order]: ...
+    async def list_by_user(self, user_id: int, limit: int) -> list[Order]: ...
 
-    def insert(self, order: Order) -> tuple[Order, bool]:
+    async def insert(self, order: Order) -> tuple[Order, bool]:
         """Store `order` unless one with its request id exists; return the stored one and
         whether it is new. The store assigns the id (the id of `order` is ignored)."""
         ...
 
-    def insert_many(self, orders: list[Order]) -> None: ...
+    async def insert_many(self, orders: list[Order]) -> None: ...
 
-    def set_status(self, order_id: int, status: str) -> Order | None: ...
+    async def set_status(self, order_id: int, status: str) -> Order | None: ...
 
-    def count(self) -> int: ...
+    async def count(self) -> int: ...
 
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 class MemoryStore:
@@ -42,42 +47,42 @@ class MemoryStore:
         self._next_id = 1
         self._lock = threading.Lock()
 
-    def get(self, order_id: int) -> Order | None:
+    async def get(self, order_id: int) -> Order | None:
         return self._orders.get(order_id)
 
-    def list_by_user(self, user_id: int, limit: int) -> list[Order]:
+    async def list_by_user(self, user_id: int, limit: int) -> list[Order]:
         ids = self._by_user.get(user_id, [])
         return [self._orders[i] for i in reversed(ids[-limit:])]
 
-    def insert(self, order: Order) -> tuple[Order, bool]:
+    async def insert(self, order: Order) -> tuple[Order, bool]:
         with self._lock:
             existing = self._by_request.get(order.request_id)
             if existing is not None:
                 return self._orders[existing], False
-            stored = _with_id(order, self._next_id)
+            stored = with_id(order, self._next_id)
             self._next_id += 1
             self._orders[stored.id] = stored
             self._by_user.setdefault(stored.user_id, []).append(stored.id)
             self._by_request[stored.request_id] = stored.id
             return stored, True
 
-    def insert_many(self, orders: list[Order]) -> None:
+    async def insert_many(self, orders: list[Order]) -> None:
         for order in orders:
-            self.insert(order)
+            await self.insert(order)
 
-    def set_status(self, order_id: int, status: str) -> Order | None:
+    async def set_status(self, order_id: int, status: str) -> Order | None:
         with self._lock:
             order = self._orders.get(order_id)
             if order is None:
                 return None
-            updated = _replace_status(order, status)
+            updated = replace_status(order, status)
             self._orders[order_id] = updated
             return updated
 
-    def count(self) -> int:
+    async def count(self) -> int:
         return len(self._orders)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
@@ -107,54 +112,58 @@ class SQLiteStore:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
-    def get(self, order_id: int) -> Order | None:
+    async def get(self, order_id: int) -> Order | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM orders WHERE id = ?", (order_id,)).fetchone()
-        return _from_row(row) if row else None
+        return from_row(row) if row else None
 
-    def list_by_user(self, user_id: int, limit: int) -> list[Order]:
+    async def list_by_user(self, user_id: int, limit: int) -> list[Order]:
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM orders WHERE user_id = ? ORDER BY id DESC LIMIT ?",
             (user_id, limit),
         ).fetchall()
-        return [_from_row(r) for r in rows]
+        return [from_row(r) for r in rows]
 
-    def insert(self, order: Order) -> tuple[Order, bool]:
+    async def insert(self, order: Order) -> tuple[Order, bool]:
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO orders (request_id, user_id, items, total_cents, status, created_at_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(request_id) DO NOTHING",
-                _to_row(order),
+                to_row(order),
             )
             new = cur.rowcount == 1
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM orders WHERE request_id = ?", (order.request_id,)
             ).fetchone()
-        return _from_row(row), new
+        return from_row(row), new
 
-    def insert_many(self, orders: list[Order]) -> None:
+    async def insert_many(self, orders: list[Order]) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT INTO orders (request_id, user_id, items, total_cents, status, created_at_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [_to_row(o) for o in orders],
+                [to_row(o) for o in orders],
             )
             self._db.execute("COMMIT")
 
-    def set_status(self, order_id: int, status: str) -> Order | None:
+    async def set_status(self, order_id: int, status: str) -> Order | None:
         with self._lock:
             self._db.execute("UPDATE orders SET status = ? WHERE id = ?", (status, order_id))
-        return self.get(order_id)
+        return await self.get(order_id)
 
-    def count(self) -> int:
+    async def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._db.close()
 
 
-def open_store(spec: str) -> Store:
-    """`memory` or `sqlite:PATH`."""
+async def open_store(spec: str) -> Store:
+    """`memory`, `sqlite:PATH` or `postgresql://…`; ValueError, one line, when it cannot open."""
+    if is_postgres(spec):
+        from targets.core.pg_store import PostgresStore
+
+        return await PostgresStore.open(spec)
     if spec == "memory":
         return MemoryStore()
     if spec.startswith("sqlite:") and len(spec) > len("sqlite:"):
@@ -164,25 +173,26 @@ def open_store(spec: str) -> Store:
         except sqlite3.Error as exc:
             raise ValueError(f"cannot open the SQLite store {path!r}: {exc} "
                              "(does its folder exist, and is it writable?)") from None
-    raise ValueError(f"unknown store {spec!r}: use 'memory' or 'sqlite:PATH'")
+    raise ValueError(f"unknown store {spec!r}: use 'memory', 'sqlite:PATH' or "
+                     "'postgresql://USER@HOST:PORT/DATABASE'")
 
 
-def _with_id(order: Order, order_id: int) -> Order:
+def with_id(order: Order, order_id: int) -> Order:
     return Order(order_id, order.user_id, order.items, order.total_cents, order.status,
                  order.created_at_ms, order.request_id)
 
 
-def _replace_status(order: Order, status: str) -> Order:
+def replace_status(order: Order, status: str) -> Order:
     return Order(order.id, order.user_id, order.items, order.total_cents, status,
                  order.created_at_ms, order.request_id)
 
 
-def _to_row(o: Order) -> tuple[object, ...]:
+def to_row(o: Order) -> tuple[object, ...]:
     items = json.dumps([[i.sku, i.quantity, i.unit_price_cents] for i in o.items])
     return (o.request_id, o.user_id, items, o.total_cents, o.status, o.created_at_ms)
 
 
-def _from_row(row: tuple) -> Order:  # type: ignore[type-arg]
+def from_row(row: tuple) -> Order:  # type: ignore[type-arg]
     oid, request_id, user_id, items, total, status, created = row
     return Order(
         id=oid,

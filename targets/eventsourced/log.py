@@ -4,6 +4,10 @@
 a SQLite file (WAL), `postgresql://…` PostgreSQL through asyncpg; an optional `schema=NAME`
 query parameter puts the log in its own schema (created when missing) so runs sharing one
 database never collide.
+
+With `outbox` on, every append also writes one outbox row per event in the same transaction
+(targets/eventsourced/outbox.py publishes them): an event is in the outbox if and only if it
+was appended, whatever crashes. Seeded streams are the data a run starts from and get none.
 """
 
 from __future__ import annotations
@@ -51,20 +55,34 @@ class EventLog(Protocol):
 
     async def count(self) -> int: ...
 
+    async def pending(self, limit: int) -> list[Event]:
+        """The oldest outbox rows not yet published, as their events, in position order."""
+        ...
+
+    async def mark_published(self, positions: Sequence[int]) -> None:
+        """Remove these rows from the outbox: the broker has confirmed them."""
+        ...
+
+    async def backlog(self) -> int:
+        """Outbox rows not yet published."""
+        ...
+
     async def close(self) -> None: ...
 
 
-async def open_log(spec: str) -> EventLog:
-    """The log a store spec names; ValueError with a one-line reason when it cannot open."""
+async def open_log(spec: str, outbox: bool = False) -> EventLog:
+    """The log a store spec names; ValueError with a one-line reason when it cannot open.
+    `outbox`: appends write outbox rows too (the outbox tables exist either way, so a log
+    written with the outbox and reopened without it keeps its pending rows)."""
     if spec.startswith(("postgresql://", "postgres://")):
         from targets.eventsourced.pg_log import PostgresLog
 
-        return await PostgresLog.open(spec)
+        return await PostgresLog.open(spec, outbox)
     from targets.eventsourced.sqlite_log import SQLiteLog
 
     if spec == "memory":
-        return SQLiteLog(":memory:")
+        return SQLiteLog(":memory:", outbox)
     if spec.startswith("sqlite:") and len(spec) > len("sqlite:"):
-        return SQLiteLog(spec[len("sqlite:"):])
+        return SQLiteLog(spec[len("sqlite:"):], outbox)
     raise ValueError(f"unknown store {spec!r}: use 'memory', 'sqlite:PATH' or "
                      "'postgresql://USER@HOST:PORT/DATABASE'")

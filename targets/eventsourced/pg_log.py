@@ -4,23 +4,18 @@ A new stream takes its id from a sequence and is one autocommitted INSERT; a ret
 request id hits the unique index and appends nothing. An append reads the stream's version
 and inserts the next ones in one transaction; two writers racing for the same version meet
 at the (stream_id, version) key, and the loser gets a ConcurrencyConflict, never an
-overwrite.
+overwrite. With the outbox on, each statement that inserts events also inserts their outbox
+rows (a data-modifying CTE), so both commit together or not at all, at no extra round trip.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from targets.core.pg import open_pool
 from targets.eventsourced.events import Event, NewEvent, decode, encode
 from targets.eventsourced.log import READ_BATCH, ConcurrencyConflict
-from targets.redact import redact
-
-POOL_MAX = 10
-CONNECT_TIMEOUT_S = 5.0
-SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -34,70 +29,40 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (stream_id, version)
 );
 CREATE SEQUENCE IF NOT EXISTS order_ids;
+CREATE TABLE IF NOT EXISTS outbox (position BIGINT PRIMARY KEY);  -- pending rows only
 """
 _COLUMNS = "position, stream_id, version, type, data, recorded_at_ms"
 _INSERT = ("INSERT INTO events (stream_id, version, type, data, recorded_at_ms, request_id) "
            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING position")
+_CREATE = ("INSERT INTO events (stream_id, version, type, data, recorded_at_ms, request_id) "
+           "VALUES (nextval('order_ids'), 1, $1, $2, $3, $4) "
+           "ON CONFLICT (request_id) DO NOTHING RETURNING position, stream_id")
+_PENDING = (f"SELECT {', '.join('e.' + c.strip() for c in _COLUMNS.split(','))} FROM outbox o "
+            "JOIN events e ON e.position = o.position ORDER BY o.position LIMIT $1")
 
 
-def split_schema(url: str) -> tuple[str, str | None]:
-    """`postgresql://…?schema=NAME` → (the URL without it, NAME); ValueError on a bad name."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    if schema is not None and not SCHEMA_NAME.match(schema):
-        raise ValueError(f"schema {schema!r}: use lower-case letters, digits and _")
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema
-
-
-async def connect_pool(url: str, schema: str | None = None, max_size: int = POOL_MAX) -> Any:
-    """An asyncpg pool on `url` (search_path = `schema`); ValueError with one line when the
-    database cannot be reached or refuses us."""
-    import asyncpg
-
-    settings = {"search_path": schema} if schema else {}
-    try:
-        return await asyncpg.create_pool(url, min_size=1, max_size=max_size,
-                                         timeout=CONNECT_TIMEOUT_S, server_settings=settings)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-            ValueError) as exc:
-        raise ValueError(f"cannot use the PostgreSQL store {redact(url)}: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                         ) from None
+def _with_outbox(insert: str, returning: str) -> str:
+    """`insert` (… RETURNING position…) that also writes the outbox rows of what it inserted,
+    in the same statement and so the same transaction."""
+    return (f"WITH e AS ({insert}), o AS (INSERT INTO outbox (position) SELECT position FROM e)"
+            f" SELECT {returning} FROM e")
 
 
 class PostgresLog:
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, outbox: bool = False) -> None:
         self._pool = pool
+        self._create = _with_outbox(_CREATE, "position, stream_id") if outbox else _CREATE
+        self._insert = _with_outbox(_INSERT, "position") if outbox else _INSERT
 
     @classmethod
-    async def open(cls, spec: str) -> PostgresLog:
+    async def open(cls, spec: str, outbox: bool = False) -> PostgresLog:
         """ValueError, one line, when the database is unreachable or refuses the schema."""
-        import asyncpg
-
-        url, schema = split_schema(spec)
-        pool = None
-        try:
-            if schema:  # created on a plain connection, before search_path points at it
-                pool = await connect_pool(url, max_size=1)
-                await pool.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-                await pool.close()
-            pool = await connect_pool(url, schema)
-            await pool.execute(_SCHEMA)
-        except asyncpg.PostgresError as exc:
-            if pool is not None:
-                await pool.close()
-            raise ValueError(f"cannot set up the event log in {redact(url)}: "
-                             f"{type(exc).__name__}: {exc}") from None
-        return cls(pool)
+        pool = await open_pool(spec, _SCHEMA, "the event log")
+        return cls(pool, outbox)
 
     async def create_stream(self, first: NewEvent) -> tuple[int, Event | None]:
         row = await self._pool.fetchrow(
-            "INSERT INTO events (stream_id, version, type, data, recorded_at_ms, request_id) "
-            "VALUES (nextval('order_ids'), 1, $1, $2, $3, $4) "
-            "ON CONFLICT (request_id) DO NOTHING RETURNING position, stream_id",
-            first.type, encode(first.data), first.recorded_at_ms, first.request_id)
+            self._create, first.type, encode(first.data), first.recorded_at_ms, first.request_id)
         if row is None:
             sid = await self._pool.fetchval("SELECT stream_id FROM events WHERE request_id = $1",
                                             first.request_id)
@@ -121,7 +86,7 @@ class PostgresLog:
                     stored = []
                     for n, e in enumerate(events, start=1):
                         position = await conn.fetchval(
-                            _INSERT, stream_id, expected_version + n, e.type, encode(e.data),
+                            self._insert, stream_id, expected_version + n, e.type, encode(e.data),
                             e.recorded_at_ms, e.request_id)
                         stored.append(Event(position, stream_id, expected_version + n, e.type,
                                             e.data, e.recorded_at_ms))
@@ -161,6 +126,16 @@ class PostgresLog:
 
     async def count(self) -> int:
         return int(await self._pool.fetchval("SELECT COUNT(*) FROM events"))
+
+    async def pending(self, limit: int) -> list[Event]:
+        return [_event(r) for r in await self._pool.fetch(_PENDING, limit)]
+
+    async def mark_published(self, positions: Sequence[int]) -> None:
+        await self._pool.execute("DELETE FROM outbox WHERE position = ANY($1::bigint[])",
+                                 list(positions))
+
+    async def backlog(self) -> int:
+        return int(await self._pool.fetchval("SELECT COUNT(*) FROM outbox"))
 
     async def close(self) -> None:
         await self._pool.close()

@@ -87,12 +87,16 @@ async def _main(config: ServeConfig, sock: socket.socket) -> None:
     import uvicorn
 
     try:
-        orders = await EventSourcedOrders.open(config.store, config.seed)
+        # an empty broker URL (serve --amqp-url '') serves without the outbox
+        broker = (config.amqp_url, config.namespace) if config.amqp_url else None
+        orders = await EventSourcedOrders.open(config.store, config.seed, broker)
     except (OSError, sqlite3.Error, asyncpg.PostgresError) as exc:  # a log we cannot use
         raise ServeError(f"cannot open the event log {redact(config.store)}: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     try:
         orders.projector.start()
+        if orders.relay is not None:
+            await orders.relay.start()
         faults = FaultSwitch()
         app = build_es_app(orders, faults)
         uv_config = uvicorn.Config(app, loop="uvloop", http="httptools", access_log=False,

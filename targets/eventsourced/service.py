@@ -18,36 +18,63 @@ from targets.core.service import OrderService
 from targets.core.validation import check_create, check_id
 from targets.eventsourced.events import Event, fold, order_created, seed_events, status_changed
 from targets.eventsourced.log import ConcurrencyConflict, EventLog, open_log
+from targets.eventsourced.outbox import OutboxRelay
 from targets.eventsourced.projection import Projector, ReadModel, replay
 
 STATUS_RETRIES = 5  # a status change without an expected version re-reads on a conflict
 TIME_MAX_MS = 2**63 - 1
 
 
-class EventSourcedOrders:
-    """Commands append to `log` and publish to `projector`; `reads` answers lookups."""
+class _Reads:
+    """The read model as the core's (async) store interface's read half: lookups answer at
+    once from memory, through the core's validation."""
 
-    def __init__(self, log: EventLog, model: ReadModel) -> None:
+    def __init__(self, model: ReadModel) -> None:
+        self._model = model
+
+    async def get(self, order_id: int) -> Order | None:
+        return self._model.get(order_id)
+
+    async def list_by_user(self, user_id: int, limit: int) -> list[Order]:
+        return self._model.list_by_user(user_id, limit)
+
+
+class EventSourcedOrders:
+    """Commands append to `log` and publish to `projector`; `reads` answers lookups. With a
+    `relay`, appends write outbox rows and wake it (targets/eventsourced/outbox.py)."""
+
+    def __init__(self, log: EventLog, model: ReadModel, relay: OutboxRelay | None = None) -> None:
         self.log = log
         self.model = model
-        self.reads = OrderService(model)  # type: ignore[arg-type]  # the read half suffices
+        self.reads = OrderService(_Reads(model))  # type: ignore[arg-type]  # the read half
         self.projector = Projector(model)
+        self.relay = relay
 
     @classmethod
-    async def open(cls, store: str, seed: SeedSpec | None) -> EventSourcedOrders:
-        """Open the log, seed it when empty, and rebuild the read model from it."""
-        log = await open_log(store)
+    async def open(cls, store: str, seed: SeedSpec | None,
+                   broker: tuple[str, str] | None = None) -> EventSourcedOrders:
+        """Open the log, seed it when empty, and rebuild the read model from it. `broker`
+        (AMQP URL, namespace): publish appended events there through the outbox."""
+        log = await open_log(store, outbox=broker is not None)
         try:
             if seed is not None and seed.total and await log.count() == 0:
                 await log.seed([(o.id, seed_events(o)) for o in seed_orders(seed)])
-            return cls(log, await replay(log))
+            relay = OutboxRelay(log, *broker) if broker is not None else None
+            return cls(log, await replay(log), relay)
         except BaseException:
             await log.close()
             raise
 
     async def close(self) -> None:
         await self.projector.stop()
+        if self.relay is not None:
+            await self.relay.stop()
         await self.log.close()
+
+    def _appended(self, events: list[Event]) -> None:
+        self.projector.publish(events)
+        if self.relay is not None:
+            self.relay.appended(len(events))
 
     async def create_order(self, req: CreateOrder) -> tuple[Order, bool]:
         """Append OrderCreated to a new stream. Idempotent on `request_id`: a retry appends
@@ -61,7 +88,7 @@ class EventSourcedOrders:
             first, _ = fold(await self.log.read_stream(stream_id))
             assert first is not None
             return first, False
-        self.projector.publish([event])
+        self._appended([event])
         return replace(order, id=stream_id), True
 
     async def change_status(self, order_id: int, status: str,
@@ -87,7 +114,7 @@ class EventSourcedOrders:
                 if expected_version is not None:
                     raise
                 continue
-            self.projector.publish(stored)
+            self._appended(stored)
             return replace(state, status=status), stored[-1].version
         raise ConcurrencyConflict(order_id, version, None)
 

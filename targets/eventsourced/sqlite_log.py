@@ -1,6 +1,7 @@
 """The event log on SQLite: one table, WAL, every write in a `BEGIN IMMEDIATE` transaction
 so the version check and the insert are one step even across processes sharing the file.
-Calls are synchronous on the event loop, as the core's SQLite store is (fast, local)."""
+Calls are synchronous on the event loop, as the core's SQLite store is (fast, local).
+The outbox is a second table written in the same transaction as the events it names."""
 
 from __future__ import annotations
 
@@ -21,14 +22,20 @@ CREATE TABLE IF NOT EXISTS events (
     request_id TEXT UNIQUE,
     UNIQUE (stream_id, version)
 );
+-- pending outbox rows only: a row is deleted once the broker confirmed its event, so the
+-- table's size is the backlog and it never grows with the log
+CREATE TABLE IF NOT EXISTS outbox (position INTEGER PRIMARY KEY);
 """
 _INSERT = ("INSERT INTO events (stream_id, version, type, data, recorded_at_ms, request_id)"
            " VALUES (?, ?, ?, ?, ?, ?)")
 _COLUMNS = "position, stream_id, version, type, data, recorded_at_ms"
+_PENDING = (f"SELECT {', '.join('e.' + c.strip() for c in _COLUMNS.split(','))} FROM outbox o "
+            "JOIN events e ON e.position = o.position ORDER BY o.position LIMIT ?")
 
 
 class SQLiteLog:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, outbox: bool = False) -> None:
+        self._outbox = outbox
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -83,8 +90,10 @@ class SQLiteLog:
         data = encode(e.data)
         cur = self._db.execute(_INSERT, (stream_id, version, e.type, data, e.recorded_at_ms,
                                          e.request_id))
-        return Event(int(cur.lastrowid or 0), stream_id, version, e.type, e.data,
-                     e.recorded_at_ms)
+        position = int(cur.lastrowid or 0)
+        if self._outbox:  # inside the caller's transaction: committed with the event or not at all
+            self._db.execute("INSERT INTO outbox (position) VALUES (?)", (position,))
+        return Event(position, stream_id, version, e.type, e.data, e.recorded_at_ms)
 
     async def read_stream(self, stream_id: int, until_ms: int | None = None) -> list[Event]:
         sql = f"SELECT {_COLUMNS} FROM events WHERE stream_id = ?"
@@ -117,6 +126,23 @@ class SQLiteLog:
 
     async def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    async def pending(self, limit: int) -> list[Event]:
+        return [_event(r) for r in self._db.execute(_PENDING, (limit,))]
+
+    async def mark_published(self, positions: Sequence[int]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # one commit for the batch, not one per row
+        try:
+            db.executemany("DELETE FROM outbox WHERE position = ?", [(p,) for p in positions])
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    async def backlog(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     async def close(self) -> None:
         self._db.close()

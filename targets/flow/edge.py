@@ -62,7 +62,7 @@ class ChainEdge:
         """Idempotent on request_id like the core: a retry gets the first order, waiting for
         its saga if it is still running (or resuming it, every step being idempotent, when
         this process did not start it). Raises Unavailable for a rejected order."""
-        order, new = self.orders.create_order(req, status=STATUS_PENDING)
+        order, new = await self.orders.create_order(req, status=STATUS_PENDING)
         if order.status == STATUS_PENDING:
             order = await asyncio.shield(self._saga_of(order))
         return answer(order), new
@@ -80,22 +80,22 @@ class ChainEdge:
         if paid is None:
             return await self._reject(order, refund=True, release=False)
         if paid != CHARGED:  # declined, or refused by a tombstone
-            return settle(self.orders, order.id, STATUS_CANCELLED)
+            return await settle(self.orders, order.id, STATUS_CANCELLED)
         reserved = await self._hop("reserve", order)
         if reserved is None:
             return await self._reject(order, refund=True, release=True)
         if reserved == RESERVED:
-            return settle(self.orders, order.id, STATUS_CONFIRMED)
+            return await settle(self.orders, order.id, STATUS_CONFIRMED)
         if await self._hop("refund", order) is None:  # out of stock, and the refund failed
             return await self._reject(order, refund=False, release=False)
-        return settle(self.orders, order.id, STATUS_CANCELLED)
+        return await settle(self.orders, order.id, STATUS_CANCELLED)
 
     async def _reject(self, order: Order, *, refund: bool, release: bool) -> Order:
         """Compensate once, best effort (a failure here is for reconciliation to find); both
         at once, so a rejection costs at most one more hop timeout."""
         steps = [step for step, wanted in (("release", release), ("refund", refund)) if wanted]
         await asyncio.gather(*(self._hop(step, order) for step in steps))
-        return settle(self.orders, order.id, STATUS_REJECTED)
+        return await settle(self.orders, order.id, STATUS_REJECTED)
 
     async def _hop(self, step: str, order: Order) -> str | None:
         """One downstream call within the hop timeout: its answer, or None when it failed."""

@@ -9,14 +9,14 @@ from targets.core.model import STATUS_PENDING, STATUS_REJECTED, Order
 from targets.core.service import OrderService
 
 
-def settle(orders: OrderService, order_id: int, status: str) -> Order:
+async def settle(orders: OrderService, order_id: int, status: str) -> Order:
     """Move a pending order to `status`; an order already settled keeps its status (a late or
-    duplicate event cannot overturn an outcome). No await between read and write, so within
-    one event loop this is atomic."""
-    order = orders.get_order(order_id)
+    duplicate event cannot overturn an outcome). The flow's stores are SQLite, whose calls
+    never suspend, so within one event loop the read and the write are atomic."""
+    order = await orders.get_order(order_id)
     if order.status != STATUS_PENDING:
         return order
-    return orders.set_status(order_id, status)
+    return await orders.set_status(order_id, status)
 
 
 def answer(order: Order) -> Order:

@@ -66,12 +66,12 @@ def inventory_reacts(inventory: Inventory, event: str, order: Order) -> str | No
     return None  # released: nothing in this saga releases, so nothing to answer
 
 
-def order_reacts(orders: OrderService, event: str, order_id: int) -> Order:
+async def order_reacts(orders: OrderService, event: str, order_id: int) -> Order:
     """Settle the order on the saga's last event; the order as it now stands (terminal)."""
     if event == STOCK_RESERVED:
-        return settle(orders, order_id, STATUS_CONFIRMED)
+        return await settle(orders, order_id, STATUS_CONFIRMED)
     if event in (PAYMENT_FAILED, PAYMENT_REFUNDED):
-        return settle(orders, order_id, STATUS_CANCELLED)
+        return await settle(orders, order_id, STATUS_CANCELLED)
     raise UnexpectedEvent(f"the order service does not consume {event!r}")
 
 

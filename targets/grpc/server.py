@@ -126,7 +126,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         try:
             if self.faults.active:
                 await self.faults.before()
-            return convert.order_to_pb(self.service.get_order(request.order_id))
+            return convert.order_to_pb(await self.service.get_order(request.order_id))
         except OrderError as exc:
             await _abort(context, exc)
 
@@ -145,9 +145,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             if self.faults.active:
                 await self.faults.before()
             if request.HasField("limit"):
-                orders = self.service.list_user_orders(request.user_id, request.limit)
+                orders = await self.service.list_user_orders(request.user_id, request.limit)
             else:  # unset: the core's default, as when REST omits ?limit
-                orders = self.service.list_user_orders(request.user_id)
+                orders = await self.service.list_user_orders(request.user_id)
         except OrderError as exc:
             await _abort(context, exc)
         return pb.GetUserOrdersResponse(orders=[convert.order_to_pb(o) for o in orders])
@@ -161,8 +161,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             if self.faults.active:
                 await self.faults.before()
             req = convert.create_from_pb(request)
-            order, created = self.service.create_order(req) if self._create is None \
-                else await self._create(req)
+            order, created = await (self.service.create_order(req) if self._create is None
+                                    else self._create(req))
         except OrderError as exc:
             await _abort(context, exc)
         return pb.CreateOrderResponse(order=convert.order_to_pb(order), created=created)

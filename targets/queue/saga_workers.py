@@ -52,7 +52,7 @@ class ChainWorker(Worker):
         await self._guard(self._saga_event, message)
 
     async def _create(self, req: CreateOrder, request_id: Any, client_id: str) -> None:
-        order, _ = self.service.create_order(req, status=STATUS_PENDING)
+        order, _ = await self.service.create_order(req, status=STATUS_PENDING)
         if order.status == STATUS_PENDING:
             # New, or a retry while its saga runs (or was lost): publishing again is safe,
             # every step being idempotent, and completes the create for this client too.
@@ -65,7 +65,7 @@ class ChainWorker(Worker):
             return
         try:
             m = codec.decode_saga(message.body)
-            order = order_reacts(self.service, m.event, m.order.id)
+            order = await order_reacts(self.service, m.event, m.order.id)
         except (codec.Malformed, UnexpectedEvent, OrderError) as exc:
             await _reject(message, exc)
             return

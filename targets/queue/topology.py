@@ -143,6 +143,13 @@ async def declare_client(
     return reply, events_queue
 
 
+def depth_queues(ns: str, roles: tuple[str, ...], chain: bool) -> list[str]:
+    """The queues whose depths a run samples (the registry's `depth_queues`)."""
+    names = Names(ns)
+    out = [names.commands, names.rpc, names.dead]
+    return out + ([names.saga_queue(r) for r in roles] if chain else [])
+
+
 async def delete_shared(channel: AbstractChannel, ns: str) -> None:
     """Remove a namespace's durable objects (test and benchmark clean-up)."""
     names = Names(ns)  # the saga's objects too; deleting what was never declared is a no-op

@@ -130,9 +130,9 @@ class Worker(Guarded):
                 if op == "noop":
                     reply = {"ok": None}
                 elif op == "get":
-                    reply = {"ok": self.service.get_order(d.get("order_id")).to_dict()}
+                    reply = {"ok": (await self.service.get_order(d.get("order_id"))).to_dict()}
                 elif op == "list":
-                    orders = self.service.list_user_orders(
+                    orders = await self.service.list_user_orders(
                         d.get("user_id"), d.get("limit", DEFAULT_LIST_LIMIT)
                     )
                     reply = {"ok": [o.to_dict() for o in orders]}
@@ -165,7 +165,7 @@ class Worker(Guarded):
 
     async def _create(self, req: CreateOrder, request_id: Any, client_id: str) -> None:
         """Create the order and publish its outcome (the single topology: done at once)."""
-        order, _ = self.service.create_order(req)
+        order, _ = await self.service.create_order(req)
         await self.complete(request_id, client_id, order)
 
     async def complete(self, request_id: Any, client_id: str, order: Order) -> None:

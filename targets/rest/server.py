@@ -153,7 +153,7 @@ def build_app(service: OrderService, create: Create | None = None,
     ) -> Response:
         if faults.active:
             await faults.before()
-        return OrjsonResponse(service.get_order(order_id).to_dict())
+        return OrjsonResponse((await service.get_order(order_id)).to_dict())
 
     @app.get(wire.USER_ORDERS_PATH, response_model=OrderListOut,
              response_description="the user's orders, newest first (none: an empty list)",
@@ -165,7 +165,7 @@ def build_app(service: OrderService, create: Create | None = None,
     ) -> Response:
         if faults.active:
             await faults.before()
-        orders = service.list_user_orders(user_id, limit)
+        orders = await service.list_user_orders(user_id, limit)
         return OrjsonResponse({"orders": [o.to_dict() for o in orders]})
 
     @app.post(wire.ORDERS_PATH, response_model=OrderOut, status_code=201,
@@ -180,7 +180,7 @@ def build_app(service: OrderService, create: Create | None = None,
             user_id=body.user_id,
             items=tuple(ItemRequest(i.sku, i.quantity) for i in body.items),
         )
-        order, is_new = service.create_order(req) if create is None else await create(req)
+        order, is_new = await (service.create_order(req) if create is None else create(req))
         return OrjsonResponse(order.to_dict(), status_code=201 if is_new else 200)
 
     @app.post(wire.NOOP_PATH, status_code=204, response_description="nothing: the floor")
