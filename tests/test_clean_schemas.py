@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 from harness.run.abandoned import MARKER
-from tests.test_eventsourced import TINY, _schemas, pg_server, pg_store  # noqa: F401
+from tests.test_eventsourced import TINY, _schemas
 from tests.test_survive import COMMBENCH, finish, measured_second, read_until, start, wait_for
 
 
-def test_clean_drops_the_schema_of_a_sigkilled_run(tmp_path: Path, pg_store: str) -> None:  # noqa: F811
+def test_clean_drops_the_schema_of_a_sigkilled_run(tmp_path: Path, pg_store: str) -> None:
     scenario = tmp_path / "long-es.toml"
     scenario.write_text(TINY.replace('duration = "2s"', 'duration = "60s"')
                         .replace('["rest", "eventsourced"]', '["eventsourced"]'))
