@@ -1,0 +1,147 @@
+"""The numbers of eventual consistency, per second and per target run: the eventsourced
+server's append latency, projection lag and backlog (read from its control socket once a
+second, harness.stage.projection) and, when the scenario asks (`read_your_writes`), the
+generator's read-backs of the orders it just created, on every target alike.
+
+Per second they go to `projection.csv` (one row per target run and measured second); per run
+to run.json (`consistency`): the merged histograms' percentiles, the peak backlog, the
+read-your-writes count and rate, the replay on start, and after the load the read model
+checked against a fresh replay of the log.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from harness.errors import UserError
+from harness.load.recorder import MergedSecond, new_histogram
+from harness.stage.projection import ProjectionProbe
+from targets.eventsourced.metrics import decode
+
+FILE = "projection.csv"
+COLUMNS = ("target", "repetition", "second", "appends", "append_p50_ms", "append_p99_ms",
+           "append_max_ms", "projected", "lag_p50_ms", "lag_p99_ms", "lag_max_ms",
+           "backlog_events", "behind_ms", "projector", "read_backs", "stale_reads")
+
+
+class Consistency:
+    """One target run's consistency figures (a per-second listener of the run)."""
+
+    def __init__(self, name: str, repetition: int, seconds: int,
+                 probe: ProjectionProbe | None, read_backs: bool) -> None:
+        self.name, self.repetition, self.seconds = name, repetition, seconds
+        self.probe, self.reading_back = probe, read_backs
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.append, self.lag = new_histogram(), new_histogram()
+        self.read_backs = self.stale_reads = 0
+        self.backlog_max = 0
+        self.behind_max_ms = 0.0
+        self.unanswered = 0  # seconds whose figures the server did not give
+        self.replay: dict[str, Any] | None = None
+        self.check: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, name: str, repetition: int, seconds: int, probe: ProjectionProbe | None,
+           read_backs: bool) -> Consistency | None:
+        return cls(name, repetition, seconds, probe, read_backs) if probe or read_backs \
+            else None
+
+    def _row(self, second: int) -> dict[str, Any]:
+        row = self.rows.get(second)
+        if row is None:
+            row = self.rows[second] = {"target": self.name, "repetition": self.repetition,
+                                       "second": second}
+        return row
+
+    def on_second(self, m: MergedSecond) -> None:
+        if self.reading_back and 0 <= m.second < self.seconds:
+            self._row(m.second).update(read_backs=m.read_backs, stale_reads=m.stale_reads)
+            self.read_backs += m.read_backs
+            self.stale_reads += m.stale_reads
+
+    def begin(self) -> None:
+        """Empty the server's interval (the conformance gate's creates are not the run's)."""
+        if self.probe is not None:
+            try:
+                self.replay = self.probe.figures()["replay"]
+            except UserError:
+                pass
+
+    def sample(self, second: int) -> None:
+        """The server's figures of the second that just ended (the probe's once a second);
+        read in every second, warm-up too, so each measured second gets its own interval."""
+        if self.probe is None:
+            return
+        measured = 0 <= second < self.seconds
+        try:
+            f = self.probe.figures()
+        except UserError:
+            if measured:
+                self.unanswered += 1
+                self._row(second)["projector"] = "unknown"
+            return
+        self.replay = f.get("replay", self.replay)
+        if not measured:
+            return
+        append, lag = decode(f["append_hist"]), decode(f["lag_hist"])
+        for total, h in ((self.append, append), (self.lag, lag)):
+            if h is not None:
+                total.add(h)
+        self.backlog_max = max(self.backlog_max, int(f["lag_events"]))
+        self.behind_max_ms = max(self.behind_max_ms, float(f["behind_ms"]))
+        self._row(second).update(
+            appends=f["appends"], append_p50_ms=_ms(append, 50), append_p99_ms=_ms(append, 99),
+            append_max_ms=_ms(append, 100), projected=f["projected"],
+            lag_p50_ms=_ms(lag, 50), lag_p99_ms=_ms(lag, 99), lag_max_ms=_ms(lag, 100),
+            backlog_events=f["lag_events"], behind_ms=f["behind_ms"],
+            projector="running" if f["running"] else "down")
+
+    def finish(self) -> None:
+        """After the load: the read model against the log (the backlog drained first)."""
+        if self.probe is not None:
+            try:
+                self.check = self.probe.check()
+            except UserError as exc:
+                self.check = {"consistent": None, "error": str(exc)}
+
+    def write(self, folder: Path) -> None:
+        """Append this run's rows to projection.csv (created with its header when new)."""
+        path = folder / FILE
+        new = not path.exists()
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            if new:
+                w.writeheader()
+            for second in sorted(self.rows):
+                w.writerow({k: "" if v is None else f"{v:.3f}" if isinstance(v, float) else v
+                            for k, v in self.rows[second].items()})
+
+    def record(self) -> dict[str, Any]:
+        """run.json `consistency` of this target run."""
+        out: dict[str, Any] = {}
+        if self.probe is not None:
+            out.update(append_ms=_summary(self.append), projection_lag_ms=_summary(self.lag),
+                       backlog_max_events=self.backlog_max,
+                       behind_max_ms=round(self.behind_max_ms, 3),
+                       seconds_unanswered=self.unanswered, replay_on_start=self.replay,
+                       check=self.check)
+        if self.reading_back:
+            out["read_your_writes"] = {
+                "checks": self.read_backs, "violations": self.stale_reads,
+                "rate": round(self.stale_reads / self.read_backs, 6) if self.read_backs else None}
+        return out
+
+
+def _ms(h: HdrHistogram | None, p: float) -> float | None:
+    if h is None or h.get_total_count() == 0:
+        return None
+    return (h.get_max_value() if p >= 100 else h.get_value_at_percentile(p)) / 1000.0
+
+
+def _summary(h: HdrHistogram) -> dict[str, Any]:
+    return {"count": h.get_total_count(), "p50": _ms(h, 50), "p99": _ms(h, 99),
+            "p999": _ms(h, 99.9), "max": _ms(h, 100)}
