@@ -18,9 +18,9 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from harness.errors import UserError
-from harness.load.recorder import MergedSecond, new_histogram
+from harness.load.recorder import MergedSecond, histogram_of, new_histogram
 from harness.stage.projection import ProjectionProbe
-from targets.eventsourced.metrics import decode
+from targets.eventsourced.metrics import unpack
 
 FILE = "projection.csv"
 COLUMNS = ("target", "repetition", "second", "appends", "append_p50_ms", "append_p99_ms",
@@ -87,7 +87,7 @@ class Consistency:
         self.replay = f.get("replay", self.replay)
         if not measured:
             return
-        append, lag = decode(f["append_hist"]), decode(f["lag_hist"])
+        append, lag = _histogram(f["append_us"]), _histogram(f["lag_us"])
         for total, h in ((self.append, append), (self.lag, lag)):
             if h is not None:
                 total.add(h)
@@ -134,6 +134,12 @@ class Consistency:
                 "checks": self.read_backs, "violations": self.stale_reads,
                 "rate": round(self.stale_reads / self.read_backs, 6) if self.read_backs else None}
         return out
+
+
+def _histogram(packed: str) -> HdrHistogram | None:
+    """The server's µs values as a histogram (None: no value in the interval)."""
+    values = unpack(packed)
+    return histogram_of([v * 1000 for v in values])[0] if values else None
 
 
 def _ms(h: HdrHistogram | None, p: float) -> float | None:

@@ -14,6 +14,7 @@ TRANSPORT = "eventsourced"
 FIGURES_TIMEOUT_S = 0.5  # a local socket answers in well under that
 DRAIN_S = 10.0  # the backlog gets this long to drain before the check
 CHECK_TIMEOUT_S = DRAIN_S + 30.0  # the drain, then a replay of the whole log
+MAX_FIGURES_ANSWER = 64 << 20  # a second's values, 4 bytes each in base64: millions fit
 
 
 class ProjectionProbe:
@@ -33,7 +34,7 @@ class ProjectionProbe:
         """Since the last call: appends and projected events with their histograms, and the
         state now (UserError when the server does not answer)."""
         return dict(exchange(self.path, {"query": "eventsourced"}, timeout=FIGURES_TIMEOUT_S,
-                             limit=MAX_QUERY_ANSWER)["figures"])
+                             limit=MAX_FIGURES_ANSWER)["figures"])
 
     def projector(self, running: bool) -> dict[str, Any]:
         """Crash (False) or restart (True) the projector."""
