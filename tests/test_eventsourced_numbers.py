@@ -50,7 +50,7 @@ create = 4
 SEED = SeedSpec(users=20, orders_per_user=5, seed=1)  # the scenario's data (seed 1 default)
 
 
-def _run(tmp_path: Path, targets: list[str], duration: str, *args: str) -> Path:
+def _run(tmp_path: Path, targets: list[str], duration: str, *args: str) -> tuple[Path, str]:
     scenario = tmp_path / "es-numbers.toml"
     scenario.write_text(SCENARIO.format(targets=json.dumps(targets), duration=duration))
     results = tmp_path / "results"
@@ -58,7 +58,7 @@ def _run(tmp_path: Path, targets: list[str], duration: str, *args: str) -> Path:
                            *args], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = results.iterdir()
-    return run_dir
+    return run_dir, proc.stdout
 
 
 def _targets(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -86,7 +86,7 @@ def _seed_event_count() -> int:
 def test_a_short_run_writes_sane_figures(kind: str, tmp_path: Path,
                                          request: pytest.FixtureRequest) -> None:
     store = () if kind == "sqlite" else ("--store", request.getfixturevalue("pg_store"))
-    run_dir = _run(tmp_path, ["eventsourced"], "3s", *store)
+    run_dir, _ = _run(tmp_path, ["eventsourced"], "3s", *store)
     es = _targets(run_dir)["eventsourced"]
     assert es["status"] == "ok", es
     c = es["consistency"]
@@ -119,8 +119,8 @@ def test_a_short_run_writes_sane_figures(kind: str, tmp_path: Path,
 
 def test_the_projector_crash_lags_drains_and_loses_nothing(tmp_path: Path) -> None:
     """The projector down from 1 s to 4 s of a 6 s window; REST beside it as the control."""
-    run_dir = _run(tmp_path, ["eventsourced", "rest"], "6s", "--fault", "order:projector@1s+3s",
-                   "--report")
+    run_dir, out = _run(tmp_path, ["eventsourced", "rest"], "6s", "--fault",
+                        "order:projector@1s+3s", "--report")
     by_name = _targets(run_dir)
     es, rest = by_name["eventsourced"], by_name["rest"]
     assert es["status"] == rest["status"] == "ok"
@@ -160,6 +160,9 @@ def test_the_projector_crash_lags_drains_and_loses_nothing(tmp_path: Path) -> No
     assert 0 < creates - 3 <= ryw["checks"] <= creates and ryw["violations"] == 0
     assert all(r["backlog_events"] == "" for r in _seconds(run_dir, "rest"))
 
+    said = f"read-your-writes violations {c['read_your_writes']['violations']} of "
+    assert "consistency: eventsourced r1: append p50 " in out and said in out
+    assert "read model = its log" in out
     html = (run_dir / "report.html").read_text()
     assert "Eventual consistency" in html and "Projection lag over time" in html
     assert "equal: " in html

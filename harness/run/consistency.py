@@ -151,3 +151,23 @@ def _ms(h: HdrHistogram | None, p: float) -> float | None:
 def _summary(h: HdrHistogram) -> dict[str, Any]:
     return {"count": h.get_total_count(), "p50": _ms(h, 50), "p99": _ms(h, 99),
             "p999": _ms(h, 99.9), "max": _ms(h, 100)}
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line of a target run's consistency record (run.json), for the terminal."""
+    parts = []
+    if (a := record.get("append_ms")) and a["count"]:
+        parts.append(f"append p50 {a['p50']:g} ms, p99 {a['p99']:g} ms")
+    if (lag := record.get("projection_lag_ms")) and lag["count"]:
+        parts.append(f"projection lag p50 {lag['p50']:g} ms, p99 {lag['p99']:g} ms, "
+                     f"max {lag['max']:g} ms; backlog peak {record['backlog_max_events']} events")
+    if r := record.get("read_your_writes"):
+        rate = "" if r["rate"] is None else f" ({r['rate']:.2%})"
+        parts.append(f"read-your-writes violations {r['violations']} of {r['checks']}{rate}")
+    if replay := record.get("replay_on_start"):
+        parts.append(f"replay on start {replay['events']:,} events in {replay['seconds']:g} s")
+    if check := record.get("check"):
+        parts.append("read model = its log" if check.get("consistent") else
+                     "read model NOT its log" if check.get("consistent") is False else
+                     "read model not checked")
+    return "; ".join(parts)
