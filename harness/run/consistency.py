@@ -41,6 +41,7 @@ class Consistency:
         self.backlog_max = 0
         self.behind_max_ms = 0.0
         self.unanswered = 0  # seconds whose figures the server did not give
+        self.dropped = 0  # values the server held no room for (over a million a second)
         self.replay: dict[str, Any] | None = None
         self.check: dict[str, Any] | None = None
 
@@ -85,6 +86,7 @@ class Consistency:
                 self._row(second)["projector"] = "unknown"
             return
         self.replay = f.get("replay", self.replay)
+        self.dropped = int(f.get("dropped", 0))
         if not measured:
             return
         append, lag = _histogram(f["append_us"]), _histogram(f["lag_us"])
@@ -127,7 +129,8 @@ class Consistency:
             out.update(append_ms=_summary(self.append), projection_lag_ms=_summary(self.lag),
                        backlog_max_events=self.backlog_max,
                        behind_max_ms=round(self.behind_max_ms, 3),
-                       seconds_unanswered=self.unanswered, replay_on_start=self.replay,
+                       seconds_unanswered=self.unanswered, values_dropped=self.dropped,
+                       replay_on_start=self.replay,
                        check=self.check)
         if self.reading_back:
             out["read_your_writes"] = {

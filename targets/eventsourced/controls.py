@@ -28,8 +28,10 @@ DRAIN_POLL_S = 0.01
 
 
 def register(orders: EventSourcedOrders) -> None:
-    """Answer this server's queries and commands on its control socket (when it has one)."""
+    """Answer this server's queries and commands on its control socket (call it when there
+    is one: its figures are recorded from now on)."""
     projector, model = orders.projector, orders.model
+    orders.metrics.recording = True
 
     async def figures(_: dict[str, Any]) -> dict[str, Any]:
         return {"figures": {**orders.metrics.take(), "appended": projector.appended,

@@ -20,20 +20,34 @@ from array import array
 from typing import Any
 
 MAX_US = 2**32 - 1  # about 71 minutes: longer values are clamped
+MAX_HELD = 1_000_000  # values held between two reads; a reader that stops reading costs no more
 
 
 class EsMetrics:
+    """Records only once something will read it (`recording`: the server has a control
+    socket), so a server nobody measures holds nothing."""
+
     def __init__(self) -> None:
+        self.recording = False
         self._append_ns: list[int] = []
         self._lag_ns: list[int] = []
+        self.dropped = 0  # values beyond MAX_HELD between two reads
         self.replay_events = 0
         self.replay_s = 0.0
 
     def appended(self, duration_ns: int) -> None:
-        self._append_ns.append(duration_ns)
+        if self.recording:
+            self._hold(self._append_ns, duration_ns)
 
     def projected(self, lag_ns: int) -> None:
-        self._lag_ns.append(lag_ns)
+        if self.recording:
+            self._hold(self._lag_ns, lag_ns)
+
+    def _hold(self, values: list[int], value: int) -> None:
+        if len(values) < MAX_HELD:
+            values.append(value)
+        else:
+            self.dropped += 1
 
     def replayed(self, events: int, started_ns: int) -> None:
         self.replay_events, self.replay_s = events, (time.monotonic_ns() - started_ns) / 1e9
@@ -43,7 +57,7 @@ class EsMetrics:
         appends, lags = self._append_ns, self._lag_ns
         self._append_ns, self._lag_ns = [], []
         return {"appends": len(appends), "append_us": pack(appends),
-                "projected": len(lags), "lag_us": pack(lags),
+                "projected": len(lags), "lag_us": pack(lags), "dropped": self.dropped,
                 "replay": {"events": self.replay_events, "seconds": round(self.replay_s, 6)}}
 
 

@@ -94,7 +94,8 @@ async def _main(config: ServeConfig, sock: socket.socket) -> None:
                          f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     try:
         orders.projector.start()
-        register_controls(orders)
+        if config.control:
+            register_controls(orders)
         faults = FaultSwitch()
         app = build_es_app(orders, faults)
         uv_config = uvicorn.Config(app, loop="uvloop", http="httptools", access_log=False,
