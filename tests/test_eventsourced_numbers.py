@@ -114,6 +114,11 @@ def test_a_short_run_writes_sane_figures(kind: str, tmp_path: Path,
     check = c["check"]
     assert check["consistent"] is True, check
     assert check["events_in_log"] == check["applied"] >= _seed_event_count() + creates
+    with open(run_dir / "consistency.csv", newline="") as f:
+        (row,) = csv.DictReader(f)  # run.json's figures, one row per target run
+    assert (row["target"], row["log_check"]) == ("eventsourced", "equal")
+    assert int(row["appends"]) == appends and int(row["read_backs"]) == ryw["checks"]
+    assert float(row["lag_p99_ms"]) == lag["p99"]
     assert check["duplicates_dropped"] == 0  # no crash: nothing was read twice
 
 

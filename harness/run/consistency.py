@@ -4,9 +4,9 @@ second, harness.stage.projection) and, when the scenario asks (`read_your_writes
 generator's read-backs of the orders it just created, on every target alike.
 
 Per second they go to `projection.csv` (one row per target run and measured second); per run
-to run.json (`consistency`): the merged histograms' percentiles, the peak backlog, the
-read-your-writes count and rate, the replay on start, and after the load the read model
-checked against a fresh replay of the log.
+to run.json (`consistency`) and `consistency.csv` (one row per target run): the merged
+histograms' percentiles, the peak backlog, the read-your-writes count and rate, the replay on
+start, and after the load the read model checked against a fresh replay of the log.
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ from harness.stage.projection import ProjectionProbe
 from targets.eventsourced.metrics import unpack
 
 FILE = "projection.csv"
+RUN_FILE = "consistency.csv"
+RUN_COLUMNS = ("target", "repetition", "appends", "append_p50_ms", "append_p99_ms",
+               "append_max_ms", "projected", "lag_p50_ms", "lag_p99_ms", "lag_p999_ms",
+               "lag_max_ms", "backlog_max_events", "behind_max_ms", "replay_events",
+               "replay_s", "read_backs", "stale_reads", "stale_rate", "log_check",
+               "events_in_log", "applied", "duplicates_dropped", "missing", "different",
+               "extra")
 COLUMNS = ("target", "repetition", "second", "appends", "append_p50_ms", "append_p99_ms",
            "append_max_ms", "projected", "lag_p50_ms", "lag_p99_ms", "lag_max_ms",
            "backlog_events", "behind_ms", "projector", "read_backs", "stale_reads")
@@ -112,15 +119,29 @@ class Consistency:
 
     def write(self, folder: Path) -> None:
         """Append this run's rows to projection.csv (created with its header when new)."""
-        path = folder / FILE
-        new = not path.exists()
-        with open(path, "a", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            if new:
-                w.writeheader()
-            for second in sorted(self.rows):
-                w.writerow({k: "" if v is None else f"{v:.3f}" if isinstance(v, float) else v
-                            for k, v in self.rows[second].items()})
+        _append(folder / FILE, COLUMNS, [self.rows[s] for s in sorted(self.rows)])
+
+    def write_run(self, folder: Path) -> None:
+        """Append this run's row to consistency.csv: run.json's `consistency`, flat."""
+        rec = self.record()
+        a, lag = rec.get("append_ms") or {}, rec.get("projection_lag_ms") or {}
+        replay, check = rec.get("replay_on_start") or {}, rec.get("check") or {}
+        ryw = rec.get("read_your_writes") or {}
+        verdict = {True: "equal", False: "different"}.get(check.get("consistent"), "") \
+            if check else ""
+        _append(folder / RUN_FILE, RUN_COLUMNS, [{
+            "target": self.name, "repetition": self.repetition, "appends": a.get("count"),
+            "append_p50_ms": a.get("p50"), "append_p99_ms": a.get("p99"),
+            "append_max_ms": a.get("max"), "projected": lag.get("count"),
+            "lag_p50_ms": lag.get("p50"), "lag_p99_ms": lag.get("p99"),
+            "lag_p999_ms": lag.get("p999"), "lag_max_ms": lag.get("max"),
+            "backlog_max_events": rec.get("backlog_max_events"),
+            "behind_max_ms": rec.get("behind_max_ms"), "replay_events": replay.get("events"),
+            "replay_s": replay.get("seconds"), "read_backs": ryw.get("checks"),
+            "stale_reads": ryw.get("violations"), "stale_rate": ryw.get("rate"),
+            "log_check": verdict or ("not checked" if self.probe else None),
+            **{k: check.get(k) for k in ("events_in_log", "applied", "duplicates_dropped",
+                                         "missing", "different", "extra")}}])
 
     def record(self) -> dict[str, Any]:
         """run.json `consistency` of this target run."""
@@ -137,6 +158,18 @@ class Consistency:
                 "checks": self.read_backs, "violations": self.stale_reads,
                 "rate": round(self.stale_reads / self.read_backs, 6) if self.read_backs else None}
         return out
+
+
+def _append(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Rows appended to a CSV file, its header first when the file is new."""
+    new = not path.exists()
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        if new:
+            w.writeheader()
+        for row in rows:
+            w.writerow({k: "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
+                        for k, v in row.items()})
 
 
 def _histogram(packed: str) -> HdrHistogram | None:

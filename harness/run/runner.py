@@ -336,7 +336,7 @@ class Runner:
 
     def _settle(self, r: TargetRun) -> None:
         """A chain's books from its stores after a drain; a read model against its log."""
-        self.warnings += r.check_consistency()
+        self.warnings += r.check_consistency(self.writer.dir)
         if r.target is not None and r.target.stores is not None and r.results is not None:
             try:
                 r.reconciliation = settle(r.target.stores, self._request_prefix(r))

@@ -116,11 +116,14 @@ class TargetRun:
             self.consistency.begin()
         return self.consistency
 
-    def check_consistency(self) -> list[str]:
-        """After the load: the read model against its log; a warning when they differ."""
-        if self.consistency is None or self.status == "failed":
+    def check_consistency(self, folder: Path) -> list[str]:
+        """After the load: the read model against its log (a warning when they differ), and
+        the run's row of consistency.csv."""
+        if self.consistency is None:
             return []
-        self.consistency.finish()
+        if self.status != "failed":
+            self.consistency.finish()
+        self.consistency.write_run(folder)
         check = self.consistency.check or {}
         if check.get("consistent") is not False and not check.get("error"):
             return []
