@@ -76,7 +76,10 @@ class Injector:
             if f.kind == "projector":
                 probe = ProjectionProbe.of(self.target)
                 if probe is None:
-                    active.detail = f"not applied: {self.target.ref.transport} has no projector"
+                    transport = self.target.ref.transport
+                    active.detail = (f"not applied: {transport} has no projector"
+                                     if transport != "eventsourced" else
+                                     "not applied: reached by URL, its control socket is not ours")
                 else:
                     probe.projector(running=False)
                 return
