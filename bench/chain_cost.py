@@ -191,7 +191,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.chain_cost", description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=500, help="measured creates per transport and topology")
     ap.add_argument("--warmup", type=int, default=50, help="warm-up creates")
-    ap.add_argument("--transports", default=",".join(TRANSPORTS))
+    chained = [t for t in TRANSPORTS if get_transport(t).serves_chain]
+    ap.add_argument("--transports", default=",".join(chained),
+                    help=f"transports that serve the chain (default: {', '.join(chained)})")
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
@@ -200,7 +202,10 @@ def main() -> int:
     args = ap.parse_args()
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
     for t in transports:
-        get_transport(t)
+        if not get_transport(t).serves_chain:
+            print(f"{t} does not serve the chain topology (choose from {', '.join(chained)})",
+                  file=sys.stderr)
+            return 2
     cpus = sorted(os.sched_getaffinity(0))
     if {args.load_cpu, args.server_cpu} - set(cpus) or args.load_cpu == args.server_cpu:
         print(f"need two distinct CPUs among {cpus}", file=sys.stderr)

@@ -322,16 +322,17 @@ def clean(
     remove: Annotated[bool, typer.Option("--remove", help="delete each abandoned run folder")] = False,
     amqp_url: Annotated[str, typer.Option(
         help="the broker of the runs' namespaces (they are deleted either way)")] = DEFAULT_AMQP_URL,
+    store: Annotated[str | None, typer.Option(help="the PostgreSQL of the runs' schemas")] = None,
 ) -> None:
     """Find runs that were killed (SIGKILL) before they finished: report each, then finalise
-    or remove it (asked on a terminal) and delete its broker namespaces."""
+    or remove it (asked on a terminal) and delete its broker namespaces and PostgreSQL schemas."""
     from harness.run.abandoned import clean as clean_runs
 
     if finalise and remove:
         raise UserError("--finalise and --remove exclude each other")
     action = "finalise" if finalise else "remove" if remove else None
     ask = _ask_action if action is None and sys.stdin.isatty() and sys.stdout.isatty() else None
-    raise typer.Exit(clean_runs(results_dir, amqp_url, action, ask, typer.echo))
+    raise typer.Exit(clean_runs(results_dir, amqp_url, action, ask, typer.echo, store))
 
 
 def _ask_action(run: object) -> str:
@@ -347,13 +348,14 @@ def scenarios(
 ) -> None:
     """List the scenarios with their descriptions (and any that do not load)."""
     from harness.scenario import list_scenarios, scenario_schema
+    from harness.scenario.files import scenario_folder
 
     if schema:
         import json
 
         typer.echo(json.dumps(scenario_schema(), indent=2, ensure_ascii=False))
         return
-    for path, sc in list_scenarios(folder):
+    for path, sc in list_scenarios(scenario_folder(folder)):
         if isinstance(sc, Exception):
             typer.echo(f"{path.stem:<16} INVALID: {str(sc).splitlines()[0]}")
         else:

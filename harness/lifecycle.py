@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -58,6 +59,33 @@ class Interrupt(KeyboardInterrupt):
 def exit_code(exc: BaseException) -> int:
     """128 + the signal that stopped the command (130 for a plain Ctrl-C)."""
     return 128 + int(getattr(exc, "signum", signal.SIGINT))
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group (stragglers the leader forked) and reap the leader."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float,
+               polite: Sequence[int] = (signal.SIGCONT, signal.SIGTERM),
+               whole_group: bool = True) -> int | None:
+    """Ask a process (group) to stop with `polite` signals, give it `timeout` seconds to write
+    what it holds, then kill the group: the one way every started process ends.
+
+    SIGCONT comes first because a paused (SIGSTOPped) process cannot handle SIGTERM."""
+    if process.poll() is None:
+        for sig in polite:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if whole_group:
+                    os.killpg(process.pid, sig)
+                else:
+                    process.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+    kill_group(process)
+    return process.returncode
 
 
 def child_setup(cpus: Sequence[int] = (), death_signal: int = signal.SIGKILL) -> None:

@@ -67,6 +67,17 @@ def _band(reps: int) -> str:
             "the two repetitions' ranges")
 
 
+# (key, claim, the article's words) of claims a sweep judges too (reports.sweep_claims)
+GRPC_FAST = ("grpc-fast", "gRPC is faster than REST (binary protocol)",
+             "gRPC — Pros: Fast (binary protocol) … Use when: High throughput is required")
+REST_BLOCKING = ("rest-blocking",
+                 "REST's blocking call costs its caller time: a queue producer is released "
+                 "sooner, once the broker accepts the message",
+                 "HTTP/REST — Pros: Simple … Cons: … latency (blocking)")
+STACKS_CAVEAT = ("; the runs compare whole stacks (framework, client, encoding), so they do "
+                 "not show that the binary protocol is the cause")
+
+
 @dataclass
 class Claim:
     key: str
@@ -147,8 +158,7 @@ def _observed(votes: list[Vote], lower_a: str, lower_b: str) -> str:
 
 
 def grpc_fast(run: Run, df: pd.DataFrame) -> Claim:
-    c = Claim("grpc-fast", "gRPC is faster than REST (binary protocol)",
-              "gRPC — Pros: Fast (binary protocol) … Use when: High throughput is required")
+    c = Claim(*GRPC_FAST)
     targets = production_targets(run, df)
     g = pick(targets, "grpc")
     r = pick(targets, "rest", like=g)
@@ -185,47 +195,46 @@ def grpc_fast(run: Run, df: pd.DataFrame) -> Claim:
                           f"{cpu_g.value:,.0f} µs vs {label(r)} {cpu_r.value:,.0f} µs")
     if not comparable:
         c.evidence.append(f"throughput not compared: {why}")
-    caveat = ("; the runs compare whole stacks (framework, client, encoding), so they do not "
-              "show that the binary protocol is the cause")
     if not votes:
         c.verdict = UNDECIDED
-        c.reason = (f"{behind}, so its latency cannot decide the claim" if behind else
-                    "no figure could be compared") + caveat
-        return c
-    if not all(v.measured for v in votes):
-        c.verdict = UNDECIDED
-        c.reason = too_few_reps(min(v.reps for v in votes)) + caveat
-        c.observation = _observed(votes, "gRPC lower", "REST lower")
-        return c
-    decided = [v.direction for v in votes if v.decided]
-    grpc_n, rest_n = decided.count(-1), decided.count(1)
-    rest = len(votes) - len(decided)
-    tally = f" ({len(decided)} of {len(votes)} figures decided, {rest} within the noise)"
-    if not decided:
-        c.verdict, c.reason = UNDECIDED, "every difference is within the measured noise"
-    elif grpc_n and not rest_n:
-        c.verdict = SUPPORTED
-        c.reason = ("gRPC was faster on every figure that differed beyond the measured noise, "
-                    "and no figure pointed the other way" + tally)
-    elif rest_n and not grpc_n:
-        c.verdict = REFUTED
-        c.reason = ("REST was faster on every figure that differed beyond the measured noise, "
-                    "and no figure pointed the other way" + tally)
+        c.reason = f"{behind}, so its latency cannot decide the claim" if behind else \
+            "no figure could be compared"
     else:
-        c.verdict = UNDECIDED
-        c.reason = (f"the decided figures point both ways: gRPC faster on {grpc_n}, REST "
-                    f"faster on {rest_n}" + tally)
-    if behind:
-        c.reason += f"; latency not counted: {behind}"
-    c.reason += caveat
+        decide(c, votes, ("gRPC", "REST"), ("gRPC lower", "REST lower"))
+        if behind and all(v.measured for v in votes):
+            c.reason += f"; latency not counted: {behind}"
+    c.reason += STACKS_CAVEAT
     return c
 
 
+def decide(c: Claim, votes: list[Vote], names: tuple[str, str],
+           observed: tuple[str, str]) -> None:
+    """Set the verdict of "names[0] is faster than names[1]" from its votes (-1: names[0]'s
+    way), one rule for the run's claim and the sweep's: too few repetitions give an
+    observation; else supported (refuted) when every decided figure points that way."""
+    if not all(v.measured for v in votes):
+        c.verdict = UNDECIDED
+        c.reason = too_few_reps(min(v.reps for v in votes))
+        c.observation = _observed(votes, *observed)
+        return
+    (a, b), decided = names, [v.direction for v in votes if v.decided]
+    a_n, b_n = decided.count(-1), decided.count(1)
+    tally = (f" ({len(decided)} of {len(votes)} figures decided, "
+             f"{len(votes) - len(decided)} within the noise)")
+    if not decided:
+        c.verdict, c.reason = UNDECIDED, "every difference is within the measured noise"
+    elif bool(a_n) != bool(b_n):  # every decided figure one way
+        c.verdict = SUPPORTED if a_n else REFUTED
+        c.reason = (f"{a if a_n else b} was faster on every figure that differed beyond the "
+                    "measured noise, and no figure pointed the other way" + tally)
+    else:
+        c.verdict = UNDECIDED
+        c.reason = (f"the decided figures point both ways: {a} faster on {a_n}, {b} "
+                    f"faster on {b_n}" + tally)
+
+
 def rest_blocking(run: Run, df: pd.DataFrame) -> Claim:
-    c = Claim("rest-blocking",
-              "REST's blocking call costs its caller time: a queue producer is released "
-              "sooner, once the broker accepts the message",
-              "HTTP/REST — Pros: Simple … Cons: … latency (blocking)")
+    c = Claim(*REST_BLOCKING)
     targets = production_targets(run, df)
     r = pick(targets, "rest")
     q = pick(targets, "queue", like=r)

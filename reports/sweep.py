@@ -1,7 +1,8 @@
 """The report of a sweep folder (`commbench sweep`): achieved against offered rate, latency
 against offered rate and CPU per request against offered rate, one line per target, with the
 probes where a target fell short of the offered rate (or the generator saturated) marked;
-and, after --find-max, each target's highest sustained rate with the probes that decided it.
+after --find-max, each target's highest sustained rate with the probes that decided it; and
+the article's speed claims judged on these figures (reports.sweep_claims).
 One self-contained HTML file, like the run report; the plots also land as SVG beside it.
 """
 
@@ -16,8 +17,8 @@ from matplotlib.figure import Figure
 
 from reports import plots
 from reports.errors import ReportError
+from reports.sweep_claims import SHORT_OF, claims_html, load_sweep, sweep_claims
 
-SHORT_OF = 0.95  # achieved below this share of offered: the target did not keep up
 _DOC = """<!DOCTYPE html>
 <!-- commbench-report: written by `commbench report`; may be overwritten by it -->
 <html lang="en"><head><meta charset="utf-8"><meta name="generator" content="commbench">
@@ -28,6 +29,11 @@ h1 {{ font-size: 22px; }} h2 {{ font-size: 18px; border-bottom: 2px solid #d9dee
 table {{ border-collapse: collapse; }} th, td {{ padding: 4px 8px; border-bottom: 1px solid
 #d9dee5; text-align: right; }} th:first-child, td:first-child {{ text-align: left; }}
 .note {{ color: #5b6472; font-size: 12.5px; }} img {{ max-width: 100%; }}
+table.claims td {{ text-align: left; vertical-align: top; }} table.claims ul {{ margin: 0;
+padding-left: 16px; font-size: 12.5px; }} .verdict {{ padding: 1px 8px; border-radius: 10px;
+font-size: 12px; font-weight: 600; white-space: nowrap; }} .supported {{ background: #dff3e4; }}
+.refuted {{ background: #fbe3e3; }} .not-decided {{ background: #fff0cc; }}
+.not-measured-here {{ background: #eceff3; }}
 </style></head><body><main>
 <h1>{title}</h1><p class="note">generated {generated} from {folder}</p>
 {body}
@@ -52,7 +58,9 @@ def write_sweep_report(folder: Path, out: Path | None = None) -> Path:
             ["target", "objective", "sustained", "req/s per server core",
              "probes (+ held, − broke)"]))
         body.append('<p class="note">A probe on which the generator saturated never decides a '
-                    "target's limit; the search stops there (\"bounded by the generator\").</p>")
+                    "target's limit; it only bounds the search from above, which goes on "
+                    "below it (\"the generator saturated at R\").</p>")
+    body.append(claims_html(sweep_claims(load_sweep(folder, df))))
     body.append("<h2>Against the offered rate</h2>")
     for name, fig, caption in _figures(df, order):
         svg = plots.save(fig, out.parent / (out.stem + "-plots") / f"{name}.svg")

@@ -108,3 +108,24 @@ def test_a_run_refused_by_the_broker_leaves_no_result_folder(tmp_path: Path, amq
                      "--amqp-url", broker_url(amqp_url, password="wrong"))
     assert proc.returncode == 2 and "refused the login" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # nothing that looks like a run
+
+
+def test_shipped_scenarios_are_found_from_any_folder(tmp_path: Path) -> None:
+    """`commbench run quick` outside the repository's folder: the name is looked up among the
+    shipped scenarios after the (missing) local `scenarios/`, and `scenarios` lists them."""
+    from harness.scenario.files import BUNDLED
+
+    def elsewhere(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    listed = elsewhere("scenarios")
+    assert listed.returncode == 0, listed.stderr
+    shipped = sorted(p.stem for p in BUNDLED.glob("*.toml"))
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == shipped
+    seeded = elsewhere("seed", "--scenario", "quick", "--out", "seed.jsonl")
+    assert seeded.returncode == 0, seeded.stderr
+    assert (tmp_path / "seed.jsonl").read_text().count("\n") == 100 * 10  # quick's [data]
+    missing = elsewhere("run", "nosuch")
+    assert missing.returncode == 2 and "not in scenarios/ or " in missing.stderr
+    assert "quick" in missing.stderr

@@ -4,8 +4,8 @@ HTTP/2 channel, the queue client uses one AMQP connection. Seen from the kernel'
 during a real `commbench run`: the TCP connections the generator process holds to the
 server (to the broker, for the queue), read twice a second apart while the load is on.
 
-Not checked here: the queue connection's three channels (RabbitMQ shows channels only
-through rabbitmqctl or its management plugin, neither of which the suite may assume)."""
+The queue connection's three channels exist only inside the broker: see
+tests/test_amqp_channels.py, which asks a private node of its own with rabbitmqctl."""
 
 from __future__ import annotations
 

@@ -28,14 +28,33 @@ def test_finds_a_known_capacity_within_ten_percent(capacity: float, start: float
 
 
 def test_a_saturated_probe_never_decides_the_limit() -> None:
-    """The generator falls behind at 500 while the target would carry 730: the search stops
-    at the saturated probe and reports at least 400 (the last held), bounded by the generator,
-    never 500 or the bisection a break there would have started."""
+    """The generator falls behind from 500 while the target would carry 730: no void probe
+    counts as a break, but each bounds the search, which bisects below the lowest of them and
+    reports at least the highest rate that held (within 5 % of 500), bounded by the
+    generator at 500: never 730's bracket, never a break."""
     probe, seen = synthetic(730, saturates_at=500)
     s = find_max(probe, 100)
-    assert seen == [100, 200, 400, 800]
-    assert s.bound == "generator" and s.sustained == 400 and s.broke_at is None
-    assert "generator saturated" in s.describe()
+    assert seen[:4] == [100, 200, 400, 800] and len(seen) <= 12
+    assert s.bound == "generator" and s.broke_at is None and s.void_at == 500
+    assert s.sustained is not None and 0.95 * 500 <= s.sustained < 500
+    assert all(p.held for p in s.probes if p.rate < 500)
+    assert s.describe() == f"{s.sustained:g} req/s or more: the generator saturated at 500 req/s"
+
+
+def test_a_break_below_the_generators_limit_is_the_targets() -> None:
+    """The target breaks above 300, the generator from 350: the void probes (400, then 350)
+    bound the bracket, and the target's own break below them decides, within 5 %."""
+    probe, _ = synthetic(300, saturates_at=350)
+    s = find_max(probe, 100)
+    assert s.bound == "target" and s.void_at == 350
+    assert s.sustained is not None and 0.95 * 300 <= s.sustained <= 300 < s.broke_at
+
+
+def test_the_generator_saturating_at_the_first_rate_bisects_down() -> None:
+    probe, seen = synthetic(10**6, saturates_at=150)
+    s = find_max(probe, 400)
+    assert seen[:2] == [400, 200] and s.bound == "generator"
+    assert s.sustained is not None and s.sustained < 150 and s.void_at == 150
 
 
 def test_bounded_by_probes_and_ceiling() -> None:

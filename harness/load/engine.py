@@ -112,7 +112,6 @@ class EngineConfig:
     count: int = 1  # processes in total
     id_prefix: str = "run"  # request ids are f"{id_prefix}-{k}": unique per run
     record_accepted: bool = False  # queue: also record `create_accepted`
-    read_your_writes: bool = False  # look each created order up right after its answer
 
     @property
     def schedule_seed(self) -> str:
@@ -317,7 +316,7 @@ class Engine:
                 order = await c.create_order(req.create, on_accepted=accepted)
             else:
                 order = await c.create_order(req.create)
-            return order.id if self.cfg.read_your_writes else None
+            return order.id if self.cfg.scenario.read_your_writes else None
         return None
 
     # -- closed loop ---------------------------------------------------------------------

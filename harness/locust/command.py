@@ -32,7 +32,7 @@ from typing import Any
 
 from harness.environment import environment
 from harness.errors import UserError
-from harness.lifecycle import child_setup, signals_ignored
+from harness.lifecycle import child_setup, signals_ignored, stop_group
 from harness.locust.checks import check_locust_arguments, check_options
 from harness.locust.node import CONFIG_ENV, LocustConfig
 from harness.scenario import (
@@ -244,22 +244,8 @@ def _run(cmd: Sequence[str], config: LocustConfig, load_cpus: Sequence[int]) -> 
             return proc.wait()
     finally:
         with signals_ignored():
-            _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM: locust shuts down cleanly (writes a running test's result); then the group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait()
+            # SIGTERM to locust alone: it shuts down cleanly (writes a running test's result).
+            stop_group(proc, STOP_TIMEOUT_S, polite=(signal.SIGTERM,), whole_group=False)
 
 
 @contextlib.contextmanager

@@ -3,12 +3,13 @@
 A run killed by a signal it can catch finalises itself. SIGKILL (or a crash of the machine)
 cannot be caught, so a run leaves what a later command needs to finish it: its
 `.partial-<run-id>/run.json` says `running` and names the writing process (pid, start
-time, host), and `broker-namespaces.jsonl` lists every broker namespace the run created,
-written before the target that uses it starts. A `.partial-` folder whose process is gone
-is *abandoned*: `commbench run` reports it, `commbench clean` finalises it (status
-`partial`, the target being measured `interrupted`, the file manifest written, the folder
-renamed as a finished run would be) or removes it, and deletes its namespaces on the broker
-either way, since no run will use them again.
+time, host), and `broker-namespaces.jsonl` lists every broker namespace and PostgreSQL
+schema the run created, each written before the target that uses it starts. A `.partial-`
+folder whose process is gone is *abandoned*: `commbench run` reports it, `commbench clean`
+finalises it (status `partial`, the target being measured `interrupted`, the file manifest
+written, the folder renamed as a finished run would be) or removes it, and deletes its
+namespaces on the broker and its schemas on PostgreSQL (`--store`) either way, since no run
+will use them again.
 """
 
 from __future__ import annotations
@@ -40,19 +41,26 @@ def record_namespace(folder: Path, namespace: str, broker_url: str, private: boo
         f.write(line + "\n")
 
 
+def record_schema(folder: Path, store_url: str, schema: str) -> None:
+    """Note a PostgreSQL schema before its target's server creates it (the URL masked)."""
+    with open(folder / MARKER, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"schema": schema, "store": redact(store_url)}) + "\n")
+
+
 def namespaces_deleted(folder: Path) -> None:
-    """The run deleted its namespaces itself: nothing is left for `clean`."""
+    """The run deleted its namespaces and schemas itself: nothing is left for `clean`."""
     with contextlib.suppress(OSError):
         (folder / MARKER).unlink(missing_ok=True)
 
 
-def recorded_namespaces(folder: Path) -> list[dict[str, Any]]:
+def recorded_namespaces(folder: Path, key: str = "namespace") -> list[dict[str, Any]]:
+    """The recorded broker namespaces (or, with key="schema", PostgreSQL schemas)."""
     out = []
     with contextlib.suppress(OSError):
         for line in (folder / MARKER).read_text(encoding="utf-8").splitlines():
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
-                if isinstance(entry, dict) and entry.get("namespace"):
+                if isinstance(entry, dict) and entry.get(key):
                     out.append(entry)
     return out
 
@@ -65,6 +73,7 @@ class Abandoned:
     context: dict[str, Any]  # its run.json as last written ({} when there is none)
     why: str
     namespaces: list[dict[str, Any]] = field(default_factory=list)
+    schemas: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -79,7 +88,8 @@ def find(results_dir: Path) -> list[Abandoned]:
     for folder in sorted(results_dir.glob(".partial-*")):
         if folder.is_dir() and (why := _gone(folder)) is not None:
             context = _context(folder)
-            out.append(Abandoned(folder, context, why, recorded_namespaces(folder)))
+            out.append(Abandoned(folder, context, why, recorded_namespaces(folder),
+                                 recorded_namespaces(folder, "schema")))
     return out
 
 
@@ -126,6 +136,8 @@ def describe(a: Abandoned) -> str:
     shared = [n for n in a.namespaces if not n.get("private")]
     if shared:
         parts.append(f"{len(shared)} broker namespace(s) on {shared[0].get('broker')}")
+    if a.schemas:
+        parts.append(f"{len(a.schemas)} PostgreSQL schema(s) on {a.schemas[0].get('store')}")
     return "; ".join(parts)
 
 
@@ -147,9 +159,26 @@ def delete_namespaces(a: Abandoned, amqp_url: str) -> list[str]:
         else:
             lines.append(f"could not delete broker namespace {ns} on {broker} (not reachable)")
             left.append(entry)
-    if not left:
-        namespaces_deleted(a.folder)
     a.namespaces = left
+    return lines
+
+
+def drop_schemas(a: Abandoned, store_url: str | None) -> list[str]:
+    """Drop the run's PostgreSQL schemas when `store_url` reaches their server; a line each."""
+    from harness.stage.postgres import drop_schema
+
+    lines, left = [], []
+    for entry in a.schemas:
+        schema, store = str(entry["schema"]), str(entry.get("store"))
+        if store_url is None or redact(store_url) != store:
+            lines.append(f"schema {schema} is on {store}: pass that URL as --store to drop it")
+            left.append(entry)
+        elif drop_schema(store_url, schema):
+            lines.append(f"dropped PostgreSQL schema {schema} on {store}")
+        else:
+            lines.append(f"could not drop PostgreSQL schema {schema} on {store} (not reachable)")
+            left.append(entry)
+    a.schemas = left
     return lines
 
 
@@ -183,7 +212,8 @@ def remove(a: Abandoned) -> None:
 
 
 def clean(results_dir: Path, amqp_url: str, action: str | None,
-          ask: Callable[[Abandoned], str] | None, say: Callable[[str], None]) -> int:
+          ask: Callable[[Abandoned], str] | None, say: Callable[[str], None],
+          store_url: str | None = None) -> int:
     """`commbench clean`: report every abandoned run, then finalise, remove or keep each
     (`action`, else `ask`'s answer; neither: only report). Exit code 0, or 1 when something
     could not be done."""
@@ -197,8 +227,15 @@ def clean(results_dir: Path, amqp_url: str, action: str | None,
         act = action or (ask(a) if ask is not None else "keep")
         if act == "keep":
             continue
-        for line in delete_namespaces(a, amqp_url):
+        for line in [*delete_namespaces(a, amqp_url), *drop_schemas(a, store_url)]:
             say(f"  {line}")
+        if a.namespaces or a.schemas:  # its record is the only trace of them: keep the folder
+            say(f"  kept {a.folder}: {len(a.namespaces) + len(a.schemas)} namespace(s) or "
+                "schema(s) are still there (delete them as said above, or remove the folder "
+                "yourself)")
+            code = 1
+            continue
+        namespaces_deleted(a.folder)
         try:
             if act == "finalise":
                 say(f"  finalised as {finalise(a)} (status partial)")

@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 from rich.console import Console
@@ -111,6 +112,7 @@ class Runner:
             with Stage(self.writer.log_dir, amqp_url=opts.amqp_url,
                        data_dir=self.writer.dir / "data", note=self.progress.note) as stage:
                 self.stage = stage
+                stage.on_schema = partial(abandoned.record_schema, self.writer.dir)
                 stage.need_brokers((t.transport for t in sc.targets if not self.reach.by_url(t)),
                                    private=self.reach.own_broker_needed(sc.targets, sc.faults))
                 self._record_brokers()
@@ -213,8 +215,7 @@ class Runner:
         accepted = get_transport(r.ref.transport).accepted_moment
         specs = [WorkerSpec(r.ref.transport, r.ref.variant, r.target.url,
                             EngineConfig(sc, i, self.opts.processes, prefix,
-                                         record_accepted=accepted,
-                                         read_your_writes=sc.read_your_writes),
+                                         record_accepted=accepted),
                             self.opts.load_cpus)
                  for i in range(self.opts.processes)]
         r.pool = WorkerPool(specs)
@@ -245,8 +246,7 @@ class Runner:
             r.injector = Injector(self.stage, r.target, sc.faults, r.window.start_ns,
                                   r.meter.follow)
             listeners.append(r.cascade)
-        if r.watch_consistency() is not None:
-            listeners.append(r.consistency)  # type: ignore[arg-type]
+        r.watch_consistency(listeners)
 
         def on_second(m: MergedSecond) -> None:
             for listener in listeners:

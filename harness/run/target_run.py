@@ -103,9 +103,9 @@ class TargetRun:
         if self.consistency is not None:
             self.consistency.sample(second)
 
-    def watch_consistency(self) -> Consistency | None:
+    def watch_consistency(self, listeners: list[Any]) -> None:
         """Read the eventsourced server's figures each second from now, and count the
-        generator's read-backs when the scenario asks; None when neither applies."""
+        generator's read-backs when the scenario asks (added to the run's `listeners`)."""
         from harness.stage.projection import ProjectionProbe
 
         self.consistency = Consistency.of(
@@ -114,7 +114,7 @@ class TargetRun:
             self.scenario.read_your_writes)
         if self.consistency is not None:
             self.consistency.begin()
-        return self.consistency
+            listeners.append(self.consistency)
 
     def check_consistency(self, folder: Path) -> list[str]:
         """After the load: the read model against its log (a warning when they differ), and

@@ -160,3 +160,14 @@ def _number(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
+
+
+def fault_problems(f: FaultSpec, topology: str, duration_s: float) -> list[str]:
+    """A fault must hit a service the topology has, within the measured window."""
+    out = []
+    if f.service not in ("order", "broker") and topology != "chain":
+        out.append(f'service "{f.service}" exists only with topology = "chain"')
+    if f.end_s > duration_s + 1e-9:
+        out.append(f"must end within the measured window ({duration_s:g} s): it ends at "
+                   f"{f.end_s:g} s")
+    return out

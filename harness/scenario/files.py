@@ -49,17 +49,34 @@ def load_scenario(path: Path | str) -> "Scenario":
     return parse_scenario(raw, str(path))
 
 
+# The scenarios shipped with commbench, found wherever the command is run from.
+BUNDLED = Path(__file__).resolve().parents[2] / "scenarios"
+
+
 def find_scenario(name_or_path: str, directory: Path = Path("scenarios")) -> Path:
-    """A path as given, or a name looked up as `<directory>/<name>.toml`."""
+    """A path as given, or a name looked up as `<directory>/<name>.toml`, then among the
+    shipped scenarios (so `commbench run quick` works outside the repository's folder too)."""
     path = Path(name_or_path)
     if path.exists() or path.suffix == ".toml" or "/" in name_or_path:
         return path
-    candidate = directory / f"{name_or_path}.toml"
-    if candidate.exists():
-        return candidate
-    known = ", ".join(p.stem for p in sorted(directory.glob("*.toml"))) or "none"
-    raise UserError(f"no scenario {name_or_path!r}: not a file, and not in {directory}/ "
-                    f"(known: {known})")
+    folders = [directory] + ([BUNDLED] if BUNDLED.is_dir() and BUNDLED.resolve() != directory.resolve()
+                             else [])
+    for folder in folders:
+        candidate = folder / f"{name_or_path}.toml"
+        if candidate.exists():
+            return candidate
+    known = sorted({p.stem for folder in folders for p in folder.glob("*.toml")})
+    where = " or ".join(f"{folder}/" for folder in folders)
+    raise UserError(f"no scenario {name_or_path!r}: not a file, and not in {where} "
+                    f"(known: {', '.join(known) or 'none'})")
+
+
+def scenario_folder(directory: Path) -> Path:
+    """The folder `commbench scenarios` lists: the one given, or the shipped one when the
+    default `scenarios/` is not where the command runs."""
+    if directory == Path("scenarios") and not directory.is_dir() and BUNDLED.is_dir():
+        return BUNDLED
+    return directory
 
 
 def list_scenarios(directory: Path) -> list[tuple[Path, Scenario | ScenarioError]]:

@@ -23,7 +23,7 @@ from pydantic import (
 
 from harness.errors import UserError
 from harness.scenario.errors import Help, at, given, got, problem, refuse, validated
-from harness.scenario.faults import FaultSpec
+from harness.scenario.faults import FaultSpec, fault_problems
 from harness.scenario.policies import Policies
 from harness.scenario.slo import SloTable
 from harness.scenario.types import (
@@ -99,17 +99,6 @@ def _variant_problems(sc: "Scenario") -> list[Any]:
     labels = [v.label for v in sc.variants]
     out += [at(("variants", n), f"is named {label!r} like an earlier one: give it its own name")
             for n, label in enumerate(labels) if label in labels[:n]]
-    return out
-
-
-def _fault_problems(f: FaultSpec, topology: str, duration_s: float) -> list[str]:
-    """A fault must hit a service the topology has, within the measured window."""
-    out = []
-    if f.service not in ("order", "broker") and topology != "chain":
-        out.append(f'service "{f.service}" exists only with topology = "chain"')
-    if f.end_s > duration_s + 1e-9:
-        out.append(f"must end within the measured window ({duration_s:g} s): it ends at "
-                   f"{f.end_s:g} s")
     return out
 
 
@@ -328,7 +317,7 @@ class Scenario(_Table):
             sc.__dict__.update(targets=tuple(t for t in sc.targets
                                              if TRANSPORTS[t.transport].serves_chain))
         refuse_faults = [at(("faults", n), message) for n, f in enumerate(sc.faults)
-                         for message in _fault_problems(f, sc.topology, duration)]
+                         for message in fault_problems(f, sc.topology, duration)]
         if sc.policies.on and sc.topology != "chain":
             refuse_faults.append(at(("policies",), 'apply to the chain\'s hops: set topology = '
                                     '"chain", or leave [policies] out'))
@@ -400,7 +389,7 @@ class Scenario(_Table):
                                 f"got {repetitions}")
             s = s.model_copy(update={"repetitions": repetitions})
         for f in faults:  # --fault: added to the scenario's own, held to the same rules
-            problems = _fault_problems(f, s.topology, s.duration_s)
+            problems = fault_problems(f, s.topology, s.duration_s)
             if problems:
                 raise UserError(f"--fault {f.describe()}: {'; '.join(problems)}")
         return s.model_copy(update={"faults": s.faults + faults}) if faults else s

@@ -14,7 +14,6 @@ import contextlib
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.errors import UserError
-from harness.lifecycle import amqp_logs_off, child_setup
+from harness.lifecycle import amqp_logs_off, child_setup, kill_group
 from harness.stage.private import running
 from targets.queue.topology import url_problem
 from targets.redact import redact
@@ -50,6 +49,8 @@ class BrokerInfo:
     log_dir: Path | None = None
     # private: stop (False) or start (True) the broker application, for the broker fault
     switch: Callable[[bool], None] | None = field(default=None, compare=False, repr=False)
+    # private: run `rabbitmqctl -n <node> ARGS…` with the node's environment; its stdout
+    ctl: Callable[..., str] | None = field(default=None, compare=False, repr=False)
 
 
 def probe(amqp_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -129,14 +130,14 @@ def private_broker(work_dir: Path | None = None) -> Iterator[BrokerInfo]:
     with running(lambda base: _Node(base, server, ctl, epmd), "commbench-rabbitmq-",
                  work_dir) as (node, startup_s):
         yield BrokerInfo(node.url, private=True, startup_s=startup_s, node=node.name,
-                         log_dir=node.log_dir, switch=node.switch)
+                         log_dir=node.log_dir, switch=node.switch, ctl=node.ctl)
 
 
 class _Node:
     """One private rabbitmq-server plus the epmd it registers with (both owned by us)."""
 
     def __init__(self, base: Path, server: Path, ctl: Path, epmd: str) -> None:
-        self.base, self.server, self.ctl, self.epmd_bin = base, server, ctl, epmd
+        self.base, self.server, self.ctl_bin, self.epmd_bin = base, server, ctl, epmd
         short = f"commbench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.name = f"{short}@localhost"
         self.port, self.dist_port, self.epmd_port = _free_ports(3)
@@ -223,10 +224,17 @@ class _Node:
     def switch(self, on: bool) -> None:
         """Start or stop the RabbitMQ application, the Erlang node staying up: stopping
         closes every connection and keeps durable queues with their persistent messages."""
-        command = "start_app" if on else "stop_app"
+        self.ctl("start_app" if on else "stop_app")
+        if on and not probe(self.url):
+            raise UserError(f"the private broker at {self.url} does not answer after start_app")
+
+    def ctl(self, *args: str) -> str:
+        """`rabbitmqctl -n <node> ARGS…` with this node's environment (its cookie and epmd,
+        which no other rabbitmqctl call would find); its stdout. UserError when it fails."""
+        command = " ".join(args)
         try:
             done = subprocess.run(
-                [str(self.ctl), "-n", self.name, command], env=self.env, cwd=self.base,
+                [str(self.ctl_bin), "-n", self.name, *args], env=self.env, cwd=self.base,
                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise UserError(f"rabbitmqctl {command} did not finish within "
@@ -235,14 +243,13 @@ class _Node:
             why = (done.stderr or done.stdout).strip().splitlines()
             raise UserError(f"rabbitmqctl {command} failed (exit {done.returncode})"
                             + (f": {why[-1]}" if why else ""))
-        if on and not probe(self.url):
-            raise UserError(f"the private broker at {self.url} does not answer after start_app")
+        return done.stdout
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
                 subprocess.run(
-                    [str(self.ctl), "-n", self.name, "stop"], env=self.env, cwd=self.base,
+                    [str(self.ctl_bin), "-n", self.name, "stop"], env=self.env, cwd=self.base,
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL, timeout=STOP_TIMEOUT_S,
                 )
@@ -250,14 +257,7 @@ class _Node:
                 self.process.wait(STOP_TIMEOUT_S)
         for process in (self.process, self.epmd):
             if process is not None:
-                _kill_group(process)
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process group (stragglers such as erl_child_setup) and reap the leader."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+                kill_group(process)  # stragglers such as erl_child_setup
 
 
 @contextlib.contextmanager

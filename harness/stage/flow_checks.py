@@ -1,5 +1,5 @@
 """Conformance checks of the order flow (topology chain: the edge with its payment and
-inventory services), through the client interface only, like harness/conformance.py.
+inventory services), through the client interface only, like harness/stage/conformance.py.
 
 Expected outcomes come from the seeded rules (targets.flow.outcomes), so every transport is
 held to one reference: a paying user's in-stock order ends confirmed, a declined user's ends

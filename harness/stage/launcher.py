@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import selectors
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.lifecycle import child_setup
+from harness.lifecycle import child_setup, kill_group, stop_group
 from targets.redact import redact_text
 from targets.registry import get_transport
 from targets.serving import AMQP_URL_ENV, READY_PREFIX, ServeConfig
@@ -72,17 +71,7 @@ class Service:
         if self._stopped:  # stopping twice could signal a recycled process group
             return self.process.returncode
         self._stopped = True
-        if self.alive():
-            self.signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
-            self.signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.process.wait()
-        # Kill stragglers the server may have forked into its group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        stop_group(self.process, timeout)
         if self._drain is not None:
             self._drain.join(timeout=1)
         return self.process.returncode
@@ -149,9 +138,7 @@ class Launcher:
         try:
             url = _await_ready(process, timeout, log)
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            kill_group(process)
             log.close()
             raise
         service = Service(name, transport, url, process, log_path, tuple(cpus),

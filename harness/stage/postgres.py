@@ -20,7 +20,6 @@ import contextlib
 import os
 import pwd
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -32,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from harness.errors import UserError
-from harness.lifecycle import child_setup
+from harness.lifecycle import child_setup, kill_group
 from harness.stage.private import running
 from targets.redact import redact
 
@@ -204,7 +203,7 @@ class _Cluster:
         try:
             code = initdb.wait(READY_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            _kill_group(initdb)
+            kill_group(initdb)
             raise UserError(f"initdb did not finish within {READY_TIMEOUT_S:.0f} s; "
                             f"see {self.log}") from None
         if code != 0:
@@ -238,7 +237,7 @@ class _Cluster:
                 stop.wait(STOP_TIMEOUT_S)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(STOP_TIMEOUT_S)
-        _kill_group(self.process)
+        kill_group(self.process)
 
 
 def _cluster_user() -> pwd.struct_passwd | None:
@@ -251,12 +250,6 @@ def _cluster_user() -> pwd.struct_passwd | None:
     except KeyError:
         raise UserError("a private PostgreSQL cannot run as root and there is no `postgres` "
                         "user: install the postgresql package or run as another user") from None
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def _free_port() -> int:

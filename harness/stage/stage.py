@@ -97,6 +97,9 @@ class Stage:
         self.amqp_url = amqp_url
         self.data_dir = data_dir
         self.note = note
+        # Told (URL, schema) before a target's server may create the schema, so a run killed
+        # by SIGKILL leaves a record `commbench clean` drops it from.
+        self.on_schema: Callable[[str, str], None] = lambda url, schema: None
         self.brokers: dict[str, BrokerUse] = {}
         self.targets: list[StagedTarget] = []
         self._stack = contextlib.ExitStack()
@@ -229,6 +232,7 @@ class Stage:
         if store_kind(kind) == "postgresql":  # a schema of its own, dropped when it stops
             schema = f"cb_{uuid.uuid4().hex[:10]}_{re.sub(r'[^a-z0-9_]', '_', name.lower())}"[:63]
             target.schema = (kind, schema)
+            self.on_schema(kind, schema)
             return f"{kind}{'&' if '?' in kind else '?'}schema={schema}"
         if self.data_dir is None:
             raise UserError("a durable store needs a data folder for the stage")

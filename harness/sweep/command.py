@@ -28,7 +28,7 @@ SWEEP_COLUMNS = ("target", "offered_rps", "repetition", "status", "achieved_rps"
                  "throughput_rps", "latency_p50_ms", "latency_p99_ms", "error_rate",
                  "cpu_us_per_request", "client_cpu_us_per_request", "saturated", "held",
                  "broken", "run")
-MAX_COLUMNS = ("target", "objective", "sustained_rps", "broke_at_rps", "bound", "verdict",
+MAX_COLUMNS = ("target", "objective", "sustained_rps", "broke_at_rps", "void_at_rps", "bound", "verdict",
                "cpu_us_per_request", "rps_per_server_core", "probes")
 
 
@@ -119,7 +119,8 @@ class Sweep:
     def _write_max(self, searches: dict[str, Search]) -> None:
         objective = "; ".join(f"{op}: {', '.join(map(str, cs))}" for op, cs in self.slo.items())
         rows = [{"target": name, "objective": objective, "sustained_rps": s.sustained,
-                 "broke_at_rps": s.broke_at, "bound": s.bound, "verdict": s.describe(),
+                 "broke_at_rps": s.broke_at, "void_at_rps": s.void_at, "bound": s.bound,
+                 "verdict": s.describe(),
                  **self._cost_at(name, s.sustained),
                  "probes": " ".join(f"{p.rate:g}{'+' if p.held else '-'}"
                                     f"{'(saturated)' if p.saturated else ''}" for p in s.probes)}

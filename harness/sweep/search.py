@@ -5,9 +5,11 @@ held and the first that broke, until they are within `precision` of each other.
 A probe on which the generator saturated (it fell behind its own schedule) and that broke
 the objective, or did not send the offered rate, says nothing about the target: its figures
 are the generator's (harness/sweep/command.py decides which probes are void). Such a probe
-never counts as the target's limit; the search stops there and reports the limit as at least
-the last rate that held, bounded by the generator. A probe that held while the generator
-lagged stands: lag only adds to the latency measured.
+never counts as the target's limit. It bounds the search from above all the same (the
+generator cannot offer that rate), so the bisection goes on below it, and when the bracket
+closes under a void probe the limit is reported as at least the last rate that held,
+bounded by the generator at the void rate. A probe that held while the generator lagged
+stands: lag only adds to the latency measured.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class Search:
     probes: list[Probe] = field(default_factory=list)
     sustained: float | None = None  # the highest rate that held
     broke_at: float | None = None  # the lowest rate that broke the objective
-    bound: str = ""  # "target": the bracket closed; "generator": a probe saturated;
+    void_at: float | None = None  # the lowest rate at which the generator saturated
+    bound: str = ""  # "target": the bracket closed; "generator": it closed under a void probe;
     # "range": the objective held up to the highest rate allowed; "probes": out of probes
 
     def describe(self) -> str:
@@ -46,7 +49,8 @@ class Search:
                     "probes": "no probe held"}.get(self.bound, "no probe held")
         broke = f"broke at {self.broke_at:g} req/s" if self.broke_at is not None else ""
         tail = {"target": f"({broke})",
-                "generator": "or more: the generator saturated above it",
+                "generator": ("or more: the generator saturated above it" if self.void_at is None
+                              else f"or more: the generator saturated at {self.void_at:g} req/s"),
                 "range": "or more: the highest rate tried",
                 "probes": f"({broke}; out of probes)" if broke else "or more: out of probes",
                 }[self.bound]
@@ -64,26 +68,29 @@ def find_max(probe: Callable[[float], Probe], start: float, *, ceiling: float = 
         p = probe(rate)
         s.probes.append(p)
         if p.saturated:
-            s.bound = "generator"
-            return s
-        if p.held:
+            s.void_at = rate if s.void_at is None else min(s.void_at, rate)
+        elif p.held:
             s.sustained = rate
         else:
             s.broke_at = rate
-        if s.broke_at is None:
+        top = min((r for r in (s.broke_at, s.void_at) if r is not None), default=None)
+        if top is None:
             if rate >= ceiling:
                 s.bound = "range"
                 return s
             rate = min(ceiling, round(rate * GROWTH))
             continue
         low = s.sustained or 0.0
-        if s.sustained is not None and s.broke_at - low <= precision * low:
-            s.bound = "target"
+        by = "target" if top == s.broke_at else "generator"
+        if s.sustained is not None and top - low <= precision * low:
+            s.bound = by
             return s
-        nxt = round((low + s.broke_at) / 2) if s.sustained is not None else round(s.broke_at / GROWTH)
-        if nxt in (low, s.broke_at) or nxt < 1:  # nothing left between them in whole req/s
-            s.bound = "target" if s.sustained is not None else "probes"
+        nxt = round((low + top) / 2) if s.sustained is not None else round(top / GROWTH)
+        if nxt in (low, top) or nxt < 1:  # nothing left between them in whole req/s
+            s.bound = by if s.sustained is not None else ("generator" if by == "generator"
+                                                          else "probes")
             return s
         rate = nxt
-    s.bound = "probes"
+    void_on_top = s.void_at is not None and (s.broke_at is None or s.void_at < s.broke_at)
+    s.bound = "generator" if void_on_top else "probes"
     return s
