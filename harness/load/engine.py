@@ -136,6 +136,7 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._blocked = False  # open loop: dispatch waits for a free in-flight slot
         self._next: tuple[int, Request] | None = None
+        self._read_backs = cfg.scenario.read_your_writes  # read each created order back
 
     async def run(self, t0_ns: int) -> EngineStats:
         """Run warm-up and measurement starting at monotonic time `t0_ns`, then drain."""
@@ -316,7 +317,7 @@ class Engine:
                 order = await c.create_order(req.create, on_accepted=accepted)
             else:
                 order = await c.create_order(req.create)
-            return order.id if self.cfg.scenario.read_your_writes else None
+            return order.id if self._read_backs else None
         return None
 
     # -- closed loop ---------------------------------------------------------------------
