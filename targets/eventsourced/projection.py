@@ -163,6 +163,7 @@ class Projector:
         self._queue = asyncio.Queue()
 
     async def crash(self) -> None:
+        """The projector fault: stopped as a crash stops it, and counted."""
         await self.stop()
         self.crashes += 1
 
