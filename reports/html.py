@@ -26,6 +26,7 @@ from reports.errors import ReportError
 from reports.findings import findings, noise_note
 from reports.flow import FlowTables, fault_spans, flow_tables
 from reports.loader import Run, load_runs, same_scenario, scenario_warning
+from reports.projection import ConsistencyTable, consistency_table, lag_over_time
 from reports.tables import OPERATION_LABEL, Table, figures, tables, write_tables
 from targets.redact import redact_text
 
@@ -58,6 +59,7 @@ class Section:
     by_url: dict[str, str] = field(default_factory=dict)  # target → its CPU note (--url)
     probes: set[str] = field(default_factory=set)  # targets driven by a probe client
     flow: FlowTables | None = None  # topology "chain": books and cost per service
+    consistency: ConsistencyTable | None = None  # eventsourced figures, read-your-writes
 
 
 def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | None = None) -> Path:
@@ -163,7 +165,8 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
                       findings=findings(run, df), noise=noise_note(df),
                       claims=check_claims(run, df) if not df.empty else [],
                       tables=tables(df), files=[_rel(f, base) for f in files],
-                      by_url=run.by_url(), probes=run.probes(), flow=flow_tables(run))
+                      by_url=run.by_url(), probes=run.probes(), flow=flow_tables(run),
+                      consistency=consistency_table(run))
     pdir = folder / "plots"
     spans = fault_spans(run)
     ops = [t.operation for t in section.tables if t.operation != "all"] or ["all"]
@@ -188,6 +191,12 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
          "Messages ready in each queue of the queue target, sampled once a second through a "
          "connection of the harness's own (RabbitMQ's AMQP shows ready messages only, not "
          "those delivered and not yet acknowledged); the fault windows shaded."),
+        (lag_over_time(run, spans), "projection-lag", "Projection lag over time",
+         "The eventsourced read model behind its log, per second (projection.csv): the p99 "
+         "lag, from the append's commit to the event applied, of the events applied in that "
+         "second (solid), and the age of the oldest event not applied yet as the second ends "
+         "(dashed); the fault windows shaded. A crashed projector applies nothing: the dashed "
+         "line climbs, and its restart applies the backlog with the lag it had accumulated."),
         (plots.cpu_per_request(df, run.targets, run.probes()), "cpu", "CPU per request",
          "CPU time over the measured window divided by every completed request, failures "
          "included: the target's processes (the broker included for the queue) and, where "

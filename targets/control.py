@@ -24,6 +24,11 @@ the resilience policies' cumulative counters and breaker state changes numbered
 what the process holds right now, as it counts it (GAUGES: a queue service's messages
 delivered to it and not yet acknowledged, per queue).
 
+    {"query": NAME, ...} or {"command": NAME, ...}   with NAME in HANDLERS
+
+what a service adds for itself (the eventsourced server: its figures, its projector's crash
+and restart, the read model checked against the log), answered by its own async handler.
+
 Handlers guard the switch with `if faults.active:` — `active` is a
 plain attribute kept in step with the state, so an inactive switch costs one attribute check
 on each request's path, no call and no coroutine.
@@ -40,7 +45,7 @@ import os
 import random
 import socket
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from targets.core.errors import OrderError
@@ -142,6 +147,25 @@ def parse_state(line: bytes | str) -> dict[str, float]:
 
 
 GAUGES: dict[str, int] = {}  # name → its value now, kept by the service (query "gauges")
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+HANDLERS: dict[str, Handler] = {}  # a service's own queries and commands, by name
+
+
+async def respond(switch: FaultSwitch, line: bytes) -> dict[str, Any]:
+    """The answer to one control line: a service's own handler when it names one (ValueError
+    from it: refused), else `answer`."""
+    try:
+        request = json.loads(line)
+    except ValueError:
+        request = None
+    if isinstance(request, dict):
+        name = request.get("query", request.get("command"))
+        if isinstance(name, str) and name in HANDLERS:
+            try:
+                return {"ok": True, **await HANDLERS[name](request)}
+            except ValueError as exc:
+                return {"ok": False, "error": str(exc)}
+    return answer(switch, line)
 
 
 def query(line: bytes | str) -> dict[str, Any] | None:
@@ -194,7 +218,7 @@ async def _session(switch: FaultSwitch, reader: asyncio.StreamReader,
                 return
             if not line:
                 return
-            writer.write(_line(answer(switch, line)))
+            writer.write(_line(await respond(switch, line)))
             await writer.drain()
     except (ConnectionError, OSError):
         pass

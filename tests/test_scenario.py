@@ -139,8 +139,8 @@ def test_parse_duration(text, seconds):
 
 BAD = [
     ("nmae", "x", 'x.toml: nmae: unknown key; valid keys here: name, description, targets, '
-                  'data, load, duration, warmup, repetitions, operations, topology, faults, '
-                  'policies, variants, slo'),
+                  'data, load, duration, warmup, repetitions, operations, topology, read_your_writes, '
+                  'faults, policies, variants, slo'),
     ("name", DELETE, "x.toml: name: is required (a short name for result folders)"),
     ("name", "a b", "x.toml: name: may hold only letters, digits, '.', '_' and '-', got \"a b\""),
     ("name", 3, "x.toml: name: must be a non-empty string, got 3"),
@@ -413,7 +413,7 @@ def test_faults_on_the_chain_topology():
      'x.toml: faults[0]: kind = "delay" needs delay (the added latency, e.g. "2s")'),
     ({"service": "payment", "kind": "melt", "at": "0s", "duration": "1s"}, "chain",
      ('x.toml: faults[0].kind: must be "kill" or "pause" or "delay" or "errors" or "crash" '
-      'or "broker", got "melt"')),
+      'or "broker" or "projector", got "melt"')),
     ({"service": "payment", "kind": "broker", "at": "0s", "duration": "1s"}, "chain",
      "x.toml: faults[0]: kind = \"broker\" goes with service = \"broker\" (the broker is not "
      "one of the order flow's services), and only with it"),

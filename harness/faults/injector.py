@@ -1,6 +1,6 @@
 """Applies a target run's faults on their timeline, outside the measured path: signals to a
-named service's process group (kill, pause), its control socket (delay, errors, crash), or
-the private broker's control tool (broker).
+named service's process group (kill, pause), its control socket (delay, errors, crash; the
+eventsourced projector's crash and restart), or the private broker's control tool (broker).
 
 The runner calls `tick()` from its collection loop, which wakes for `due_ns` as it wakes for
 probes, so a fault starts within a few milliseconds of its planned time; what actually
@@ -19,6 +19,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.load.recorder import NS
 from harness.scenario import FaultSpec
+from harness.stage.projection import ProjectionProbe
 from harness.stage.stage import Stage, StagedTarget
 
 FAULT_COLUMNS = ("target", "repetition", "service", "kind", "planned_start_s", "planned_end_s",
@@ -72,6 +73,16 @@ class Injector:
                 if not self.stage.switch_broker(self.target, on=False):
                     active.detail = f"not applied: {self.target.ref.transport} uses no broker"
                 return
+            if f.kind == "projector":
+                probe = ProjectionProbe.of(self.target)
+                if probe is None:
+                    transport = self.target.ref.transport
+                    active.detail = (f"not applied: {transport} has no projector"
+                                     if transport != "eventsourced" else
+                                     "not applied: reached by URL, its control socket is not ours")
+                else:
+                    probe.projector(running=False)
+                return
             service = self._service(f)
             if f.kind in ("kill", "crash"):
                 self.target.down.add(f.service)
@@ -93,12 +104,17 @@ class Injector:
             if f.kind == "broker":
                 if not active.detail:  # it was stopped (or tried): start it whatever happened
                     self.stage.switch_broker(self.target, on=True)
+            elif f.kind == "projector":
+                if not active.detail:
+                    probe = ProjectionProbe.of(self.target)
+                    assert probe is not None
+                    probe.projector(running=True)
             elif f.kind == "kill" or (f.kind == "crash" and not self._service(f).alive()):
                 self.restarted(f.service, self.stage.restart(self.target, f.service).pid)
             elif f.kind == "crash":
                 self._control(f, on=False)
                 active.error = "did not crash: no side effect reached it during the fault"
-            if f.kind == "broker":
+            if f.kind in ("broker", "projector"):
                 pass
             elif f.kind in ("kill", "crash"):
                 self.target.down.discard(f.service)

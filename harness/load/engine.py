@@ -10,6 +10,11 @@ latency instead of being omitted. Service time runs from the actual send; schedu
 
 Closed loop: N virtual users each loop send → await → think; latency equals service time.
 
+Read-your-writes (scenario `read_your_writes`): right after a create's answer is recorded,
+the same task looks the order up once and counts whether it was there. The lookup is not a
+request of the mix: it is in no latency, throughput or error figure, and it takes no in-flight
+slot; the scenario turns it on for every target alike, so each carries the same extra load.
+
 Every timestamp is time.monotonic_ns() (CLOCK_MONOTONIC: one clock for all processes).
 """
 
@@ -28,7 +33,7 @@ from harness.load.schedule import IntendedCounter, process_arrivals, segments
 from harness.load.workload import Request, Workload
 from harness.scenario import Scenario
 from targets.api import OrderClient
-from targets.core.errors import OrderError
+from targets.core.errors import NotFound, OrderError
 
 UNFINISHED = "unfinished"  # still in flight when the drain deadline passed
 DRAIN_GRACE_S = 2.0
@@ -131,6 +136,7 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._blocked = False  # open loop: dispatch waits for a free in-flight slot
         self._next: tuple[int, Request] | None = None
+        self._read_backs = cfg.scenario.read_your_writes  # read each created order back
 
     async def run(self, t0_ns: int) -> EngineStats:
         """Run warm-up and measurement starting at monotonic time `t0_ns`, then drain."""
@@ -252,8 +258,9 @@ class Engine:
         rec = self.rec
         rec.started(sent, sent - intended)
         kind: str | None = None
+        created: int | None = None  # an order to read back (read_your_writes only)
         try:
-            await self._send(req, intended, sent)
+            created = await self._send(req, intended, sent)
         except OrderError as exc:
             kind = exc.kind
         except asyncio.CancelledError:
@@ -264,13 +271,34 @@ class Engine:
         finally:
             if dispatched:
                 self.in_flight -= 1
-                self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+                if created is None:  # else listed until its read-back ends (the drain waits)
+                    self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
         rec.record(req.op, kind, intended, sent, mono())
         if self._blocked:
             self._blocked = False
             self._dispatch()
+        if created is not None:
+            try:
+                await self._read_back(created, intended)
+            finally:
+                if dispatched:
+                    self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
 
-    async def _send(self, req: Request, intended: int, sent: int) -> None:
+    async def _read_back(self, order_id: int, intended: int) -> None:
+        """Look a just-created order up: seen, or not (a read-your-writes violation). A
+        lookup that fails otherwise (timeout, error) counts as neither."""
+        try:
+            await self.client.get_order(order_id)
+            seen = True
+        except NotFound:
+            seen = False
+        except Exception:
+            return
+        self.rec.read_back(intended, mono(), seen)
+
+    async def _send(self, req: Request, intended: int, sent: int) -> int | None:
+        """Send one request; the id of the order it created when that order is to be read
+        back."""
         c = self.client
         if req.op == "noop":
             await c.noop()
@@ -286,9 +314,11 @@ class Engine:
                 def accepted() -> None:
                     rec.record(ACCEPTED, None, intended, sent, mono())
 
-                await c.create_order(req.create, on_accepted=accepted)
+                order = await c.create_order(req.create, on_accepted=accepted)
             else:
-                await c.create_order(req.create)
+                order = await c.create_order(req.create)
+            return order.id if self._read_backs else None
+        return None
 
     # -- closed loop ---------------------------------------------------------------------
 

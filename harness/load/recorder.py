@@ -52,18 +52,22 @@ class SecondRecord:
     started: int = 0  # requests actually sent in this second
     clamped: int = 0  # values above HIGHEST_US, recorded as HIGHEST_US
     warmup_spill: int = 0
+    read_backs: int = 0  # read-your-writes checks answered (scenario read_your_writes)
+    stale_reads: int = 0  # of those, lookups that did not see the order just created
 
 
 class _Open:
     """One open second: raw durations in ns, turned into histograms when it closes."""
 
-    __slots__ = ("vals", "lag", "errors", "started")
+    __slots__ = ("vals", "lag", "errors", "started", "read_backs", "stale_reads")
 
     def __init__(self) -> None:
         self.vals: dict[tuple[str, str], tuple[list[int], list[int]]] = {}  # latency, service
         self.lag: list[int] | None = None
         self.errors: Counter[tuple[str, str]] = Counter()
         self.started = 0
+        self.read_backs = 0
+        self.stale_reads = 0
 
 
 def histogram_of(values_ns: list[int]) -> tuple[HdrHistogram, int]:
@@ -147,6 +151,16 @@ class Recorder:
         if error_kind is not None:
             b.errors[(op, error_kind)] += 1  # type: ignore[union-attr]
 
+    def read_back(self, intended_ns: int, done_ns: int, seen: bool) -> None:
+        """A lookup right after a create's answer ended: it saw the order (or not). Bucketed
+        as a request is: by completion, a warm-up create's check never counts as measured."""
+        second = self._second(done_ns)
+        if intended_ns < self.measure_start_ns and second >= 0:
+            return
+        b = self._open.get(second) or self._bucket(second)
+        b.read_backs += 1
+        b.stale_reads += not seen
+
     def started(self, sent_ns: int, lag_ns: int) -> None:
         if self._cur_lo <= sent_ns < self._cur_hi:
             b = self._cur
@@ -191,6 +205,8 @@ class Recorder:
             started=b.started,
             clamped=clamped,
             warmup_spill=self._spill,
+            read_backs=b.read_backs,
+            stale_reads=b.stale_reads,
         ))
         self._spill = 0
 
@@ -203,6 +219,8 @@ class MergedSecond:
     errors: Counter[tuple[str, str]]
     intended: int
     started: int
+    read_backs: int = 0
+    stale_reads: int = 0
 
 
 class SecondListener(Protocol):
@@ -263,6 +281,8 @@ class Merger:
         m.errors.update(rec.errors)
         m.intended += rec.intended
         m.started += rec.started
+        m.read_backs += rec.read_backs
+        m.stale_reads += rec.stale_reads
         self.totals.clamped += rec.clamped
         self.totals.warmup_spill += rec.warmup_spill
         self._closed_upto[process] = rec.second

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from harness.run.consistency import describe
 from harness.run.options import Interrupted, RunOptions
 from harness.run.progress import summary_table
 from harness.run.runner import Runner
@@ -36,6 +37,10 @@ def run_command(opts: RunOptions, *, report: Callable[[Path], Path] | None = Non
         raise
     if outcome.rows:
         console.print(summary_table(outcome.rows))
+    for r in runner.runs:
+        if r.consistency is not None:
+            console.print(f"consistency: {r.label}: {describe(r.consistency.record())}",
+                          markup=False, soft_wrap=True)
     for w in outcome.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
     for label in outcome.failed:

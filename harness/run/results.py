@@ -303,7 +303,7 @@ class ResultWriter:
 
 
 RUNNING = "running"  # run.json status while the run goes (and of a run killed by SIGKILL)
-DATA_FILES = ("summary.csv", "timeline.csv", "errors.csv", "policy_events.csv")
+DATA_FILES = ("summary.csv", "timeline.csv", "errors.csv", "policy_events.csv", "projection.csv")
 
 
 def owner() -> dict[str, Any]:

@@ -246,6 +246,7 @@ class Runner:
             r.injector = Injector(self.stage, r.target, sc.faults, r.window.start_ns,
                                   r.meter.follow)
             listeners.append(r.cascade)
+        r.watch_consistency(listeners)
 
         def on_second(m: MergedSecond) -> None:
             for listener in listeners:
@@ -308,6 +309,8 @@ class Runner:
         r.died()  # also after the load, e.g. while draining
         r.merger.flush_all()
         r.meter.sample(final=True)
+        if r.consistency is not None:
+            r.consistency.write(self.writer.dir)
         sc, w, totals = self.scenario, r.window, r.merger.totals
         waits = sum(s.in_flight_waits for s in r.stats)
         # A failed run is not judged: its stop, not the generator, shaped its last seconds.
@@ -332,7 +335,8 @@ class Runner:
                           + (" (saturated)" if r.saturated else ""))
 
     def _settle(self, r: TargetRun) -> None:
-        """A chain's books after a bounded drain (from its stores, not client answers)."""
+        """A chain's books from its stores after a drain; a read model against its log."""
+        self.warnings += r.check_consistency(self.writer.dir)
         if r.target is not None and r.target.stores is not None and r.results is not None:
             try:
                 r.reconciliation = settle(r.target.stores, self._request_prefix(r))

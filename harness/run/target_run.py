@@ -14,6 +14,7 @@ from harness.faults.injector import Injector
 from harness.load.engine import EngineStats
 from harness.load.recorder import Merger
 from harness.load.workers import WorkerPool
+from harness.run.consistency import Consistency
 from harness.run.policy_probe import PolicyProbe
 from harness.run.probes import Meter
 from harness.run.results import ResourceSample, TargetResults, utc_iso
@@ -51,6 +52,7 @@ class TargetRun:
     depths: DepthProbe | None = None  # a queue target's queues, sampled each second
     cascade: Cascade | None = None
     policies: PolicyProbe | None = None  # the edge's policy counters, read each second
+    consistency: Consistency | None = None  # eventsourced figures, read-your-writes checks
     # The policies this run's edge applies: the scenario's, unless the run is given others
     # (one value, named by its label, so variants of one scenario can be swapped per run).
     policy_set: Policies = field(default=None)  # type: ignore[assignment]
@@ -98,6 +100,34 @@ class TargetRun:
         # one depth row per measured second: the closing sample after the window is not one
         if self.depths is not None and 0 <= second < self.window.seconds:
             self.results.queue_depths(second, self.depths.sample())
+        if self.consistency is not None:
+            self.consistency.sample(second)
+
+    def watch_consistency(self, listeners: list[Any]) -> None:
+        """Read the eventsourced server's figures each second from now, and count the
+        generator's read-backs when the scenario asks (added to the run's `listeners`)."""
+        from harness.stage.projection import ProjectionProbe
+
+        self.consistency = Consistency.of(
+            self.row, self.repetition, self.window.seconds,
+            ProjectionProbe.of(self.target) if self.target else None,
+            self.scenario.read_your_writes)
+        if self.consistency is not None:
+            self.consistency.begin()
+            listeners.append(self.consistency)
+
+    def check_consistency(self, folder: Path) -> list[str]:
+        """After the load: the read model against its log (a warning when they differ), and
+        the run's row of consistency.csv."""
+        if self.consistency is None:
+            return []
+        if self.status != "failed":
+            self.consistency.finish()
+        self.consistency.write_run(folder)
+        check = self.consistency.check or {}
+        if check.get("consistent") is not False and not check.get("error"):
+            return []
+        return [f"{self.label}: the read model does not match its log: {check}"]
 
     def watch_policies(self, folder: Path) -> None:
         """Read the edge's policy counters each second from now (when it runs [policies])."""
@@ -178,6 +208,7 @@ class TargetRun:
             if self.meter is not None and target and len(target.services) > 1 else None,
             "reconciliation": self.reconciliation,
             "policies": self.policies_record(),
+            "consistency": self.consistency.record() if self.consistency else None,
             **self.faults_record(),
             **reach,
         }

@@ -3,7 +3,7 @@ service of the topology, a kind, when it starts in the measured window and how l
 
     [[faults]]
     service = "payment"      # order, payment, inventory, notification (the topology's names)
-    kind = "pause"           # kill | pause | delay | errors | crash | broker
+    kind = "pause"           # kill | pause | delay | errors | crash | broker | projector
     at = "10s"               # from the start of the measured window
     duration = "5s"
     delay = "2s"             # delay: added to each request the service handles
@@ -18,6 +18,11 @@ On the command line: `--fault payment:pause@10s+5s`, `--fault payment:delay=2s,j
 are kept) and starts it again when the fault ends: `--fault broker@10s+5s`. It stops only a
 broker the run started itself, so a run with it uses a private broker; a transport without a
 broker carries on untouched (the fault is recorded as not applying to it).
+
+`kind = "projector"` (with service = "order") crashes the eventsourced order service's
+projector (its task and the events queued to it are dropped) and restarts it when the fault
+ends, to catch up from the log: `--fault order:projector@5s+5s`. Other transports have no
+projector: the fault is recorded as not applying to them.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from harness.errors import UserError
 from harness.scenario.errors import Help, problem, problems
 from harness.scenario.types import duration_type, parse_duration
 
-KINDS = ("kill", "pause", "delay", "errors", "crash", "broker")
+KINDS = ("kill", "pause", "delay", "errors", "crash", "broker", "projector")
 SERVICES = ("order", "payment", "inventory", "notification", "broker")
 BROKER = "broker"
 MAX_BROKER_DOWN_S = 15.0  # a queue service gives up on a broker away 20 s (targets/queue/server.py)
@@ -58,7 +63,8 @@ class FaultSpec(BaseModel):
         "added latency; errors: a share of requests fail with the transport's own error; "
         "crash: the service dies between a side effect and its answer or ack (payment's "
         "charge, a saga step), restarted when the fault ends; broker: the message broker is "
-        "stopped, then started (service \"broker\")",
+        "stopped, then started (service \"broker\"); projector: the eventsourced order "
+        "service's projector crashes, restarted when the fault ends (service \"order\")",
         " or ".join(f'"{k}"' for k in KINDS))]
     at_s: Annotated[At, Help("When the fault starts, from the start of the measured window",
                              f"{DURATION_HELP}, zero or more"), Field(alias="at")]
@@ -79,6 +85,9 @@ class FaultSpec(BaseModel):
         if (self.kind == BROKER) != (self.service == BROKER):
             raise problem('kind = "broker" goes with service = "broker" (the broker is not one '
                           "of the order flow's services), and only with it")
+        if self.kind == "projector" and self.service != "order":
+            raise problem('kind = "projector" goes with service = "order" (the projector runs '
+                          "in the eventsourced order service)")
         if self.kind == BROKER and self.duration_s > MAX_BROKER_DOWN_S:
             raise problem(f'kind = "broker" lasts at most {MAX_BROKER_DOWN_S:g}s (a queue '
                           "service longer without its broker gives up)")
@@ -103,6 +112,8 @@ class FaultSpec(BaseModel):
             what = f"errors {self.fraction or 0:.0%}"
         elif self.kind == BROKER:
             what = "stopped"
+        elif self.kind == "projector":
+            what = "projector crashed"
         else:
             what = self.kind
         return f"{self.service}: {what} from {self.at_s:g} s for {self.duration_s:g} s"

@@ -264,6 +264,10 @@ class Scenario(_Table):
         "single: one order service; chain: the order service calls payment and inventory "
         "(REST, gRPC) or runs a saga with them over the broker (queue)",
         '"single" or "chain"')] = "single"
+    read_your_writes: Annotated[bool, Help(
+        "Look each created order up right after the create's answer and count the lookups "
+        "that do not see it (read-your-writes violations): one extra lookup per create on "
+        "every target, outside every latency and throughput figure", "true or false")] = False
     faults: Annotated[tuple[FaultSpec, ...], Field(strict=False), Help(
         "Faults injected during the measured window ([[faults]] tables)",
         "a list of [[faults]] tables", item="a table {service, kind, at, duration, ...}")] = ()

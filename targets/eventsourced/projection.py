@@ -7,6 +7,11 @@ runs. Lookups read the model as it stands, so a lookup can trail the log (the re
 eventually consistent). Events of one stream are applied in version order even when they
 arrive out of order (two commands finishing in another order than they appended); on start
 the model is rebuilt from the whole log, with the same fold.
+
+The projector can be crashed and restarted at run time (the `projector` fault): a crash
+drops its task and every event handed to it and not yet applied, as a crashed process would;
+a restart catches up by reading the log from its start before it takes new events, and the
+model's versions drop whatever it holds already, so nothing is lost and nothing applied twice.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from targets.core.model import Order
 from targets.eventsourced.events import Event, apply
 from targets.eventsourced.log import EventLog
+from targets.eventsourced.metrics import EsMetrics
 
 
 class ReadModel:
@@ -32,7 +39,9 @@ class ReadModel:
         self._by_user: dict[int, list[int]] = {}
         self._waiting: dict[int, dict[int, Event]] = {}  # stream → version → early event
         self.applied = 0  # events applied (a replay and the live projection count alike)
+        self.duplicates = 0  # events dropped because they were applied already
         self.last_position = 0
+        self.on_applied: Callable[[Event], None] | None = None  # the live projection's hook
 
     # -- the Store interface's read half ------------------------------------------------------
 
@@ -56,6 +65,7 @@ class ReadModel:
         if it was applied already (so a replayed or repeated event is never applied twice)."""
         current = self.versions.get(event.stream_id, 0)
         if event.version <= current:
+            self.duplicates += 1
             return
         if event.version > current + 1:
             self._waiting.setdefault(event.stream_id, {})[event.version] = event
@@ -80,6 +90,8 @@ class ReadModel:
         self.versions[event.stream_id] = event.version
         self.applied += 1
         self.last_position = max(self.last_position, event.position)
+        if self.on_applied is not None:
+            self.on_applied(event)
 
     def snapshot(self) -> dict[int, dict[str, object]]:
         """Every order with its version, for comparing two models."""
@@ -97,35 +109,99 @@ async def replay(log: EventLog) -> ReadModel:
 
 
 class Projector:
-    """Applies appended events to `model` on its own task (start/stop it with the server)."""
+    """Applies appended events to `model` on its own task (start/stop it with the server).
 
-    def __init__(self, model: ReadModel) -> None:
+    `metrics` gets each event's projection lag: from `publish` (the append has committed) to
+    the moment the event is applied, however it got there (the live queue or a catch-up)."""
+
+    def __init__(self, model: ReadModel, log: EventLog | None = None,
+                 metrics: EsMetrics | None = None) -> None:
         self.model = model
+        self.log = log
+        self.metrics = metrics or EsMetrics()
         self._queue: asyncio.Queue[list[Event]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.appended = model.applied  # events handed over so far (replayed ones included)
+        self.running = False
+        self.crashes = 0
+        self._committed: dict[int, int] = {}  # position → monotonic ns of its publish
+        model.on_applied = self._applied
 
     def publish(self, events: Iterable[Event]) -> None:
-        """Hand appended events over; returns at once (the projector applies them later)."""
+        """Hand appended events over; returns at once (the projector applies them later).
+        While the projector is down they are not queued: its restart reads them from the log."""
         batch = list(events)
+        now = time.monotonic_ns()
+        for event in batch:
+            self._committed[event.position] = now
         self.appended += len(batch)
-        self._queue.put_nowait(batch)
+        if self.running:
+            self._queue.put_nowait(batch)
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="projector")
+    def _applied(self, event: Event) -> None:
+        published = self._committed.pop(event.position, None)
+        if published is not None:
+            self.metrics.projected(time.monotonic_ns() - published)
+
+    def start(self, catch_up: bool = False) -> None:
+        """Run the projector; `catch_up`: first read the whole log (a restart after a crash)."""
+        if self.running:
+            return
+        self.running = True
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._run(catch_up),
+                                                            name="projector")
 
     async def stop(self) -> None:
+        """Stop the task and drop every event queued to it (a crash loses them)."""
+        self.running = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+        self._queue = asyncio.Queue()
+
+    async def crash(self) -> None:
+        """The projector fault: stopped as a crash stops it, and counted."""
+        await self.stop()
+        self.crashes += 1
 
     @property
     def lag(self) -> int:
         """Events appended but not yet applied."""
         return self.appended - self.model.applied
 
-    async def _run(self) -> None:
+    def behind_ns(self) -> int:
+        """The age of the oldest event appended and not yet applied (0: none): how far the
+        read model trails the log. Publish order is the dict's order, so the first is it."""
+        oldest = next(iter(self._committed.values()), None)
+        return 0 if oldest is None else time.monotonic_ns() - oldest
+
+    async def _run(self, catch_up: bool) -> None:
+        if catch_up and self.log is not None:
+            async for batch in self.log.read_all():
+                for event in batch:
+                    self.model.apply(event)
+                await asyncio.sleep(0)  # a batch at a time: the server keeps answering
         while True:
             for event in await self._queue.get():
                 self.model.apply(event)
+
+
+async def check_against_log(model: ReadModel, log: EventLog) -> dict[str, object]:
+    """The read model against a fresh replay of the log: orders missing from the model,
+    orders in it the log does not have, orders that differ (state or version), and the
+    events the model counts as applied against those in the log. Equal and applied ==
+    events means no event was lost and none applied twice."""
+    fresh = await replay(log)
+    live, truth = model.snapshot(), fresh.snapshot()
+    missing = [oid for oid in truth if oid not in live]
+    extra = [oid for oid in live if oid not in truth]
+    different = [oid for oid in truth if oid in live and live[oid] != truth[oid]]
+    events = fresh.applied
+    return {"events_in_log": events, "applied": model.applied,
+            "duplicates_dropped": model.duplicates, "orders": len(truth),
+            "missing": len(missing), "extra": len(extra), "different": len(different),
+            "examples": (missing + extra + different)[:5],
+            "consistent": not (missing or extra or different) and model.applied == events}

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from targets.control import FaultSwitch, controlled
 from targets.core.validation import ID_MAX
 from targets.eventsourced import wire
+from targets.eventsourced.controls import register as register_controls
 from targets.eventsourced.log import ConcurrencyConflict
 from targets.eventsourced.service import EventSourcedOrders
 from targets.redact import redact
@@ -97,6 +98,8 @@ async def _main(config: ServeConfig, sock: socket.socket) -> None:
         orders.projector.start()
         if orders.relay is not None:
             await orders.relay.start()
+        if config.control:
+            register_controls(orders)
         faults = FaultSwitch()
         app = build_es_app(orders, faults)
         uv_config = uvicorn.Config(app, loop="uvloop", http="httptools", access_log=False,

@@ -18,6 +18,7 @@ from targets.core.service import OrderService
 from targets.core.validation import check_create, check_id
 from targets.eventsourced.events import Event, fold, order_created, seed_events, status_changed
 from targets.eventsourced.log import ConcurrencyConflict, EventLog, open_log
+from targets.eventsourced.metrics import EsMetrics
 from targets.eventsourced.outbox import OutboxRelay
 from targets.eventsourced.projection import Projector, ReadModel, replay
 
@@ -43,11 +44,13 @@ class EventSourcedOrders:
     """Commands append to `log` and publish to `projector`; `reads` answers lookups. With a
     `relay`, appends write outbox rows and wake it (targets/eventsourced/outbox.py)."""
 
-    def __init__(self, log: EventLog, model: ReadModel, relay: OutboxRelay | None = None) -> None:
+    def __init__(self, log: EventLog, model: ReadModel, relay: OutboxRelay | None = None,
+                 metrics: EsMetrics | None = None) -> None:
         self.log = log
         self.model = model
         self.reads = OrderService(_Reads(model))  # type: ignore[arg-type]  # the read half
-        self.projector = Projector(model)
+        self.metrics = metrics or EsMetrics()
+        self.projector = Projector(model, log, self.metrics)
         self.relay = relay
 
     @classmethod
@@ -60,7 +63,10 @@ class EventSourcedOrders:
             if seed is not None and seed.total and await log.count() == 0:
                 await log.seed([(o.id, seed_events(o)) for o in seed_orders(seed)])
             relay = OutboxRelay(log, *broker) if broker is not None else None
-            return cls(log, await replay(log), relay)
+            metrics, started = EsMetrics(), time.monotonic_ns()
+            model = await replay(log)
+            metrics.replayed(model.applied, started)  # the replay on start, timed
+            return cls(log, model, relay, metrics)
         except BaseException:
             await log.close()
             raise
@@ -83,11 +89,13 @@ class EventSourcedOrders:
         items = tuple(Item(i.sku, i.quantity, CATALOGUE[i.sku]) for i in req.items)
         order = Order(0, req.user_id, items, sum(i.quantity * i.unit_price_cents for i in items),
                       STATUS_CREATED, time.time_ns() // 1_000_000, req.request_id)
+        started = time.perf_counter_ns()
         stream_id, event = await self.log.create_stream(order_created(order))
         if event is None:
             first, _ = fold(await self.log.read_stream(stream_id))
             assert first is not None
             return first, False
+        self.metrics.appended(time.perf_counter_ns() - started)
         self._appended([event])
         return replace(order, id=stream_id), True
 
