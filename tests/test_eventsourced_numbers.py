@@ -20,7 +20,6 @@ from targets.eventsourced.events import Event, order_created, seed_events, statu
 from targets.eventsourced.log import open_log
 from targets.eventsourced.projection import ReadModel, check_against_log, replay
 from tests.conftest import run
-from tests.test_eventsourced import pg_server, pg_store  # noqa: F401  (fixtures)
 
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
 RUN_TIMEOUT_S = 120  # every commbench run below has this deadline
