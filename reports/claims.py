@@ -394,6 +394,7 @@ CHECKS: tuple[Callable[[Run, pd.DataFrame], Claim], ...] = (
     _elsewhere("cascade_claims", "sync_chains_cascade"),
     _elsewhere("policy_claims", "timeout_fast_errors"),
     _elsewhere("policy_claims", "breaker_recovers_sooner"),
-    _elsewhere("policy_claims", "unbudgeted_retries_amplify"))
+    _elsewhere("policy_claims", "unbudgeted_retries_amplify"),
+    *(_elsewhere("es_claims", n) for n in ("audit_trail", "temporal_queries", "eventually_consistent")))
 
 __all__ = ["DEFAULT_NOISE", "Claim", "check_claims"]

@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+from reports.claims import check_claims
+from reports.loader import load_run
+from reports.tables import figures
 from targets.core.model import Item, Order
 from targets.core.seed import SeedSpec, seed_orders
 from targets.eventsourced.events import Event, order_created, seed_events, status_changed
@@ -170,6 +173,15 @@ def test_the_projector_crash_lags_drains_and_loses_nothing(tmp_path: Path) -> No
     html = (run_dir / "report.html").read_text()
     assert "Eventual consistency" in html and "Projection lag over time" in html
     assert "equal: " in html
+    # The article's event-sourcing claims, judged on this run (correctness checks: one
+    # repetition decides); REST, with no log, is not among their evidence.
+    assert "temporal query" in es["checks_passed"] and "temporal query" not in rest["checks_passed"]
+    loaded = load_run(run_dir)
+    claims = {c.key: c for c in check_claims(loaded, figures(loaded))}
+    for key in ("es-audit", "es-temporal", "es-eventual"):
+        assert claims[key].verdict == "supported", (key, claims[key])
+        assert [e.split(":")[0] for e in claims[key].evidence] == ["eventsourced r1"]
+    assert "Event sourcing keeps a complete audit trail" in html
 
 
 # -- the check itself can fail ------------------------------------------------------------------

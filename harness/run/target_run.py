@@ -201,6 +201,7 @@ class TargetRun:
             "measured_s": round(self.window.measured_s, 3) if self.window.began else 0.0,
             "saturated": self.saturated, "namespace": namespace,
             "conformance": (target.conformance if target else "") or None,
+            "checks_passed": list(target.checks_passed) if target else [],
             "in_flight_waits": sum(s.in_flight_waits for s in self.stats),
             "log": f"logs/{self.name}.log" if target and target.services else None,
             "topology": sc.topology,

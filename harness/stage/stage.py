@@ -51,6 +51,7 @@ class StagedTarget:
     broker_url: str | None = None
     services: dict[str, Service] = field(default_factory=dict)
     conformance: str = ""  # "17/17 checks passed" once gated
+    checks_passed: tuple[str, ...] = ()  # the names of the checks it passed (the report's claims)
     stopped: bool = False
     topology: str = "single"
     stores: Path | None = None  # chain: the folder of every service's store (reconciliation)
@@ -264,6 +265,7 @@ class Stage:
             raise GateFailed(f"conformance gate: {type(exc).__name__}: {exc}") from None
         failed = [c for c in checks if not c.passed]
         target.conformance = f"{len(checks) - len(failed)}/{len(checks)} checks passed"
+        target.checks_passed = tuple(c.name for c in checks if c.passed)
         if failed:
             names = ", ".join(f"{c.name} ({c.detail})" for c in failed[:3])
             raise GateFailed(f"conformance gate: {len(failed)} of {len(checks)} checks "
