@@ -1,4 +1,5 @@
-"""README, "Durability": the write scenarios and every chain scenario keep orders in SQLite,
+"""README, "Durability": the write scenarios, the event-sourcing ones and every chain
+scenario keep orders in SQLite,
 so each transport pays for persisting the order as the queue's broker pays for persisting
 its command; the lookup scenarios keep them in memory. Checked on every shipped scenario as
 `commbench run` loads it (defaults included), so a new scenario cannot drift from it."""
@@ -19,7 +20,8 @@ SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").glob("*.toml"))
 def test_writes_and_chains_persist_lookups_stay_in_memory(path: Path) -> None:
     sc = load_scenario(path)
     writes_only = set(sc.operations.weights()) == {"create"}
-    expected = "sqlite" if writes_only or sc.topology == "chain" else "memory"
+    event_log = any(t.transport == "eventsourced" for t in sc.targets)  # the log is the pattern
+    expected = "sqlite" if writes_only or event_log or sc.topology == "chain" else "memory"
     assert sc.data.store == expected, (path.stem, sc.topology, sc.operations.weights())
 
 
