@@ -11,7 +11,7 @@ Before its window each child checks its answers: every seeded order read through
 the default client's, and a missing id raises NotFound. --reps runs per arrangement, the
 order rotating each repetition; the median run by requests per load core is shown.
 
-Run: .venv/bin/python -m bench.grpc_clients [--duration 5] [--reps 3] [--variants a,b]
+Run: .venv/bin/python -m bench.grpc_clients [--duration 4] [--reps 3] [--variants a,b]
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def one_run(v: Variant, url: str, server_pid: int, load: list[int], args: argpar
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.grpc_clients",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
+    ap.add_argument("--duration", type=float, default=4.0, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--users", type=int, default=50, help="concurrent callers")

@@ -39,6 +39,7 @@ from pathlib import Path
 from bench.measure import (
     DATA,
     ROOT,
+    CoreWatch,
     _run_pinned,
     closed_scenario,
     engine_run,
@@ -71,6 +72,8 @@ class Tail:
     lag_p99: float | None = None
     note: str = ""
     busy_before: float = 0.0
+    busy_during: tuple[float, ...] = ()  # every process's, ours included: load CPU, server CPU
+    achieved: float | None = None  # commbench: share of the intended requests sent in time
     at: str = ""
 
 
@@ -159,6 +162,7 @@ def commbench_run(url: str, pid: int, rate: float, duration_s: float, warmup_s: 
                 num("throughput_rps") or 0.0, num("latency_p50_ms"), num("latency_p90_ms"),
                 num("latency_p99_ms"), num("latency_p999_ms"),
                 saturated=bool(run["targets"][0].get("saturated")),
+                achieved=(num("achieved_rps") or 0) / (num("intended_rps") or 1),
                 lag_p99=float(lag.group(1)) if lag else _lag_from_timeline(runs[-1].parent),
                 note="; ".join(run.get("warnings", [])))
 
@@ -188,7 +192,8 @@ def main() -> int:
                                    "/tmp/wrk2/wrk)")
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--quiet-wait", type=float, default=5.0)
+    ap.add_argument("--quiet-wait", type=float, default=10.0,
+                    help="seconds to wait at most for idle cores before each run")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     wrk2 = find_wrk2(args.wrk2)
@@ -230,12 +235,14 @@ def main() -> int:
                 order = ["wrk2", "commbench"] if rep % 2 else ["commbench", "wrk2"]
                 for tool in order:
                     busy = wait_quiet(load + server, QUIET_BUSY_PCT, args.quiet_wait)
-                    at = time.strftime("%H:%M:%S")
+                    at, watch = time.strftime("%H:%M:%S"), CoreWatch()
                     t = (wrk2_run(wrk2, svc.url, rate, args.connections, args.duration, load,
                                   script, rep) if tool == "wrk2" else
                          commbench_run(svc.url, svc.pid, rate, args.duration, args.warmup,
                                        args.client, load, work, rep))
+                    cores = watch.busy()
                     t.busy_before, t.at = busy, at
+                    t.busy_during = (cores[args.load_cpu], cores[args.server_cpu])
                     tails.append(t)
                     print(f"  {at} rep {rep} {_line(t)}", flush=True)
     finally:
@@ -271,9 +278,12 @@ def _f(v: float | None) -> str:
 
 def _line(t: Tail) -> str:
     extra = (f", wrk2 CPU {t.cpu:.0f} %" if t.cpu is not None else
-             f", saturated {t.saturated}, lag p99 {_f(t.lag_p99)} ms")
+             f", achieved {t.achieved or 0:.1%}, saturated {t.saturated}, lag p99 "
+             f"{_f(t.lag_p99)} ms")
+    during = "/".join(f"{c:.0f}" for c in t.busy_during)
     return (f"{t.tool}: {t.rate:,.0f} req/s, p50/p90/p99/p99.9 {_f(t.p50)}/{_f(t.p90)}/"
-            f"{_f(t.p99)}/{_f(t.p999)} ms{extra}; cores {t.busy_before:.0f} % busy before"
+            f"{_f(t.p99)}/{_f(t.p999)} ms{extra}; cores {t.busy_before:.0f} % busy before, "
+            f"load/server CPU {during} % busy during (all processes)"
             + (f"; {t.note[:200]}" if t.note else ""))
 
 
