@@ -154,10 +154,31 @@ async def _drive(v: Variant, url: str, users: int, warmup: float,
             "mismatches": mismatches, "wrong": wrong, "threads": len(os.listdir("/proc/self/task"))}
 
 
+async def _conformance(v: Variant, url: str) -> list[str]:
+    """The conformance suite's checks (harness.stage.conformance) through one arrangement:
+    the names of those that failed, with why."""
+    from harness.stage.conformance import run_checks
+    from targets.core.seed import SeedSpec
+
+    module, _, attr = v.factory.partition(":")
+    client = await getattr(importlib.import_module(module), attr)(url, timeout=5,
+                                                                 **dict(v.kwargs))
+    try:
+        checks = await run_checks(client, SeedSpec(**DATA))
+    finally:
+        await client.close()
+    print(f"{len(checks)} checks", flush=True)
+    return [f"{c.name}: {c.detail}" for c in checks if not c.passed]
+
+
 def child(args: argparse.Namespace) -> int:
     import uvloop
 
     v = VARIANTS[args.child]
+    if args.conformance:
+        failed = uvloop.run(_conformance(v, args.url))
+        print(f"{TAG} " + json.dumps({"failed": failed}), flush=True)
+        return 0
     figures = uvloop.run(_drive(v, args.url, args.users, args.warmup, args.duration))
     print(f"{TAG} " + json.dumps(figures), flush=True)
     return 0
@@ -227,6 +248,24 @@ def one_run(v: Variant, url: str, server_pid: int, load: list[int], args: argpar
                figures["wrong"], busy)
 
 
+def conformance(names: list[str], url: str) -> int:
+    """Each arrangement through the conformance checks, in its own process (its env)."""
+    bad = 0
+    for n in names:
+        v = VARIANTS[n]
+        proc = subprocess.run([sys.executable, "-m", "bench.grpc_clients", "--child", n,
+                               "--conformance", "--url", url], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, env={**os.environ, **dict(v.env)})
+        lines = [x for x in proc.stdout.splitlines() if x.startswith(f"{TAG} ")]
+        failed = json.loads(lines[-1][len(TAG) + 1:])["failed"] if lines else None
+        count = next((x for x in proc.stdout.splitlines() if x.endswith(" checks")), "?")
+        print(f"  {n}: " + (f"{count}, all passed" if failed == [] else
+                            f"FAILED {failed}" if failed else
+                            f"no result: {(proc.stdout + proc.stderr)[-400:]}"), flush=True)
+        bad += failed != []
+    return 1 if bad else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.grpc_clients",
                                  description=__doc__.splitlines()[0])
@@ -241,6 +280,8 @@ def main() -> int:
     ap.add_argument("--quiet-wait", type=float, default=5.0,
                     help="seconds to wait at most for idle cores before each run")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--conformance", action="store_true",
+                    help="instead of measuring, run the conformance checks through each")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -272,6 +313,8 @@ def main() -> int:
         with Launcher(logs) as launcher:
             svc = launcher.start("grpc", ServeConfig(namespace=f"bench-{uuid.uuid4().hex[:6]}",
                                                      seed=seed), cpus=server)
+            if args.conformance:
+                return conformance(names, svc.url)
             for rep in range(args.reps):
                 order = names[rep % len(names):] + names[:rep % len(names)]
                 for n in order:
