@@ -277,7 +277,7 @@ def main() -> int:
                     help=f"among {', '.join(VARIANTS)}")
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--quiet-wait", type=float, default=5.0,
+    ap.add_argument("--quiet-wait", type=float, default=2.0,
                     help="seconds to wait at most for idle cores before each run")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--conformance", action="store_true",
