@@ -1,7 +1,8 @@
 """README, "Durability": the write scenarios, the event-sourcing ones and every chain
 scenario keep orders in SQLite, so each transport pays for persisting the order as the
-queue's broker pays for persisting its command; the lookup scenarios keep them in memory. Checked on every shipped scenario as
-`commbench run` loads it (defaults included), so a new scenario cannot drift from it."""
+queue's broker pays for persisting its command; the lookup scenarios keep them in memory.
+Checked on every shipped scenario as `commbench run` loads it (defaults included), so a new
+scenario cannot drift from it."""
 
 from __future__ import annotations
 
