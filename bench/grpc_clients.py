@@ -50,7 +50,7 @@ class Variant:
     about: str = ""
 
 
-V = "targets.grpc.client_variants"
+V = "bench.grpc_variants"
 VARIANTS = {v.name: v for v in (
     Variant("aio-1ch", "targets.grpc.client:connect", about="today's client: grpc.aio, one channel"),
     Variant("aio-2ch", f"{V}:connect_pool", (("channels", 2),),
