@@ -29,11 +29,15 @@ from reports.loader import Run
 TEMPORAL_CHECK = "temporal query"  # harness/stage/conformance.py's name for it
 
 
-def _logged(run: Run) -> list[dict[str, Any]]:
-    """Target runs with an event log's figures, failed ones left out."""
+def _logged(run: Run, claim: Claim) -> list[dict[str, Any]]:
+    """Target runs with an event log's figures, failed ones left out; none: the claim says
+    what it needs (and `_decide` leaves it not measured)."""
     failed = run.failed_targets()
-    return [t for t in run.context.get("targets", [])
+    rows = [t for t in run.context.get("targets", [])
             if t.get("name") not in failed and (t.get("consistency") or {}).get("check")]
+    if not rows:
+        claim.reason = "needs an event-sourced target (the eventsourced target) in the run"
+    return rows
 
 
 def _label(t: dict[str, Any]) -> str:
@@ -43,10 +47,7 @@ def _label(t: dict[str, Any]) -> str:
 def audit_trail(run: Run, df: pd.DataFrame) -> Claim:
     claim = Claim("es-audit", "Event sourcing keeps a complete audit trail: the log alone "
                   "rebuilds every order", "Event Sourcing — Pros: Complete audit trail")
-    rows = _logged(run)
-    if not rows:
-        claim.reason = "needs an event-sourced target (the eventsourced target) in the run"
-        return claim
+    rows = _logged(run, claim)
     good, bad, unknown = 0, 0, 0
     for t in rows:
         c = t["consistency"]["check"]
@@ -70,10 +71,7 @@ def temporal_queries(run: Run, df: pd.DataFrame) -> Claim:
     claim = Claim("es-temporal", "Event sourcing answers temporal queries: an order's state "
                   "at any point in time", "Event Sourcing — Pros: … temporal queries (state at "
                   "any point)")
-    rows = _logged(run)
-    if not rows:
-        claim.reason = "needs an event-sourced target (the eventsourced target) in the run"
-        return claim
+    rows = _logged(run, claim)
     good, unknown = 0, 0
     for t in rows:
         passed = t.get("checks_passed")
@@ -97,10 +95,7 @@ def eventually_consistent(run: Run, df: pd.DataFrame) -> Claim:
     claim = Claim("es-eventual", "Event sourcing's read model is eventually consistent: reads "
                   "trail the writes, then catch up", "Event Sourcing — Cons: … read model "
                   "must be eventually consistent")
-    rows = _logged(run)
-    if not rows:
-        claim.reason = "needs an event-sourced target (the eventsourced target) in the run"
-        return claim
+    rows = _logged(run, claim)
     good, bad, unknown = 0, 0, 0
     for t in rows:
         c = t["consistency"]
@@ -133,7 +128,8 @@ def _decide(claim: Claim, good: int, bad: int, unknown: int, what: str) -> None:
     """Every checked repetition must agree; one that was not checked decides nothing."""
     checked = good + bad
     if not checked:
-        claim.verdict, claim.reason = NOT_MEASURED, "no repetition could be checked"
+        claim.verdict = NOT_MEASURED
+        claim.reason = claim.reason or "no repetition could be checked"
     elif bad:
         claim.verdict = REFUTED
         claim.reason = f"{bad} of {checked} checked target runs did not show {what}"

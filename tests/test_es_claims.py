@@ -68,4 +68,6 @@ def test_unchecked_repetitions_decide_nothing() -> None:
 def test_no_event_log_or_a_failed_target_is_not_measured() -> None:
     rest = {"name": "rest", "repetition": 1, "consistency": {"read_your_writes": {"checks": 9}}}
     assert set(verdicts(FakeRun([rest])).values()) == {"not measured here"}
+    assert "needs an event-sourced target" in es_claims.audit_trail(FakeRun([rest]),
+                                                                     pd.DataFrame()).reason
     assert set(verdicts(FakeRun([es()], failed={"eventsourced"})).values()) == {"not measured here"}

@@ -145,21 +145,9 @@ def delete_namespaces(a: Abandoned, amqp_url: str) -> list[str]:
     """Delete the run's namespaces on their broker when `amqp_url` reaches it; a line each."""
     from harness.stage.broker import delete_namespace
 
-    lines, left = [], []
-    for entry in a.namespaces:
-        ns, broker = str(entry["namespace"]), str(entry.get("broker"))
-        if entry.get("private"):
-            continue  # a private broker stops with its run: nothing of it is left
-        if broker != redact(amqp_url):
-            lines.append(f"namespace {ns} is on {broker}: pass that broker's URL as "
-                         "--amqp-url to delete it")
-            left.append(entry)
-        elif delete_namespace(amqp_url, ns):
-            lines.append(f"deleted broker namespace {ns} on {broker}")
-        else:
-            lines.append(f"could not delete broker namespace {ns} on {broker} (not reachable)")
-            left.append(entry)
-    a.namespaces = left
+    lines, a.namespaces = _delete_each(a.namespaces, ("namespace", "broker"), amqp_url,
+                                       delete_namespace, ("delete", "deleted", "broker namespace",
+                                                          "--amqp-url"))
     return lines
 
 
@@ -167,19 +155,31 @@ def drop_schemas(a: Abandoned, store_url: str | None) -> list[str]:
     """Drop the run's PostgreSQL schemas when `store_url` reaches their server; a line each."""
     from harness.stage.postgres import drop_schema
 
-    lines, left = [], []
-    for entry in a.schemas:
-        schema, store = str(entry["schema"]), str(entry.get("store"))
-        if store_url is None or redact(store_url) != store:
-            lines.append(f"schema {schema} is on {store}: pass that URL as --store to drop it")
-            left.append(entry)
-        elif drop_schema(store_url, schema):
-            lines.append(f"dropped PostgreSQL schema {schema} on {store}")
-        else:
-            lines.append(f"could not drop PostgreSQL schema {schema} on {store} (not reachable)")
-            left.append(entry)
-    a.schemas = left
+    lines, a.schemas = _delete_each(a.schemas, ("schema", "store"), store_url, drop_schema,
+                                    ("drop", "dropped", "PostgreSQL schema", "--store"))
     return lines
+
+
+def _delete_each(entries: list[dict[str, Any]], keys: tuple[str, str], url: str | None,
+                 delete: Callable[[str, str], bool], words: tuple[str, str, str, str],
+                 ) -> tuple[list[str], list[dict[str, Any]]]:
+    """(a line each, the entries left) after deleting each entry on the server `url` names,
+    when it is the server the entry was recorded on (compared with the password masked)."""
+    (name_key, server_key), (verb, done, noun, option) = keys, words
+    lines, left = [], []
+    for entry in entries:
+        if entry.get("private"):
+            continue  # a private server stops with its run: nothing of it is left
+        name, server = str(entry[name_key]), str(entry.get(server_key))
+        if url is None or redact(url) != server:
+            lines.append(f"{noun} {name} is on {server}: pass that URL as {option} to {verb} it")
+            left.append(entry)
+        elif delete(url, name):
+            lines.append(f"{done} {noun} {name} on {server}")
+        else:
+            lines.append(f"could not {verb} {noun} {name} on {server} (not reachable)")
+            left.append(entry)
+    return lines, left
 
 
 def finalise(a: Abandoned) -> Path:
