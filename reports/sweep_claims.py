@@ -6,7 +6,7 @@ generator was the limit. A sweep measures each target across rates, so these fig
 
 - the highest rate sustained within the objectives (max.csv, `--find-max`): the limit lies
   in [the rate that held, the rate that broke), so it differs only when those brackets are
-  apart. A limit the generator set ("or more: the generator saturated above it") measures
+  apart. A limit the generator set ("or more: the generator saturated at R") measures
   the generator, never the target, so it never decides;
 - the server's CPU per request at each offered rate both ran without failing (shown also as
   requests per server core-second): the target's own cost, counted even where the generator
