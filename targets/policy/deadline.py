@@ -1,7 +1,8 @@
 """Deadline propagation. A caller with a per-attempt timeout tells the downstream when its
 answer stops being useful; the downstream drops work whose deadline has passed instead of
 doing it (and counts `deadline_expired`), so a backlog built while it was slow or frozen is
-not worked off for callers that left long ago.
+not worked off for callers that left long ago. Compensations (refund, release) carry no
+deadline (targets/policy/guard.py): a refund is owed whether or not anyone waits for it.
 
 gRPC carries the deadline itself (the call's timeout; the servicer reads
 `context.time_remaining()`). REST carries it in the `x-commbench-deadline` header: absolute

@@ -25,6 +25,9 @@ from targets.policy.budget import RetryBudget
 from targets.policy.config import Policies
 from targets.policy.events import EVENTS, PolicyEvents
 
+# A compensation is owed whether or not its caller still waits: it carries no deadline, so
+# a downstream working off a backlog never drops the refund that balances a charge it made.
+COMPENSATIONS = frozenset({"refund", "release"})
 SERVICE_OF = {"charge": "payment", "refund": "payment", "reserve": "inventory",
               "release": "inventory"}
 FAST_FAILURES = ("breaker_open", "shed")  # our own refusals: retrying them is pointless
@@ -116,7 +119,8 @@ class Guarded:
         self.events.add("attempts")
         failed = True
         try:
-            deadline = time.time() + self.attempt_s if self.propagate else None
+            deadline = time.time() + self.attempt_s \
+                if self.propagate and step not in COMPENSATIONS else None
             async with asyncio.timeout(self.attempt_s):
                 state = str(await getattr(self.inner, step)(order, deadline=deadline))
             failed = False
