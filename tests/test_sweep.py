@@ -67,23 +67,27 @@ def test_rates_each_run_once_and_land_in_sweep_csv(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_find_max_reports_what_no_probe_could_hold(tmp_path: Path) -> None:
     """An objective no real run can meet (p50 under a microsecond): the search halves the
-    rate after each break and, out of probes, says that nothing held."""
+    rate after each probe that broke it, or on which the generator saturated (a void probe
+    still bounds the search from above), and, out of probes, says that nothing held."""
     proc, folder = _sweep(tmp_path, "--find-max", "--slo", "p50<0.001ms", "--start", "40",
                           "--max-probes", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert folder is not None
     probes = _csv(folder / "sweep.csv")
     assert all(r["held"] == "false" and "p50 < 0.001ms" in r["broken"] for r in probes)
+    assert [float(r["offered_rps"]) for r in probes] == [40, 20]
     (row,) = _csv(folder / "max.csv")
     assert (row["target"], row["sustained_rps"]) == ("rest", "")
-    if any(r["saturated"] == "true" for r in probes):
-        # a busy machine: the generator fell behind, and that probe ended the search
-        assert probes[-1]["saturated"] == "true" and row["bound"] == "generator"
+    # every probe broke, so a saturated one is void; the lowest probe says what bounded it
+    assert row["probes"] == " ".join(
+        f"{float(r['offered_rps']):g}-" + ("(saturated)" if r["saturated"] == "true" else "")
+        for r in probes)
+    if probes[-1]["saturated"] == "true":  # a busy machine: even 20/s was the generator's
+        assert row["bound"] == "generator" and row["void_at_rps"] == "20"
         assert "rest: no probe held before the generator saturated" in proc.stdout
     else:
-        assert [float(r["offered_rps"]) for r in probes] == [40, 20]
-        assert (row["bound"], row["probes"]) == ("probes", "40- 20-")
-        assert "rest: no probe held" in proc.stdout
+        assert row["bound"] == "probes" and row["broke_at_rps"] == "20"
+        assert "rest: no probe held\n" in proc.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [
