@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+import harness  # noqa: F401  (first: it turns gRPC's fork support off, harness/__init__.py)
 from harness.stage.launcher import Launcher
 
 TEST_AMQP_ENV = "COMMBENCH_TEST_AMQP_URL"  # read by the amqp_url fixture only, never by commbench
