@@ -88,7 +88,7 @@ def cpu_capacity(rps: float, load_cpu: float, server_cpu: float) -> float:
 
 
 def find_wrk2(given: str | None) -> str | None:
-    for c in [given, shutil.which("wrk2"), "/tmp/wrk2/wrk"]:
+    for c in [given, os.environ.get("WRK2"), shutil.which("wrk2")]:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return c
     return None
@@ -198,8 +198,8 @@ def main() -> int:
     ap.add_argument("--fraction", type=float, default=0.5)
     ap.add_argument("--connections", type=int, default=50, help="wrk2's connections")
     ap.add_argument("--client", default="aiohttp", help="commbench's REST client variant")
-    ap.add_argument("--wrk2", help="path of the wrk2 binary (default: wrk2 on PATH, "
-                                   "/tmp/wrk2/wrk)")
+    ap.add_argument("--wrk2", help="path of the wrk2 binary (default: $WRK2, then wrk2 on "
+                                   "PATH)")
     ap.add_argument("--load-cpu", type=int, default=0)
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--quiet-wait", type=float, default=10.0,
