@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import uvloop
 
-from bench.measure import closed_scenario, open_scenario, pin, run_queue_wait_s
+from bench.measure import closed_scenario, merged, open_scenario, pin, run_queue_wait_s
 from harness.load.engine import EngineConfig, run_engine
-from harness.load.recorder import NS, Merger, SecondRecord, percentile_ms
+from harness.load.recorder import NS, SecondRecord, percentile_ms
 from harness.scenario import Scenario
 from targets.core.model import CreateOrder, Order
 
@@ -55,12 +55,7 @@ async def one(sc: Scenario) -> dict[str, float]:
     await run_engine(NullClient(), EngineConfig(sc, 0, 1, "cost"), t0, records.append)
     c1, q1 = os.times(), run_queue_wait_s(os.getpid())
     wall = (time.monotonic_ns() - t0) / NS
-    merger = Merger(1, lambda m: None)
-    for r in records:  # merged afterwards: merging is the parent's work in a real run
-        merger.add(0, r)
-    merger.finish(0)
-    merger.flush_all()
-    t = merger.totals
+    t = merged(records)  # merging is the parent's work in a real run
     measured = t.histogram(("get",), "ok", "latency").get_total_count()
     requests = measured * (sc.duration_s + sc.warmup_s) / sc.duration_s
     cpu = (c1.user + c1.system) - (c0.user + c0.system)

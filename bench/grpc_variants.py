@@ -26,10 +26,10 @@ from targets.grpc import orders_pb2 as pb
 from targets.grpc import orders_pb2_grpc as pb_grpc
 from targets.grpc.client import (
     GrpcOrderClient,
-    _await_connected,
     _unencodable,
     connect,
     error_from_rpc,
+    open_channel,
     parse_target,
 )
 
@@ -43,17 +43,7 @@ LEAN_OPTIONS: tuple[tuple[str, Any], ...] = (
 async def connect_options(url: str, *, timeout: float = DEFAULT_TIMEOUT_S,
                           options: Sequence[tuple[str, Any]] = LEAN_OPTIONS) -> GrpcOrderClient:
     """The default client on a channel created with `options`."""
-    target = parse_target(url)
-    channel = grpc.aio.insecure_channel(target, options=list(options))
-    try:
-        await _await_connected(channel, target, timeout)
-    except TimeoutError:
-        await channel.close()
-        raise TransportError("timeout", f"no connection to {target} within {timeout} s") from None
-    except BaseException:
-        await channel.close()
-        raise
-    client = GrpcOrderClient(channel, timeout)
+    client = GrpcOrderClient(await open_channel(url, timeout, options), timeout)
     client.variant = "grpcio-options"
     return client
 

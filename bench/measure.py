@@ -25,7 +25,7 @@ import psutil
 
 from harness.lifecycle import child_setup
 from harness.load.engine import EngineConfig, EngineStats
-from harness.load.recorder import NS, Merger, Totals, percentile_ms
+from harness.load.recorder import NS, Merger, SecondRecord, Totals, percentile_ms
 from harness.load.workers import WorkerPool, WorkerSpec
 from harness.run.probes import ProcessProbe
 from harness.scenario import Scenario, parse_scenario
@@ -180,6 +180,17 @@ class EngineFigures:
 
 
 DATA = {"users": 100, "orders_per_user": 10, "seed": 1}  # the targets are seeded the same
+
+
+def merged(records: Sequence[SecondRecord]) -> Totals:
+    """The totals of one in-process engine's seconds, merged afterwards (as a run's parent
+    merges its generator processes' seconds)."""
+    merger = Merger(1, lambda m: None)
+    for r in records:
+        merger.add(0, r)
+    merger.finish(0)
+    merger.flush_all()
+    return merger.totals
 
 
 def closed_scenario(users: int, duration_s: float, warmup_s: float) -> Scenario:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import NoReturn
 
 import click
 import typer
@@ -50,9 +51,11 @@ def run_app(app: typer.Typer) -> None:
     """Entry point: one-line errors, exit 2 for user errors, 128 + the signal when a signal
     (or a closed stdout) stopped the command: 130 Ctrl-C, 129 hang-up, 141 closed stdout,
     143 SIGTERM."""
-    lifecycle.stop_on_signals()
-    lifecycle.amqp_logs_one_line("")
     try:
+        # Inside the try: a reader already gone makes the stdout watcher signal us while
+        # this installs it, and that stop must end as any other closed stdout does.
+        lifecycle.stop_on_signals()
+        lifecycle.amqp_logs_one_line("")
         rv = _invoke(app, sys.argv[1:])
     except _EXITS as exc:
         sys.exit(exc.exit_code)
@@ -60,15 +63,10 @@ def run_app(app: typer.Typer) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (*_ABORTS, KeyboardInterrupt) as exc:
-        stop = _interrupt(exc)
-        sys.stderr.write(f"commbench: {stop.reason}" + (f"; {stop.note}" if stop.note else "")
-                         + "\n")
-        sys.exit(lifecycle.exit_code(stop))
+        _stopped(_interrupt(exc))
     except BrokenPipeError:  # a writer that bypassed the guarded stdout (click may)
         lifecycle.stdout_closed()
-        stop = lifecycle.Interrupt(signal.SIGPIPE)
-        sys.stderr.write(f"commbench: {stop.reason}\n")
-        sys.exit(lifecycle.exit_code(stop))
+        _stopped(lifecycle.Interrupt(signal.SIGPIPE))
     except (UserError, ServeError, ReportError) as exc:
         sys.stderr.write(f"commbench: {exc}\n")
         sys.exit(2)
@@ -76,3 +74,13 @@ def run_app(app: typer.Typer) -> None:
         sys.stderr.write(f"commbench: {exc.kind}: {exc}\n")
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _stopped(stop: lifecycle.Interrupt) -> NoReturn:
+    """Say why the command stopped and what it kept; exit 128 + the signal. A closed stdout
+    that cost nothing (`commbench scenarios | head`: the reader had what it wanted) is
+    silent, as `yes | head` is; a run it cut short says where its partial result is."""
+    if stop.signum != signal.SIGPIPE or stop.note:
+        sys.stderr.write(f"commbench: {stop.reason}" + (f"; {stop.note}" if stop.note else "")
+                         + "\n")
+    sys.exit(lifecycle.exit_code(stop))

@@ -90,7 +90,9 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float,
 
 def child_setup(cpus: Sequence[int] = (), death_signal: int = signal.SIGKILL) -> None:
     """Run in a new child (preexec_fn, or first thing in a worker): ask the kernel to send
-    `death_signal` when the parent dies, and pin to `cpus` when given."""
+    `death_signal` when the parent dies, and pin to `cpus` when given. The kernel follows the
+    parent *thread* that started the child: start long-lived children from the main thread,
+    never from a thread that ends before them (it would kill them as it ends)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, death_signal)
     if cpus:

@@ -12,9 +12,9 @@ numbers behind every verdict are listed; nothing is judged on data that cannot d
 - A claim resting on several figures is supported (refuted) only when every decided figure
   points its way and none points the other; the reason says on how many figures.
 - A difference within the noise never decides anything.
-- Targets that failed, or on which the generator fell behind (saturated), are left out
-  exactly as the findings leave them out (reports.findings.compared_targets and
-  generator_behind): their latency holds the generator's delay or a broken target's.
+- Targets that failed, or on which the generator was flagged (fell behind, or lagged by a
+  fifth of the latency p99), are left out as the findings leave them out (reports.findings.
+  compared_targets, generator_behind): their latency holds the generator's or a broken target's.
 - Gaps are measured against the larger value, the same reference the decision uses.
 """
 

@@ -43,12 +43,38 @@ def op_noun(op: str) -> str:
 
 
 def saturated_targets(run: Run) -> list[str]:
-    """Targets where the generator fell behind its schedule (run.json or summary.csv)."""
+    """Targets on which the generator was flagged (run.json or summary.csv): it fell behind
+    its schedule, or kept it but its lag could account for a fifth or more of the latency
+    p99 (harness.run.window). Either way their latency may hold the generator's delay."""
     names = {t["name"] for t in run.context.get("targets", []) if t.get("saturated")}
     s = run.summary
     if not s.empty and "saturated" in s:
         names |= set(s.loc[s["saturated"].astype(bool), "target"])
     return [t for t in run.targets if t in names]
+
+
+def behind_targets(run: Run) -> list[str]:
+    """The flagged targets on which the generator fell behind (in any repetition): their
+    throughput measures the generator. A flag recorded without its kind (a run written
+    before run.json had `schedule`) counts as behind, as it did then."""
+    lagging_only = {t["name"] for t in run.context.get("targets", [])
+                    if (t.get("schedule") or {}).get("flag") == "lagging"}
+    behind = {t["name"] for t in run.context.get("targets", []) if t.get("saturated")
+              and (t.get("schedule") or {}).get("flag") != "lagging"}
+    return [t for t in saturated_targets(run) if t in behind or t not in lagging_only]
+
+
+def flagged_words(run: Run, targets: list[str]) -> str:
+    """What the generator did on the flagged ones among `targets`, in a clause."""
+    sat = [t for t in saturated_targets(run) if t in targets]
+    behind = set(behind_targets(run))
+    fell = [label(t) for t in sat if t in behind]
+    lag = [label(t) for t in sat if t not in behind]
+    parts = ([f"the generator fell behind on {', '.join(fell)}"] if fell else []) + (
+        [f"the generator's schedule lag could account for a fifth or more of the latency p99 "
+         "on "
+         f"{', '.join(lag)}"] if lag else [])
+    return " and ".join(parts)
 
 
 def failed_target_names(run: Run) -> set[str]:
@@ -69,8 +95,7 @@ def generator_behind(run: Run, targets: list[str]) -> str | None:
     sat = [t for t in saturated_targets(run) if t in targets]
     if not sat:
         return None
-    return (f"the generator fell behind on {', '.join(map(label, sat))}, which inflates "
-            f"{'its' if len(sat) == 1 else 'their'} latency")
+    return f"{flagged_words(run, sat)}, which inflates {'its' if len(sat) == 1 else 'their'} latency"
 
 
 def is_open_loop(run: Run) -> bool:
@@ -87,7 +112,7 @@ def throughput_comparable(run: Run, targets: list[str]) -> tuple[bool, str]:
     failed = [t for t in targets if t in failed_target_names(run)]
     if failed:
         return False, f"{', '.join(map(label, failed))} failed during the run"
-    sat = [t for t in saturated_targets(run) if t in targets]
+    sat = [t for t in behind_targets(run) if t in targets]
     if sat:
         return False, (f"the generator fell behind on {', '.join(map(label, sat))}, so "
                        "throughput there measures the generator, not the target")
@@ -162,11 +187,9 @@ def pair_sentence(run: Run, df: pd.DataFrame, op: str, a: str, b: str,
                 f"noise ({when} only when {noise_rule(fa, fb)}).")
     joined = parts[0] if len(parts) == 1 else f"{parts[0]} and {parts[1]}"
     if generator_behind(run, [a, b]):
-        behind = [label(t) for t in saturated_targets(run) if t in (a, b)]
-        return (f"{label(a)} answered {op_noun(op)} with {joined} than {label(b)}, but the "
-                f"generator fell behind on {', '.join(behind)}, so part of that gap may be "
-                "the generator's: " + ("not decided." if noise_measured(fa, fb) else
-                                       "not counted."))
+        return (f"{label(a)} answered {op_noun(op)} with {joined} than {label(b)}, but "
+                f"{flagged_words(run, [a, b])}, so part of that gap may be the generator's: "
+                + ("not decided." if noise_measured(fa, fb) else "not counted."))
     if lead.startswith(f"{label(a)} served"):
         return f"{lead}, at {joined} than {label(b)}."
     return f"{lead} with {joined} than {label(b)}."
@@ -179,12 +202,18 @@ def findings(run: Run, df: pd.DataFrame) -> list[str]:
         return ["No figures: the run recorded no measurements."]
     targets = compared_targets(run, df)
     comparable, why = throughput_comparable(run, targets)
-    if is_open_loop(run) and not saturated_targets(run) and run.rate and comparable is False \
+    if is_open_loop(run) and not behind_targets(run) and run.rate and comparable is False \
             and not run.failed_targets():
         out.append(f"The generator kept to the offered {run.rate:,.0f} requests/s on every target "
                    "(open loop), so latency, not throughput, separates them.")
     elif not comparable and len(targets) > 1:
         out.append(f"Throughput is not compared: {why}.")
+    behind = set(behind_targets(run))
+    if lagging := [t for t in saturated_targets(run) if t not in behind and t in targets]:
+        out.append(f"On {', '.join(map(label, lagging))} the generator kept the rate, but its "
+                   "schedule lag could account for a fifth or more of the latency p99, so "
+                   f"latency gaps involving {'it' if len(lagging) == 1 else 'them'} may be "
+                   "partly the generator's and are not counted.")
     for t in sorted(failed_target_names(run) & set(df["target"])):
         out.append(f"{label(t)} failed during the run: its figures are in the tables but are "
                    "not compared.")

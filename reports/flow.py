@@ -1,6 +1,7 @@
 """The order flow's own tables (topology "chain"): each target's books after the run, as
 reconciliation read them from the services' stores, and the CPU every service of the
-topology spent per request. Read from run.json's target rows; nothing is recomputed."""
+topology spent per request; and, for every run with faults on any topology, the cascade
+figures at the edge. Read from run.json's target rows; nothing is recomputed."""
 
 from __future__ import annotations
 
@@ -19,8 +20,14 @@ class FlowTables:
     cost_columns: list[str]
     cost: list[tuple[str, list[str]]]
     problems: list[str] = field(default_factory=list)
-    cascade_columns: list[str] = field(default_factory=list)
-    cascade: list[tuple[str, list[str]]] = field(default_factory=list)
+
+
+@dataclass
+class CascadeTable:
+    """One row per fault per target run: what the edge showed (time to detect, to recover,
+    goodput back). The single topology has faults too (a projector crash, a broker restart)."""
+    columns: list[str]
+    rows: list[tuple[str, list[str]]]
 
 
 CASCADE = (("fault", "fault"), ("time to detect s", "time_to_detect_s"),
@@ -41,7 +48,7 @@ def flow_tables(run: Run) -> FlowTables | None:
     rows = [t for t in run.context.get("targets", []) if t.get("topology") == "chain"]
     if not rows:
         return None
-    books, cost, problems, cascade = [], [], [], []
+    books, cost, problems = [], [], []
     for t in rows:
         label = f"{t['name']} r{t.get('repetition', 1)}"
         rec: dict[str, Any] = t.get("reconciliation") or {}
@@ -59,14 +66,6 @@ def flow_tables(run: Run) -> FlowTables | None:
             _num(rec.get("drain_s")),
         ]))
         problems += [f"{label}: {p}" for p in rec.get("problems") or []]
-        amplification = _num((t.get("policies") or {}).get("amplification"))
-        for row in t.get("cascade") or []:
-            cascade.append((label, [_rate(row.get(k)) if k == "error_rate_during"
-                                    else str(row.get(k)) if k == "fault"
-                                    else "never" if row.get(k) is None and k.startswith("time")
-                                    else "stayed down" if k == "goodput_back_s" and k in row
-                                    and row[k] is None and row.get("goodput_before_rps")
-                                    else _num(row.get(k)) for _, k in CASCADE] + [amplification]))
         services: dict[str, Any] = t.get("services") or {}
         known = [v for v in services.values() if v is not None]
         cost.append((label, [_num(services.get(s)) for s in SERVICES]
@@ -75,7 +74,24 @@ def flow_tables(run: Run) -> FlowTables | None:
         ["load orders", "confirmed", "cancelled", "rejected", "stuck", "all orders",
          "charges / refunds", "double charges", "downstream steps per order", "books balance",
          "drain s"], books,
-        [*SERVICES, "total"], cost, problems, [*(c for c, _ in CASCADE), "retry amplification"], cascade)
+        [*SERVICES, "total"], cost, problems)
+
+
+def cascade_table(run: Run) -> CascadeTable | None:
+    rows: list[tuple[str, list[str]]] = []
+    for t in run.context.get("targets", []):
+        label = f"{t['name']} r{t.get('repetition', 1)}"
+        amplification = _num((t.get("policies") or {}).get("amplification"))
+        for row in t.get("cascade") or []:
+            rows.append((label, [_rate(row.get(k)) if k == "error_rate_during"
+                                 else str(row.get(k)) if k == "fault"
+                                 else "never" if row.get(k) is None and k.startswith("time")
+                                 else "stayed down" if k == "goodput_back_s" and k in row
+                                 and row[k] is None and row.get("goodput_before_rps")
+                                 else _num(row.get(k)) for _, k in CASCADE] + [amplification]))
+    if not rows:
+        return None
+    return CascadeTable([*(c for c, _ in CASCADE), "retry amplification"], rows)
 
 
 def _rate(v: object) -> str:

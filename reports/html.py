@@ -24,7 +24,7 @@ from reports import plots
 from reports.claims import Claim, check_claims
 from reports.errors import ReportError
 from reports.findings import findings, noise_note
-from reports.flow import FlowTables, fault_spans, flow_tables
+from reports.flow import CascadeTable, FlowTables, cascade_table, fault_spans, flow_tables
 from reports.loader import Run, load_runs, same_scenario, scenario_warning
 from reports.projection import ConsistencyTable, consistency_table, lag_over_time
 from reports.tables import OPERATION_LABEL, Table, figures, tables, write_tables
@@ -59,6 +59,7 @@ class Section:
     by_url: dict[str, str] = field(default_factory=dict)  # target → its CPU note (--url)
     probes: set[str] = field(default_factory=set)  # targets driven by a probe client
     flow: FlowTables | None = None  # topology "chain": books and cost per service
+    cascade: CascadeTable | None = None  # a run with faults, any topology
     consistency: ConsistencyTable | None = None  # eventsourced figures, read-your-writes
 
 
@@ -166,7 +167,7 @@ def _section(run: Run, folder: Path, base: Path) -> Section:
                       claims=check_claims(run, df) if not df.empty else [],
                       tables=tables(df), files=[_rel(f, base) for f in files],
                       by_url=run.by_url(), probes=run.probes(), flow=flow_tables(run),
-                      consistency=consistency_table(run))
+                      cascade=cascade_table(run), consistency=consistency_table(run))
     pdir = folder / "plots"
     spans = fault_spans(run)
     ops = [t.operation for t in section.tables if t.operation != "all"] or ["all"]
@@ -360,5 +361,7 @@ def _targets(run: Run) -> list[dict[str, Any]]:
              "reached": f"by URL ({redact_text(str(t.get('url') or ''))}); CPU {t.get('cpu')}"
              if t.get("measured_by_url") else "started by commbench",
              "repetition": t.get("repetition", 1), "status": t.get("status", "?"),
-             "error": t.get("error") or "", "saturated": bool(t.get("saturated"))}
+             "error": t.get("error") or "",
+             "generator": "kept up" if not t.get("saturated") else "lagging (kept the rate)"
+             if (t.get("schedule") or {}).get("flag") == "lagging" else "saturated"}
             for t in run.context.get("targets", [])]

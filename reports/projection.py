@@ -1,5 +1,5 @@
 """Eventual consistency in the report: the eventsourced target's append latency, projection
-lag, backlog, replay on start and read model checked against its log (run.json
+lag, backlog, replay on start, read model checked against its log and outbox backlog (run.json
 `consistency`), the read-your-writes violations of every target whose scenario counted them,
 and the projection lag per second (projection.csv) drawn over the fault windows, so a
 projector crash shows as lag that grows while it is down and drains once it is back."""
@@ -20,7 +20,7 @@ from reports.plots import Span, _figure, _legend_below, _log_ms, _shade, _window
 COLUMNS = ["append p50 ms", "append p99 ms", "projection lag p50 ms", "projection lag p99 ms",
            "projection lag max ms", "peak backlog events", "peak behind ms",
            "read-your-writes checks", "violations", "violation rate", "replay on start",
-           "read model vs log"]
+           "read model vs log", "outbox peak / left"]
 FLOOR_MS = 0.01  # a log axis cannot show 0: a second with nothing behind draws here
 
 
@@ -49,10 +49,21 @@ def consistency_table(run: Run) -> ConsistencyTable | None:
             "–" if ryw.get("rate") is None else f"{float(ryw['rate']):.2%}",
             f"{replay['events']:,} events in {float(replay['seconds']) * 1000:.3g} ms"
             if replay else "–",
-            _check(check)]))
+            _check(check), _outbox(c.get("outbox"))]))
         if check and check.get("consistent") is not True:
             out.problems.append(f"{label}: the read model against a replay of its log: {check}")
+        if (left := (c.get("outbox") or {}).get("backlog_end")):
+            out.problems.append(f"{label}: {left:,} appended events were never confirmed by the "
+                                "broker within the drain (they stay in the outbox; a restart "
+                                "publishes them)")
     return out if out.rows else None
+
+
+def _outbox(outbox: dict[str, Any] | None) -> str:
+    """Peak rows waiting for the broker, and those left after the drain ("–": no outbox)."""
+    if not outbox or outbox.get("backlog_max") is None:
+        return "–"
+    return f"{_num(outbox['backlog_max'])} / {_num(outbox.get('backlog_end'))}"
 
 
 def _check(check: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from reports import plots
 from reports.errors import ReportError
-from reports.sweep_claims import SHORT_OF, claims_html, load_sweep, sweep_claims
+from reports.sweep_claims import SHORT_OF, claims_html, generator_flags, load_sweep, sweep_claims
 
 _DOC = """<!DOCTYPE html>
 <!-- commbench-report: written by `commbench report`; may be overwritten by it -->
@@ -47,6 +47,7 @@ def write_sweep_report(folder: Path, out: Path | None = None) -> Path:
         df = pd.read_csv(folder / "sweep.csv")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ReportError(f"{folder}: no readable sweep.csv ({exc})") from None
+    df["generator"] = generator_flags(df)
     out = out or folder / "report.html"
     order = list(dict.fromkeys(df["target"]))
     body = []
@@ -57,9 +58,11 @@ def write_sweep_report(folder: Path, out: Path | None = None) -> Path:
             m[["target", "objective", "verdict", "rps_per_server_core", "probes"]],
             ["target", "objective", "sustained", "req/s per server core",
              "probes (+ held, − broke)"]))
-        body.append('<p class="note">A probe on which the generator saturated never decides a '
-                    "target's limit; it only bounds the search from above, which goes on "
-                    "below it (\"the generator saturated at R\").</p>")
+        body.append('<p class="note">A probe on which the generator saturated (fell behind) '
+                    "or lagged (kept the rate with a lag that could account for a fifth or "
+                    "more of the p99) never decides a target's limit when the objective broke "
+                    "or the rate was not sent; it only bounds the search from above, which "
+                    "goes on below it (\"the generator saturated at R\", or \"lagged\").</p>")
     body.append(claims_html(sweep_claims(load_sweep(folder, df))))
     body.append("<h2>Against the offered rate</h2>")
     for name, fig, caption in _figures(df, order):
@@ -69,9 +72,9 @@ def write_sweep_report(folder: Path, out: Path | None = None) -> Path:
                     f"{caption}</figcaption></figure>")
     body.append("<h2>Probes</h2>" + _table(df[[
         "target", "offered_rps", "repetition", "status", "achieved_rps", "latency_p50_ms",
-        "latency_p99_ms", "error_rate", "cpu_us_per_request", "saturated", "held", "run"]].fillna(""),
+        "latency_p99_ms", "error_rate", "cpu_us_per_request", "generator", "held", "run"]].fillna(""),
         ["target", "offered", "rep", "status", "achieved", "p50 ms", "p99 ms", "errors",
-         "CPU µs/req", "saturated", "held", "run folder (probes/)"]))
+         "CPU µs/req", "generator", "held", "run folder (probes/)"]))
     html = _DOC.format(title=f"commbench sweep: {folder.name}", folder=folder.name,
                        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                        body="\n".join(body))

@@ -110,6 +110,14 @@ def _flag(v: object) -> bool | None:
     return v if isinstance(v, bool) else str(v).strip().lower() == "true"
 
 
+def generator_flags(rows: pd.DataFrame) -> list[str]:
+    """Each probe's generator flag: 'saturated', 'lagging' or ''. A sweep written before the
+    `generator` column existed has only `saturated` (either kind), read as 'saturated'."""
+    kinds = rows["generator"] if "generator" in rows else [None] * len(rows)
+    return [k if isinstance(k, str) and k else "saturated" if _flag(s) else ""
+            for k, s in zip(kinds, rows["saturated"], strict=True)]
+
+
 def _ran(rows: pd.DataFrame) -> bool:
     return not rows.empty and bool((rows["status"] == "ok").all())
 
@@ -118,8 +126,9 @@ def _not_held(rows: pd.DataFrame, name: str) -> str | None:
     """Why a target's latency at this rate cannot be compared, or None: it held."""
     if not _ran(rows):
         return f"{name} failed"
-    if any(_flag(v) for v in rows["saturated"]):
-        return f"the generator saturated on {name}"
+    kinds = set(generator_flags(rows)) - {""}
+    if kinds:
+        return f"the generator {'saturated' if 'saturated' in kinds else 'lagged'} on {name}"
     broke = [str(b) for b, h in zip(rows["broken"], rows["held"], strict=True)
              if _flag(h) is False]
     if broke:

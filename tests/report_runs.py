@@ -54,21 +54,25 @@ RUNS: dict[str, list[str]] = {
 LABELS = {"rest": "REST", "grpc": "gRPC", "queue": "the queue"}  # as a reader sees them
 
 
-def recorded_behind(run: Path) -> list[str]:
-    """Targets of a real run on which the generator fell behind, as the run itself recorded
-    it. A busy 2-core machine can push the schedule lag p99 past 10 ms, or past a fifth of
-    the latency p99 (harness.run.window), on a 100 req/s run,
-    so tests built on a shared run expect the wording that matches this record, never a
-    quiet machine. The record is first checked for consistency: run.json's flag, the
-    summary's `saturated` column, the warning naming the target, and the rule applied to
-    the per-second lag and counts in timeline.csv must all agree."""
+def recorded_flags(run: Path) -> tuple[list[str], list[str]]:
+    """The targets of a real run on which the generator was flagged, (fell behind, lagging
+    only), as the run itself recorded it. A busy 2-core machine can push the schedule lag
+    p99 past 10 ms (behind), or past a fifth of the latency p99 (lagging; harness.run.window),
+    on a 100 req/s run, so tests built on a shared run expect the wording that matches this
+    record, never a quiet machine. The record is first checked for consistency: run.json's
+    flag and its kind, the summary's `saturated` column, the warning naming the target and
+    the kind, and the rule applied to the per-second lag and counts in timeline.csv must all
+    agree."""
     ctx = json.loads((run / "run.json").read_text())
     flagged = [t["name"] for t in ctx["targets"] if t["saturated"]]
+    kinds = {t["name"]: t["schedule"]["flag"] for t in ctx["targets"] if t["saturated"]}
+    assert all(t["saturated"] == (t["schedule"]["flag"] is not None) for t in ctx["targets"])
     s = pd.read_csv(run / "summary.csv")
     in_summary = set(s.loc[s["saturated"].astype(str).str.lower() == "true", "target"])
     assert in_summary == set(flagged), (flagged, in_summary)
     warned = {t["name"] for t in ctx["targets"]
-              if any(w.startswith(f"generator saturated on {t['name']} ") for w in ctx["warnings"])}
+              if any(w.startswith(f"generator {kinds.get(t['name'])} on {t['name']} ")
+                     for w in ctx["warnings"])}
     assert warned == set(flagged), (flagged, ctx["warnings"])
     t = pd.read_csv(run / "timeline.csv")
     for target in ctx["targets"]:
@@ -82,7 +86,8 @@ def recorded_behind(run: Path) -> list[str]:
         # short → flagged, and flagged → short or some second lagged.
         assert not short or target["saturated"], (name, g.to_dict("records"))
         assert not target["saturated"] or short or lagged, (name, g.to_dict("records"))
-    return flagged
+    return ([t for t in flagged if kinds[t] == "saturated"],
+            [t for t in flagged if kinds[t] == "lagging"])
 
 
 def copy_run(run: Path, dest: Path) -> Path:

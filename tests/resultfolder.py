@@ -44,6 +44,7 @@ class RunSpec:
     warmup: int = 1
     repetitions: int = 1
     saturated: set[str] = field(default_factory=set)
+    lagging: set[str] = field(default_factory=set)  # flagged for lag alone: every request sent
     stages: list[dict[str, float]] | None = None
     faults: list[dict[str, object]] = field(default_factory=list)
     status: str = "complete"
@@ -73,7 +74,9 @@ def write_run(root: Path, spec: RunSpec, run_id: str | None = None) -> Path:
                 "url": "http://127.0.0.1:1", "repetition": rep, "status": t.status,
                 "error": None if t.status == "ok" else "exited with code 1",
                 "warmup_s": float(spec.warmup), "duration_s": float(spec.seconds),
-                "saturated": t.name in spec.saturated})
+                "saturated": t.name in spec.saturated | spec.lagging,
+                "schedule": {"flag": "saturated" if t.name in spec.saturated else "lagging"
+                             if t.name in spec.lagging else None}})
             if t.status != "ok":
                 continue
             _one_target(path, spec, t, rep, rng, summary_rows, timeline_rows, error_rows)
@@ -103,7 +106,9 @@ def write_run(root: Path, spec: RunSpec, run_id: str | None = None) -> Path:
         "generator": {"processes": 1, "in_flight_limit": 256, "loop": "uvloop"},
         "targets": target_rows,
         "warnings": [f"generator saturated on {n}: achieved 80 % of the intended rate"
-                     for n in sorted(spec.saturated)],
+                     for n in sorted(spec.saturated)]
+        + [f"generator lagging on {n}: achieved 100 % of the intended rate"
+           for n in sorted(spec.lagging)],
     }
     (path / "run.json").write_text(json.dumps(context, indent=2))
     return path
@@ -207,7 +212,7 @@ def _one_target(path: Path, spec: RunSpec, t: TargetSpec, rep: int, rng: random.
             "error_rate": err / (ok + err) if ok + err else 0.0,
             "throughput_rps": ok / spec.seconds, "intended_rps": spec.rate,
             "achieved_rps": (ok + err) / spec.seconds,
-            "saturated": t.name in spec.saturated}
+            "saturated": t.name in spec.saturated | spec.lagging}
         for name, h in (("latency", lat), ("service", svc)):
             for p, col in ((50, "p50"), (90, "p90"), (99, "p99"), (99.9, "p999")):
                 row[f"{name}_{col}_ms"] = h.get_value_at_percentile(p) / 1000

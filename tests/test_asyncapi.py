@@ -1,4 +1,5 @@
-"""docs/asyncapi.yaml against the queue transport's code, so the document cannot drift.
+"""docs/asyncapi.yaml against the queue transport's code, so the document cannot drift (the
+eventsourced outbox's messages, on a real broker, in test_outbox.py).
 
 Without a broker: the topology that topology.py declares equals the one the document
 describes, the document's ranges and names are the core's constants, and every message the
@@ -39,6 +40,8 @@ from targets.core.validation import (
     MIN_ITEMS,
     MIN_QUANTITY,
 )
+from targets.eventsourced.events import EVENT_TYPES, ORDER_CREATED, STATUS_CHANGED
+from targets.eventsourced.outbox import ROUTING_PREFIX, exchange_name
 from targets.queue import codec
 from targets.queue.client import QueueClient
 from targets.queue.server import Worker
@@ -284,7 +287,11 @@ def test_topology_is_what_the_code_declares() -> None:
     assert {names.events, names.dlx} == set(documented.exchanges)
 
     events = {c["address"] for c in DOC["channels"].values() if _amqp(c)["is"] == "routingKey"}
-    assert events == {f"{CREATED}.{{clientId}}", f"{REJECTED}.{{clientId}}"}
+    assert events == {f"{CREATED}.{{clientId}}", f"{REJECTED}.{{clientId}}",
+                      f"{ROUTING_PREFIX}.{{eventType}}"}
+    # the eventsourced outbox publishes on the queue's exchange (declared alike: topic, durable)
+    logged = _amqp(DOC["channels"]["eventsourcedEvents"])["exchange"]["name"]
+    assert logged == exchange_name("{namespace}") == names.events
     for channel in DOC["channels"].values():  # a queue channel's address is its queue's name
         if _amqp(channel)["is"] == "queue" and channel["address"] is not None:
             assert channel["address"] == _amqp(channel)["queue"]["name"]
@@ -315,6 +322,9 @@ def test_schemas_state_the_cores_rules() -> None:
         f"{schemas}/CreateOrderCommand/properties/items/minItems": MIN_ITEMS,
         f"{schemas}/CreateOrderCommand/properties/items/maxItems": MAX_ITEMS,
         f"{schemas}/CreateOrderCommand/properties/client_id/maxLength": codec.MAX_CLIENT_ID,
+        "#/components/parameters/eventType/enum": list(EVENT_TYPES),
+        f"{schemas}/LoggedOrderCreated/properties/type/const": ORDER_CREATED,
+        f"{schemas}/LoggedStatusChanged/properties/type/const": STATUS_CHANGED,
     }
     assert {pointer: _at(pointer) for pointer in expected} == expected
 
@@ -352,6 +362,8 @@ def _properties(message: aio_pika.Message | aio_pika.abc.AbstractIncomingMessage
         "correlation_id": message.correlation_id,
         "reply_to": message.reply_to,
         "delivery_mode": int(message.delivery_mode) if message.delivery_mode else None,
+        "message_id": message.message_id,  # the outbox's only (its event's log position)
+        "type": message.type,
     }
     return {**{k: v for k, v in props.items() if v is not None}, **(message.headers or {})}
 
@@ -474,7 +486,8 @@ def test_every_message_client_and_server_write_is_documented() -> None:
         _check_operation_bindings(channel, sent)
     written = {(c, m) for c, names in seen.items() for m in names}
     documented = {(c, m) for c, ch in DOC["channels"].items() for m in ch["messages"]
-                  if c not in ("dead", "clientEvents")}  # dead: written by RabbitMQ
+                  # dead: written by RabbitMQ; the eventsourced server's: test_outbox.py
+                  if c not in ("dead", "clientEvents", "eventsourcedEvents")}
     assert written == documented
     malformed = next(orjson.loads(p.message.body) for p in broker.published
                      if p.routing_key == client._reply_to and p.message.correlation_id == "raw-1")

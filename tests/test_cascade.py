@@ -41,6 +41,14 @@ def test_detect_and_recover_against_the_baseline() -> None:
     assert row["goodput_back_s"] == 0.0
 
 
+def test_goodput_during_a_fault_that_ends_mid_second() -> None:
+    """Ended at 8.4 s (a restart takes a while): seconds 5, 6, 7 and 8 are the fault's, and
+    goodput during it is theirs over four seconds, never over three."""
+    series = [(100, 0, 2.0, 0)] * 5 + [(50, 50, 2.0, 0)] * 4 + [(100, 0, 2.0, 0)] * 11
+    (row,) = _cascade(series).numbers([(5.2, 8.4, "payment: kill")])
+    assert row["goodput_during_rps"] == 50 and row["error_rate_during"] == 0.5
+
+
 def test_goodput_that_stays_collapsed_after_the_trigger() -> None:
     """A metastable shape: the trigger ends at 8 s, goodput stays at half for the rest of
     the window; another run where it comes back 4 s after the end."""

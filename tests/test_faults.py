@@ -54,14 +54,19 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 def test_killed_saga_consumer_loses_no_accepted_order(tmp_path: Path, amqp_url: str) -> None:
     """The queue: payment SIGKILLed mid-load and restarted; every create the broker accepted
-    ends as one order in a terminal state, charged at most once (from the stores)."""
-    run_dir = _run(tmp_path, "queue", "6s", amqp_url, "payment:kill@1s+2s")
+    ends as one order in a terminal state, charged at most once (from the stores). The
+    restart's wait for the new process keeps off the run's loop: a fault due 20 ms after it
+    began starts before payment is back (it waited for the restart, once)."""
+    run_dir = _run(tmp_path, "queue", "6s", amqp_url, "payment:kill@1s+2s",
+                   "inventory:delay=1ms@3020ms+200ms")
     meta = json.loads((run_dir / "run.json").read_text())
     (t,) = meta["targets"]
     assert t["status"] == "ok", t["error"]
-    (fault,) = t["faults"]
-    assert fault["kind"] == "kill" and not fault["error"]
+    fault, timed = sorted(t["faults"], key=lambda f: f["service"] != "payment")
+    assert fault["kind"] == "kill" and not fault["error"] and not timed["error"]
     assert 1.0 <= fault["start_s"] < 1.5 and fault["end_s"] >= 3.0
+    # (its own start may be late by a second's sampling, due at 3 s too, but not by the wait)
+    assert 3.02 <= timed["start_s"] < fault["end_s"], (fault, timed)
     rec = t["reconciliation"]
     assert rec["clean"], rec["problems"]
     accepted = next(r for r in _csv(run_dir / "summary.csv")
@@ -70,7 +75,8 @@ def test_killed_saga_consumer_loses_no_accepted_order(tmp_path: Path, amqp_url: 
     assert sum(rec["load_by_status"].values()) == int(accepted["count"]) - int(accepted["errors"])
     assert sum(rec["stuck"].values()) == 0 and rec["double_charges"] == 0
     rows = _csv(run_dir / "faults.csv")
-    assert [(r["target"], r["service"], r["kind"]) for r in rows] == [("queue", "payment", "kill")]
+    assert sorted((r["target"], r["service"], r["kind"]) for r in rows) == [
+        ("queue", "inventory", "delay"), ("queue", "payment", "kill")]
     # while payment was down its saga queue held the orders' events: the backlog is visible
     depths = [r for r in _csv(run_dir / "queues.csv") if r["queue"].endswith(".saga.payment")]
     assert len(depths) == 6  # one sample per measured second
@@ -156,10 +162,13 @@ def test_a_broker_restart_loses_no_accepted_order(tmp_path: Path, amqp_url: str)
     assert sum(rec["stuck"].values()) == 0 and rec["double_charges"] == 0
     seconds = {int(r["second"]): r for r in _csv(run_dir / "timeline.csv")
                if r["operation"] == "create"}
-    # while the broker is away creates fail at once (kind broker); the flow is back after it
-    # (start_app takes about a second, and a reconnect up to 0.5 s more: two seconds' margin)
-    assert int(seconds[3]["errors"]) == int(seconds[3]["count"]) > 0, seconds[3]
-    assert "broker:" in seconds[3]["error_kinds"]
+    # while the broker is away creates fail at once (kind broker): some whole second inside the
+    # fault has every create failed (not a given one: on a busy machine the broker may take a
+    # second to close its connections after stop_app, as it did once in CI, and as long to
+    # start); the flow is back after it (a reconnect takes up to 0.5 s more)
+    inside = [seconds[n] for n in range(int(fault["start_s"]) + 1, int(fault["end_s"]))]
+    assert any(int(r["errors"]) == int(r["count"]) > 0 and "broker:" in r["error_kinds"]
+               for r in inside), inside
     assert int(seconds[7]["errors"]) == 0 < int(seconds[7]["count"]), seconds[7]
     for service in ("", "-payment", "-inventory", "-notification"):
         log = (run_dir / "logs" / f"queue-r1{service}.log").read_text()

@@ -16,16 +16,14 @@ import pytest
 
 from harness.errors import UserError
 from harness.stage.broker import delete_namespace
-from harness.stage.conformance import checks_for, run_checks
 from harness.stage.launcher import Launcher
 from harness.stage.verify import run_verify
-from targets.core.seed import SeedSpec
 from targets.registry import TRANSPORTS, Transport
 from targets.serving import ServeConfig
 from tests.conftest import run
+from tests.test_conformance import SEED, assert_conformant
 from tests.test_eventsourced import COMMBENCH, _schemas
 
-SEED = SeedSpec(users=20, orders_per_user=6, seed=11)
 CORE_TARGETS = ("rest", "grpc", "queue")
 
 
@@ -54,18 +52,7 @@ def test_conformance_on_postgresql(launcher: Launcher, pg_store: str, amqp_url: 
     config = ServeConfig(store=f"{pg_store}?schema={schema}", seed=SEED, amqp_url=amqp_url,
                          namespace=ns)
     url = launcher.start(transport, config).url
-
-    async def check() -> list:  # type: ignore[type-arg]
-        client = await TRANSPORTS[transport].client_factory()(url)
-        try:
-            return await run_checks(client, SEED)
-        finally:
-            await client.close()
-
-    results = run(check())
-    assert [c.name for c in results] == list(checks_for(TRANSPORTS[transport]))
-    failed = [f"{c.name}: {c.detail}" for c in results if not c.passed]
-    assert not failed, "\n".join(failed)
+    assert_conformant(transport, url)
     assert run(_orders_in(pg_store, schema)) > SEED.total  # seeded, and the checks' creates
     launcher.services[-1].stop()
 

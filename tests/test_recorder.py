@@ -143,3 +143,57 @@ def test_hlog_round_trip(tmp_path):
     assert [g.get_tag() for g in got] == ["get.ok"] * 3
     assert got[2].get_max_value() == hs[2].get_max_value()
     assert reader.get_start_time_sec() == 1_795_000_000.0
+
+
+def _three_seconds(rec: Recorder) -> None:
+    for second in range(3):
+        t = MS0 + second * NS
+        rec.started(t + 10, 1_000 * (second + 1))
+        rec.record("get", None, t, t + 10, t + 2_000_000)
+        rec.record("list", "timeout", t, t + 10, t + 5_000_000)
+
+
+def test_a_stepwise_close_hands_over_what_one_close_does_and_only_at_its_end():
+    """The engine closes a second one histogram per loop pass (`closing`): the records are
+    the same as closing in one go, and none is handed over before its last step."""
+    whole: list[SecondRecord] = []
+    rec = Recorder(MS0, 0, whole.append, intended_in=lambda s: 7)
+    _three_seconds(rec)
+    rec.close_until(MS0 + 3 * NS)
+
+    stepped: list[SecondRecord] = []
+    rec = Recorder(MS0, 0, stepped.append, intended_in=lambda s: 7)
+    _three_seconds(rec)
+    steps = 0
+    for _ in rec.closing(MS0 + 3 * NS):
+        steps += 1
+        assert len(stepped) == (steps - 1) // 4  # 4 histograms a second: get and list × 2
+    assert steps == 12 and stepped == whole and [r.second for r in stepped] == [0, 1, 2]
+
+
+def test_a_close_stopped_midway_is_completed_by_close_all():
+    """A ticker cancelled between two steps leaves the second open; close_all hands it over
+    whole, once."""
+    sent: list[SecondRecord] = []
+    rec = Recorder(MS0, 0, sent.append, intended_in=lambda s: 7)
+    _three_seconds(rec)
+    steps = rec.closing(MS0 + 3 * NS)
+    next(steps)
+    next(steps)
+    steps.close()  # what cancelling the awaiting ticker does to the generator
+    assert sent == []
+    rec.close_all()
+    assert [r.second for r in sent] == [0, 1, 2]
+    assert all(len(r.hists) == 4 and r.started == 1 and r.lag is not None for r in sent)
+
+
+def test_a_close_resumed_after_close_all_hands_nothing_over_twice():
+    sent: list[SecondRecord] = []
+    rec = Recorder(MS0, 0, sent.append, intended_in=lambda s: 7)
+    _three_seconds(rec)
+    steps = rec.closing(MS0 + 3 * NS)
+    next(steps)
+    rec.close_all()
+    for _ in steps:
+        pass
+    assert [r.second for r in sent] == [0, 1, 2]

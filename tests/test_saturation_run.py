@@ -50,21 +50,37 @@ def test_a_generator_lagging_behind_its_own_in_flight_bound_is_flagged(tmp_path)
     path.write_text(SCENARIO)
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", str(path),
-         "--fault", "order:delay=1ms@0s+3s", "--results-dir", str(tmp_path / "results")],
+         "--fault", "order:delay=1ms@0s+3s", "--results-dir", str(tmp_path / "results"),
+         "--report"],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = (tmp_path / "results").iterdir()
     meta = json.loads((run_dir / "run.json").read_text())
     (target,) = meta["targets"]
-    (warning,) = [w for w in meta["warnings"] if w.startswith("generator saturated on rest ")]
+    (warning,) = [w for w in meta["warnings"] if w.startswith("generator ")]
     assert target["saturated"], warning
     m = re.search(r"achieved (\d+)% of the intended rate, schedule lag p99 ([\d.]+) ms", warning)
     assert m, warning
     achieved, lag_ms = int(m.group(1)), float(m.group(2))
     reasons = warning.split("flagged because ", 1)[1]
     share = r"lag p99 is \d+% of the latency p99 [\d.]+ ms \(20% or more\)"
+    schedule = target["schedule"]
+    assert schedule["reasons"] == reasons.split("; ") and schedule["lag_p99_ms"] is not None
+    assert schedule["service_p99_ms"] is not None  # the fourth clause's figure
+    page = (run_dir / "report.html").read_text()
     if achieved >= 99 and lag_ms <= 10:  # the old rule would have passed this run
         assert re.fullmatch(share, reasons), warning  # one reason: the new clause
+        # it kept the rate: said as lagging, not saturated, on screen, in run.json, in the report
+        assert warning.startswith("generator lagging on rest r1: ") and \
+            schedule["flag"] == "lagging", warning
+        assert "rest r1: ok (generator lagging)" in proc.stdout, proc.stdout
+        assert "<td>lagging (kept the rate)</td>" in page
+        assert "On REST the generator kept the rate, but its schedule lag could account for a " \
+            "fifth" in page
+    else:
+        assert warning.startswith("generator saturated on rest r1: ") and \
+            schedule["flag"] == "saturated", warning
+        assert "<td>saturated</td>" in page
     print(f"\n{warning}")  # which case this run was (pytest -s)
     assert meta["generator"]["saturation_rule"].startswith("achieved < 99% of intended, or "
                                                            "schedule lag p99 > 10 ms, or lag p99")

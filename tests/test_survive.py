@@ -326,3 +326,16 @@ def test_a_broker_that_closes_connections_costs_one_line(tmp_path: Path) -> None
     _, meta = the_run(results)
     assert meta["targets"][0]["status"] == "failed"
     assert "lost the broker" in meta["targets"][0]["error"]
+
+
+def test_a_listing_whose_reader_left_exits_141_without_a_word() -> None:
+    """`commbench scenarios | head`: the reader had what it wanted and nothing was lost, so
+    the command ends as `yes | head` does: 141 and nothing on stderr (it said "stdout was
+    closed"). The read end is closed before the command writes a line."""
+    proc = subprocess.Popen([COMMBENCH, "scenarios"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(60) == 141, err
+    assert err == ""

@@ -80,11 +80,12 @@ def test_find_max_reports_what_no_probe_could_hold(tmp_path: Path) -> None:
     assert (row["target"], row["sustained_rps"]) == ("rest", "")
     # every probe broke, so a saturated one is void; the lowest probe says what bounded it
     assert row["probes"] == " ".join(
-        f"{float(r['offered_rps']):g}-" + ("(saturated)" if r["saturated"] == "true" else "")
+        f"{float(r['offered_rps']):g}-" + (f"({r['generator']})" if r["generator"] else "")
         for r in probes)
     if probes[-1]["saturated"] == "true":  # a busy machine: even 20/s was the generator's
         assert row["bound"] == "generator" and row["void_at_rps"] == "20"
-        assert "rest: no probe held before the generator saturated" in proc.stdout
+        verb = "saturated" if probes[-1]["generator"] == "saturated" else "lagged"
+        assert f"rest: no probe held before the generator {verb}" in proc.stdout
     else:
         assert row["bound"] == "probes" and row["broke_at_rps"] == "20"
         assert "rest: no probe held\n" in proc.stdout

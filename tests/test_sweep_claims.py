@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from html import escape
@@ -27,7 +28,8 @@ COMMBENCH = str(Path(sys.executable).parent / "commbench")
 
 def _probe(target: str, rate: float, rep: int, *, p50: float = 1.0, p99: float = 4.0,
            cpu: float = 100.0, client: float = 50.0, saturated: bool = False,
-           held: bool | None = True, status: str = "ok", answered: float = 1.0) -> dict[str, Any]:
+           held: bool | None = True, status: str = "ok", answered: float = 1.0,
+           **more: Any) -> dict[str, Any]:
     """One sweep.csv row; repetitions differ by 1 % so their ranges are narrow, not empty."""
     k = 1 + 0.01 * (rep - 2)
     return {"target": target, "offered_rps": rate, "repetition": rep, "status": status,
@@ -35,7 +37,8 @@ def _probe(target: str, rate: float, rep: int, *, p50: float = 1.0, p99: float =
             "latency_p50_ms": p50 * k, "latency_p99_ms": p99 * k, "error_rate": 0.0,
             "cpu_us_per_request": cpu * k, "client_cpu_us_per_request": client * k,
             "saturated": saturated, "held": held,
-            "broken": "" if held is not False else "all: p99 < 50ms", "run": f"p{rate:g}"}
+            "broken": "" if held is not False else "all: p99 < 50ms", "run": f"p{rate:g}",
+            **more}
 
 
 def _ops(target: str, rate: float, rep: int, op: str, p50: float,
@@ -150,6 +153,16 @@ def test_cpu_counts_where_the_generator_saturated_latency_does_not() -> None:
     assert "latency not compared at 200 req/s: the generator saturated on REST" in c.evidence
     assert c.evidence[-2].endswith("requests per server core-second")  # it sent every request
     assert not any(e.startswith("requests at 200") for e in c.evidence)
+
+
+def test_a_lagging_generator_is_named_so_and_voids_latency_as_well() -> None:
+    """On REST at 200 req/s the generator kept the rate but lagged (its lag a fifth of the
+    p99): latency there is not compared either, and the evidence says which it was."""
+    c = grpc_fast(_sweep({"grpc": FAST, "rest": {**SLOW, "p50": 1.0, "p99": 4.0}},
+                         at={("rest", 200): {"saturated": True, "generator": "lagging",
+                                             "p50": 0.5}}))
+    assert "latency not compared at 200 req/s: the generator lagged on REST" in c.evidence
+    assert not any("saturated" in e for e in c.evidence)
 
 
 def test_cpu_over_too_few_clock_ticks_is_not_counted() -> None:
@@ -294,14 +307,19 @@ def test_a_real_sweep_reports_both_claims_from_its_figures(tmp_path: Path) -> No
     assert (f"server CPU per request at 30 req/s, cpu: gRPC {cpu['grpc']} µs vs REST "
             f"{cpu['rest']} µs") in html
     behind = {t for t, r in rows.items() if r["saturated"] == "true"}
+    # the flag's kind beside it: fell behind, or kept the rate and lagged
+    assert all((r["generator"] in ("saturated", "lagging")) == (r["saturated"] == "true")
+               and r["generator"] in ("", "saturated", "lagging") for r in rows.values()), rows
     # on a busy machine the generator may fall behind: that target's latency is not compared
     if behind & {"grpc", "rest"}:
-        assert "latency not compared at 30 req/s: the generator saturated on" in html
+        assert re.search(r"latency not compared at 30 req/s: the generator (saturated|lagged) on",
+                         html)
         assert "no figure could be counted (each line above says why)" in html
     else:
         assert "<li>requests at 30 req/s, p50: gRPC" in html
     if behind & {"rest", "queue"}:
-        assert "waits not compared at 30 req/s: the generator saturated on" in html
+        assert re.search(r"waits not compared at 30 req/s: the generator (saturated|lagged) on",
+                         html)
     else:  # the waits come from the probe's summary.csv (sweep.csv has only "all")
         assert "<li>order creations at 30 req/s, p50: REST completed" in html
     one_rep = escape(too_few_reps(1))

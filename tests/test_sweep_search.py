@@ -41,6 +41,19 @@ def test_a_saturated_probe_never_decides_the_limit() -> None:
     assert s.describe() == f"{s.sustained:g} req/s or more: the generator saturated at 500 req/s"
 
 
+def test_a_lagging_void_probe_is_worded_as_lag() -> None:
+    """A probe voided while the generator kept the rate (its lag, not its pace) bounds the
+    search the same way, and the verdict says the generator lagged there, not saturated."""
+    def probe(rate: float) -> Probe:
+        return Probe(rate, held=rate < 500, saturated=rate >= 500, lagging=rate >= 500)
+    s = find_max(probe, 100)
+    assert s.bound == "generator" and s.void_at == 500 and s.void_lagging
+    assert s.describe().endswith("or more: the generator lagged (it kept the rate; its lag "
+                                 "could account for a fifth or more of the p99) at 500 req/s"), \
+        s.describe()
+    assert {p.void_word for p in s.probes} == {"", "lagging"}
+
+
 def test_a_break_below_the_generators_limit_is_the_targets() -> None:
     """The target breaks above 300, the generator from 350: the void probes (400, then 350)
     bound the bracket, and the target's own break below them decides, within 5 %."""

@@ -88,3 +88,40 @@ def test_accepted_moments_are_not_the_latency_judged() -> None:
         w.on_second(_second(n, lag_us=600, latency_us=20_000, accepted_us=700))
     judged = w.saturation()
     assert judged is not None and not judged.saturated, judged.reasons
+
+
+@pytest.mark.parametrize(("lag", "latency", "service", "flagged"), [
+    (0.68, 3.63, 2.41, True),  # the gRPC run at 100/s: lag p99 19 %, the tail moved 34 %
+    (0.68, 3.63, 3.10, False),  # moved 15 %: the target's tail
+    (0.30, 2.00, 1.55, False),  # moved 22 %, but by 0.45 ms: under the floor
+    (0.30, 2.50, 2.00, True),  # moved 20 % and 0.5 ms
+    (0.68, 3.63, None, False),  # no service time (a run written before it): the lag clause only
+])
+def test_the_service_time_clause(lag: float, latency: float, service: float | None,
+                                 flagged: bool) -> None:
+    """Latency minus service time is the lag, request by request: a latency p99 20 % or more
+    above the service p99 is a tail the lag moved, whatever the lag p99 alone says."""
+    reasons = saturation_reasons(1.0, lag, latency, service)
+    assert bool(reasons) == flagged, reasons
+    if flagged:
+        assert reasons == [f"the lag moved the latency p99 by {(latency - service) / latency:.0%}: "
+                           f"{latency:.1f} ms against a service-time p99 of {service:.1f} ms "
+                           "(20% or more)"]
+
+
+def test_the_window_compares_latency_with_service_time() -> None:
+    """Lag p99 0.4 ms (10 % of the tail) but the slowest answers were the latest sends: the
+    latency p99 is 4 ms against a service p99 of 3 ms. Flagged lagging, not behind."""
+    w = Window(duration_s=2, warmup_s=0)
+    w.begin(1)
+    for n in range(2):
+        m = _second(n, lag_us=400, latency_us=4_000)
+        svc = new_histogram()
+        svc.record_value(3_000, 100)
+        m.hists[("get", "ok", "service")] = svc
+        w.on_second(m)
+    judged = w.saturation()
+    assert judged is not None and judged.saturated and not judged.behind, judged
+    assert judged.service_p99_ms == pytest.approx(3.0, rel=0.01)
+    assert judged.record()["flag"] == "lagging"
+    assert judged.record()["service_p99_ms"] == judged.service_p99_ms

@@ -90,7 +90,9 @@ class Cascade:
         rows = []
         for start, end, what in windows:
             during = self._merged(int(start), end)
-            seconds = max(1, int(end) - int(start))
+            # the seconds merged: int(start) … the one `end` falls in (a fault ends mid-second:
+            # a broker's start or a service's restart takes a while)
+            seconds = max(1, math.ceil(end) - int(start))
             rows.append({
                 "fault": what, "start_s": start, "end_s": end,
                 "baseline_p99_ms": base_p99, "baseline_error_rate": before.error_rate,

@@ -26,8 +26,9 @@ import ctypes
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from harness.load.heap import GcPauses, GcWatch
 from harness.load.recorder import ACCEPTED, NS, Recorder, SecondRecord
 from harness.load.schedule import IntendedCounter, process_arrivals, segments
 from harness.load.workload import Request, Workload
@@ -39,6 +40,11 @@ UNFINISHED = "unfinished"  # still in flight when the drain deadline passed
 DRAIN_GRACE_S = 2.0
 TICK_SLACK_NS = 2_000_000  # close a second 2 ms after it ends
 COUNT_EVERY_NS = 50_000_000  # intended arrivals are counted in 50 ms steps, not per second
+# A second's histograms are built one at a time, this far apart (~1 ms each at 5,000/s): with
+# no gap (one loop pass) the responses and arrivals of one step were still being handled when
+# the next began, and the lag of the second's close still added up to about 3 ms
+# (bench/README.md).
+CLOSE_STEP_GAP_S = 0.002
 
 
 class _Timespec(ctypes.Structure):
@@ -123,6 +129,7 @@ class EngineStats:
     """What a process reports besides its seconds (run.json `in_flight_waits`)."""
 
     in_flight_waits: int = 0  # times the dispatcher found the in-flight bound reached
+    gc: GcPauses = field(default_factory=GcPauses)  # collections during the run (run.json `gc`)
 
 
 class Engine:
@@ -154,6 +161,8 @@ class Engine:
         self.rec = Recorder(self.measure_start_ns, first, self.sink,
                             self.intended.of if self.intended is not None else None)
         ticker = asyncio.create_task(self._tick(t0_ns))
+        watch = GcWatch(self.stats.gc)  # warm-up and drain included
+        watch.start()
         try:
             now = mono()
             if t0_ns > now:
@@ -170,6 +179,7 @@ class Engine:
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            watch.stop()
             self.rec.close_all()
         return self.stats
 
@@ -181,7 +191,8 @@ class Engine:
             close_at = self.measure_start_ns + second * NS + TICK_SLACK_NS
             now = mono()
             if now >= close_at:
-                self.rec.close_until(now)
+                for _ in self.rec.closing(now):
+                    await asyncio.sleep(CLOSE_STEP_GAP_S)  # the loop catches up in between
                 second = (now - self.measure_start_ns) // NS + 1
                 continue
             if self.intended is not None:

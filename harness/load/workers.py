@@ -23,6 +23,7 @@ from typing import Any
 
 from harness.lifecycle import amqp_logs_one_line, child_setup, ignore_terminal_signals
 from harness.load.engine import Engine, EngineConfig
+from harness.load.heap import settle_heap
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -66,6 +67,7 @@ async def _worker(conn: mpc.Connection, spec: WorkerSpec) -> None:
     client = await factory(spec.url, timeout=spec.engine.scenario.load.timeout_s)
     loop = asyncio.get_running_loop()
     try:
+        settle_heap()
         conn.send(("ready", index, None))
         msg = await loop.run_in_executor(None, conn.recv)
         if msg[0] != "start":

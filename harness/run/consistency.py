@@ -1,12 +1,14 @@
 """The numbers of eventual consistency, per second and per target run: the eventsourced
-server's append latency, projection lag and backlog (read from its control socket once a
-second, harness.stage.projection) and, when the scenario asks (`read_your_writes`), the
-generator's read-backs of the orders it just created, on every target alike.
+server's append latency, projection lag and backlog, and its outbox's rows waiting for the
+broker (read from its control socket once a second, harness.stage.projection) and, when the
+scenario asks (`read_your_writes`), the generator's read-backs of the orders it just created,
+on every target alike.
 
 Per second they go to `projection.csv` (one row per target run and measured second); per run
 to run.json (`consistency`) and `consistency.csv` (one row per target run): the merged
 histograms' percentiles, the peak backlog, the read-your-writes count and rate, the replay on
-start, and after the load the read model checked against a fresh replay of the log.
+start, the outbox's peak backlog, and after the load the read model checked against a fresh
+replay of the log and the outbox's rows still unconfirmed.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ RUN_COLUMNS = ("target", "repetition", "appends", "append_p50_ms", "append_p99_m
                "lag_max_ms", "backlog_max_events", "behind_max_ms", "replay_events",
                "replay_s", "read_backs", "stale_reads", "stale_rate", "log_check",
                "events_in_log", "applied", "duplicates_dropped", "missing", "different",
-               "extra")
+               "extra", "outbox_backlog_max", "outbox_backlog_end")
 COLUMNS = ("target", "repetition", "second", "appends", "append_p50_ms", "append_p99_ms",
            "append_max_ms", "projected", "lag_p50_ms", "lag_p99_ms", "lag_max_ms",
-           "backlog_events", "behind_ms", "projector", "read_backs", "stale_reads")
+           "backlog_events", "behind_ms", "projector", "read_backs", "stale_reads",
+           "outbox_backlog")
 
 
 class Consistency:
@@ -47,6 +50,7 @@ class Consistency:
         self.read_backs = self.stale_reads = 0
         self.backlog_max = 0
         self.behind_max_ms = 0.0
+        self.outbox_max: int | None = None  # None: served without the outbox
         self.unanswered = 0  # seconds whose figures the server did not give
         self.dropped = 0  # values the server held no room for (over a million a second)
         self.replay: dict[str, Any] | None = None
@@ -102,12 +106,15 @@ class Consistency:
                 total.add(h)
         self.backlog_max = max(self.backlog_max, int(f["lag_events"]))
         self.behind_max_ms = max(self.behind_max_ms, float(f["behind_ms"]))
+        outbox = f.get("outbox_backlog")
+        if outbox is not None:
+            self.outbox_max = max(self.outbox_max or 0, int(outbox))
         self._row(second).update(
             appends=f["appends"], append_p50_ms=_ms(append, 50), append_p99_ms=_ms(append, 99),
             append_max_ms=_ms(append, 100), projected=f["projected"],
             lag_p50_ms=_ms(lag, 50), lag_p99_ms=_ms(lag, 99), lag_max_ms=_ms(lag, 100),
             backlog_events=f["lag_events"], behind_ms=f["behind_ms"],
-            projector="running" if f["running"] else "down")
+            projector="running" if f["running"] else "down", outbox_backlog=outbox)
 
     def finish(self) -> None:
         """After the load: the read model against the log (the backlog drained first)."""
@@ -141,7 +148,9 @@ class Consistency:
             "stale_reads": ryw.get("violations"), "stale_rate": ryw.get("rate"),
             "log_check": verdict or ("not checked" if self.probe else None),
             **{k: check.get(k) for k in ("events_in_log", "applied", "duplicates_dropped",
-                                         "missing", "different", "extra")}}])
+                                         "missing", "different", "extra")},
+            "outbox_backlog_max": (rec.get("outbox") or {}).get("backlog_max"),
+            "outbox_backlog_end": (rec.get("outbox") or {}).get("backlog_end")}])
 
     def record(self) -> dict[str, Any]:
         """run.json `consistency` of this target run."""
@@ -153,6 +162,11 @@ class Consistency:
                        seconds_unanswered=self.unanswered, values_dropped=self.dropped,
                        replay_on_start=self.replay,
                        check=self.check)
+            end = (self.check or {}).get("outbox") or {}
+            if self.outbox_max is not None or end:
+                out["outbox"] = {"backlog_max": self.outbox_max,
+                                 "backlog_end": end.get("backlog"),
+                                 "published": end.get("published")}
         if self.reading_back:
             out["read_your_writes"] = {
                 "checks": self.read_backs, "violations": self.stale_reads,
@@ -200,6 +214,9 @@ def describe(record: dict[str, Any]) -> str:
     if r := record.get("read_your_writes"):
         rate = "" if r["rate"] is None else f" ({r['rate']:.2%})"
         parts.append(f"read-your-writes violations {r['violations']} of {r['checks']}{rate}")
+    if (o := record.get("outbox")) and o["backlog_max"] is not None:
+        end = "" if o["backlog_end"] is None else f", {o['backlog_end']} at the end"
+        parts.append(f"outbox backlog peak {o['backlog_max']} events{end}")
     if replay := record.get("replay_on_start"):
         parts.append(f"replay on start {replay['events']:,} events in {replay['seconds']:g} s")
     if check := record.get("check"):

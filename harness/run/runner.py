@@ -314,7 +314,7 @@ class Runner:
         sc, w, totals = self.scenario, r.window, r.merger.totals
         waits = sum(s.in_flight_waits for s in r.stats)
         # A failed run is not judged: its stop, not the generator, shaped its last seconds.
-        judged = w.saturation() if sc.load.model == "open" and r.status != "failed" else None
+        judged = r.judged = w.saturation() if sc.load.model == "open" and r.status != "failed" else None
         if judged is not None and judged.saturated:
             r.saturated = True
             self.warnings.append(w.saturation_warning(judged, r.label, sc.load.in_flight, waits)
@@ -331,8 +331,7 @@ class Runner:
             saturated=r.saturated)
         if r.status == "running":
             r.status = "ok"
-        self.progress.end(r.label, r.status + (f": {r.error}" if r.error else "")
-                          + (" (saturated)" if r.saturated else ""))
+        self.progress.end(r.label, r.status + (f": {r.error}" if r.error else "") + r.flag_note)
 
     def _settle(self, r: TargetRun) -> None:
         """A chain's books from its stores after a drain; a read model against its log."""

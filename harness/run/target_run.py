@@ -12,13 +12,14 @@ from typing import Any
 from harness.faults.cascade import Cascade
 from harness.faults.injector import Injector
 from harness.load.engine import EngineStats
+from harness.load.heap import GcPauses
 from harness.load.recorder import Merger
 from harness.load.workers import WorkerPool
 from harness.run.consistency import Consistency
 from harness.run.policy_probe import PolicyProbe
 from harness.run.probes import Meter
 from harness.run.results import ResourceSample, TargetResults, utc_iso
-from harness.run.window import SATURATION_RULE, Window
+from harness.run.window import SATURATION_RULE, Saturation, Window
 from harness.scenario import Scenario, TargetRef
 from harness.scenario.policies import Policies
 from harness.scenario.slo import check
@@ -38,6 +39,7 @@ class TargetRun:
     status: str = "not_run"
     error: str | None = None
     saturated: bool = False
+    judged: Saturation | None = None  # the saturation rule's figures and call (open loop)
     probed: bool = True  # its processes' CPU and memory are measured (not: reached by URL)
     target: StagedTarget | None = None
     pool: WorkerPool | None = None
@@ -188,6 +190,16 @@ class TargetRun:
                     "note": "no policy on: one attempt per call, by construction"}
         return None
 
+    @property
+    def lagging(self) -> bool:
+        """Flagged for its lag alone: the generator kept the rate; its delay may be in the tail."""
+        return self.judged is not None and self.judged.saturated and not self.judged.behind
+
+    @property
+    def flag_note(self) -> str:
+        """After its end line: why its figures are not the target's alone ('' if they are)."""
+        return " (generator lagging)" if self.lagging else " (saturated)" if self.saturated else ""
+
     def record(self, namespace: str | None, reach: dict[str, Any]) -> dict[str, Any]:
         """This run's row of run.json `targets`; `reach` says how it was reached and probed."""
         sc, target = self.scenario, self.target
@@ -199,10 +211,13 @@ class TargetRun:
             "error": redact_text(self.error) if self.error else None,
             "warmup_s": sc.warmup_s, "duration_s": sc.duration_s,
             "measured_s": round(self.window.measured_s, 3) if self.window.began else 0.0,
-            "saturated": self.saturated, "namespace": namespace,
+            "saturated": self.saturated,
+            "schedule": self.judged.record() if self.judged is not None else None,
+            "namespace": namespace,
             "conformance": (target.conformance if target else "") or None,
             "checks_passed": list(target.checks_passed) if target else [],
             "in_flight_waits": sum(s.in_flight_waits for s in self.stats),
+            "gc": _gc_sum(self.stats).record(),
             "log": f"logs/{self.name}.log" if target and target.services else None,
             "topology": sc.topology,
             "services": self.meter.services_record(self.window.started)
@@ -213,6 +228,13 @@ class TargetRun:
             **self.faults_record(),
             **reach,
         }
+
+
+def _gc_sum(stats: Iterable[EngineStats]) -> GcPauses:
+    total = GcPauses()
+    for s in stats:
+        total.add(s.gc)
+    return total
 
 
 def probe_notes(refs: Iterable[TargetRef]) -> list[str]:

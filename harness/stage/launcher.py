@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from harness.errors import UserError
 from harness.lifecycle import child_setup, kill_group, stop_group
@@ -107,7 +108,11 @@ class Launcher:
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
 
-    def start(
+    def start(self, transport: str, config: ServeConfig, **options: Any) -> Service:
+        """Start a service and wait until it is ready (the options are spawn's)."""
+        return self.spawn(transport, config, **options).ready()
+
+    def spawn(
         self,
         transport: str,
         config: ServeConfig,
@@ -116,7 +121,10 @@ class Launcher:
         cpus: Sequence[int] = (),
         timeout: float = READY_TIMEOUT_S,
         server: str | None = None,
-    ) -> Service:
+    ) -> Starting:
+        """Start the process and return at once; `ready()` waits for its readiness line. The
+        child's parent-death signal follows the thread that spawns it (child_setup), so spawn
+        on a thread that outlives the service; the wait may run on any other."""
         get_transport(transport).server_entry(server)  # unknown names fail here, before a process starts
         name = name or transport
         log_path = self.log_dir / f"{name}.log"
@@ -126,33 +134,52 @@ class Launcher:
         except OSError as exc:
             raise UserError(f"cannot write the log {log_path}: {exc.strerror}") from None
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{AMQP_URL_ENV: config.amqp_url})
-        process = subprocess.Popen(
-            serve_command(transport, config, server),
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=lambda: child_setup(cpus),
-            env=env,
-        )
         try:
-            url = _await_ready(process, timeout, log)
+            process = subprocess.Popen(
+                serve_command(transport, config, server),
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=lambda: child_setup(cpus),
+                env=env,
+            )
         except BaseException:
-            kill_group(process)
             log.close()
             raise
-        service = Service(name, transport, url, process, log_path, tuple(cpus),
-                          config.control)
-        service._drain = threading.Thread(
-            target=_drain, args=(process, log), name=f"drain-{name}", daemon=True
-        )
-        service._drain.start()
-        self.services.append(service)
-        return service
+        return Starting(self, Service(name, transport, "", process, log_path, tuple(cpus),
+                                      config.control), log, timeout)
 
     def stop_all(self) -> None:
         while self.services:
             self.services.pop().stop()
+
+
+@dataclass
+class Starting:
+    """A service spawned and not yet ready."""
+
+    launcher: Launcher
+    service: Service
+    log: BinaryIO
+    timeout: float
+
+    def ready(self) -> Service:
+        """Wait for the readiness line; the service is the launcher's (stopped by stop_all)
+        from then on. A service that never gets ready is killed, and the error says why."""
+        service, log = self.service, self.log
+        try:
+            service.url = _await_ready(service.process, self.timeout, log)
+        except BaseException:
+            kill_group(service.process)
+            log.close()
+            raise
+        service._drain = threading.Thread(
+            target=_drain, args=(service.process, log), name=f"drain-{service.name}", daemon=True
+        )
+        service._drain.start()
+        self.launcher.services.append(service)
+        return service
 
 
 def _await_ready(process: subprocess.Popen[bytes], timeout: float, log: object) -> str:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from harness.errors import UserError
 from harness.lifecycle import signals_ignored
 from harness.scenario import TargetRef
-from harness.stage.launcher import READY_TIMEOUT_S, Launcher, Service
+from harness.stage.launcher import READY_TIMEOUT_S, Launcher, Service, Starting
 from targets.core.seed import SeedSpec
 from targets.flow.plan import stand_up
 from targets.redact import redact
@@ -56,7 +56,7 @@ class StagedTarget:
     topology: str = "single"
     stores: Path | None = None  # chain: the folder of every service's store (reconciliation)
     down: set[str] = field(default_factory=set)  # services a fault killed on purpose
-    relaunch: dict[str, Callable[[], Service]] = field(default_factory=dict, repr=False)
+    relaunch: dict[str, Callable[[], Starting]] = field(default_factory=dict, repr=False)
     schema: tuple[str, str] | None = None  # (PostgreSQL URL, schema) its store made; dropped
 
     @property
@@ -192,12 +192,12 @@ class Stage:
         def launch(role: str, config: ServeConfig) -> str:
             config = replace(config, control=self._control_path(name, role), policies=policies)
 
-            def again(port: int = 0) -> Service:
-                return self._launcher.start(ref.transport, replace(config, port=port),
+            def again(port: int = 0) -> Starting:
+                return self._launcher.spawn(ref.transport, replace(config, port=port),
                                             name=name if role == EDGE else f"{name}-{role}",
                                             cpus=cpus, timeout=timeout, server=ref.server)
 
-            service = target.services[role] = again()
+            service = target.services[role] = again().ready()
             target.relaunch[role] = lambda: again(_port(service.url, target.broker_url))
             return service.url
 
@@ -210,9 +210,17 @@ class Stage:
 
     def restart(self, target: StagedTarget, role: str) -> Service:
         """Start a killed service again as it was (same store, same port, same name)."""
-        old = target.services[role]
-        old.stop()
-        service = target.services[role] = target.relaunch[role]()
+        return self.restarted(target, role, self.respawn(target, role))
+
+    def respawn(self, target: StagedTarget, role: str) -> Starting:
+        """The first half of a restart, on a thread that outlives the service (see
+        Launcher.spawn): the old process stopped, the new one started, not yet ready."""
+        target.services[role].stop()
+        return target.relaunch[role]()
+
+    def restarted(self, target: StagedTarget, role: str, starting: Starting) -> Service:
+        """The second half, on any thread: wait until it is ready; it is the target's then."""
+        service = target.services[role] = starting.ready()
         return service
 
     def _control_path(self, name: str, role: str) -> str:

@@ -26,8 +26,8 @@ from harness.sweep.search import DEFAULT_MAX_PROBES, DEFAULT_PRECISION, Probe, S
 
 SWEEP_COLUMNS = ("target", "offered_rps", "repetition", "status", "achieved_rps",
                  "throughput_rps", "latency_p50_ms", "latency_p99_ms", "error_rate",
-                 "cpu_us_per_request", "client_cpu_us_per_request", "saturated", "held",
-                 "broken", "run")
+                 "cpu_us_per_request", "client_cpu_us_per_request", "saturated", "generator",
+                 "held", "broken", "run")
 MAX_COLUMNS = ("target", "objective", "sustained_rps", "broke_at_rps", "void_at_rps", "bound", "verdict",
                "cpu_us_per_request", "rps_per_server_core", "probes")
 
@@ -92,7 +92,7 @@ class Sweep:
         runner = Runner(opts, self.console)
         outcome = runner.run()
         verdicts = check(self.slo, outcome.rows)
-        held, saturated, broken = True, False, []
+        held, broken, kinds = True, [], set()
         for r in runner.runs:
             row = next((x for x in r.rows if x["operation"] == "all"), {})
             mine = [v for v in verdicts
@@ -101,14 +101,17 @@ class Sweep:
             if r.status != "ok":
                 r_broken.append(f"the target {r.status}")
             held = held and not r_broken
-            saturated = saturated or _void(r.saturated, bool(r_broken), row)
+            kind = ("lagging" if r.lagging else "saturated") if r.saturated else ""
+            if _void(r.saturated, bool(r_broken), row):
+                kinds.add(kind)
             broken += r_broken
             self.rows.append({
                 "target": r.ref.name, "offered_rps": rate, "repetition": r.repetition,
                 "status": r.status, **{k: row.get(k) for k in SWEEP_COLUMNS if k in row},
-                "saturated": bool(r.saturated), "held": not r_broken if self.slo else None,
+                "saturated": bool(r.saturated), "generator": kind,
+                "held": not r_broken if self.slo else None,
                 "broken": "; ".join(r_broken), "run": outcome.path.name})
-        return Probe(rate, held, saturated, "; ".join(broken))
+        return Probe(rate, held, bool(kinds), "; ".join(broken), lagging=kinds == {"lagging"})
 
     def _write(self) -> None:
         with open(self.folder / "sweep.csv", "w", newline="", encoding="utf-8") as f:
@@ -123,7 +126,7 @@ class Sweep:
                  "verdict": s.describe(),
                  **self._cost_at(name, s.sustained),
                  "probes": " ".join(f"{p.rate:g}{'+' if p.held else '-'}"
-                                    f"{'(saturated)' if p.saturated else ''}" for p in s.probes)}
+                                    f"{p.void_word and f'({p.void_word})'}" for p in s.probes)}
                 for name, s in searches.items()]
         with open(self.folder / "max.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=MAX_COLUMNS)
@@ -146,10 +149,11 @@ class Sweep:
 
 
 def _void(saturated: bool, broke: bool, row: dict[str, Any]) -> bool:
-    """Whether a probe says nothing about the target: its generator fell behind, and either
-    the objective broke (the lag may be what broke it) or fewer than 99 % of the requests
-    went out (the rate was never offered). A probe that held while every request went out
-    stands even with the generator lagging: lag only adds to the latency measured."""
+    """Whether a probe says nothing about the target: its generator was flagged (it fell
+    behind, or kept the rate with a lag that could account for a fifth or more of the p99),
+    and either the objective broke (the lag may be what broke it) or fewer than 99 % of the
+    requests went out (the rate was never offered). A probe that held while every request went out stands
+    even with the generator lagging: lag only adds to the latency measured."""
     if not saturated:
         return False
     achieved, intended = row.get("achieved_rps"), row.get("intended_rps")

@@ -2,8 +2,9 @@
 geometrically until a probe breaks the objective, then bisect between the last rate that
 held and the first that broke, until they are within `precision` of each other.
 
-A probe on which the generator saturated (it fell behind its own schedule) and that broke
-the objective, or did not send the offered rate, says nothing about the target: its figures
+A probe on which the generator saturated (it fell behind its own schedule) or lagged (it kept
+the rate, but its lag could account for a fifth or more of the p99) and that broke the
+objective, or did not send the offered rate, says nothing about the target: its figures
 are the generator's (harness/sweep/command.py decides which probes are void). Such a probe
 never counts as the target's limit. It bounds the search from above all the same (the
 generator cannot offer that rate), so the bisection goes on below it, and when the bracket
@@ -28,8 +29,14 @@ class Probe:
 
     rate: float
     held: bool  # every objective held (and the target did not fail)
-    saturated: bool  # void: the generator fell behind and the figures may be its own
+    saturated: bool  # void: the generator was flagged and the figures may be its own
     detail: str = ""  # which objective broke, or why the probe is void
+    lagging: bool = False  # void with the rate kept: the generator's lag, not its pace
+
+    @property
+    def void_word(self) -> str:
+        """How max.csv marks a void probe ('' when it is not void)."""
+        return ("lagging" if self.lagging else "saturated") if self.saturated else ""
 
 
 @dataclass
@@ -39,22 +46,29 @@ class Search:
     probes: list[Probe] = field(default_factory=list)
     sustained: float | None = None  # the highest rate that held
     broke_at: float | None = None  # the lowest rate that broke the objective
-    void_at: float | None = None  # the lowest rate at which the generator saturated
+    void_at: float | None = None  # the lowest rate at which the generator saturated (or lagged)
+    void_lagging: bool = False  # the generator kept that rate; its lag may have broken it
     bound: str = ""  # "target": the bracket closed; "generator": it closed under a void probe;
     # "range": the objective held up to the highest rate allowed; "probes": out of probes
 
     def describe(self) -> str:
         if self.sustained is None:
-            return {"generator": "no probe held before the generator saturated",
+            return {"generator": f"no probe held before the generator {self._void_verb}",
                     "probes": "no probe held"}.get(self.bound, "no probe held")
         broke = f"broke at {self.broke_at:g} req/s" if self.broke_at is not None else ""
         tail = {"target": f"({broke})",
                 "generator": ("or more: the generator saturated above it" if self.void_at is None
-                              else f"or more: the generator saturated at {self.void_at:g} req/s"),
+                              else f"or more: the generator {self._void_verb} at {self.void_at:g} "
+                              "req/s"),
                 "range": "or more: the highest rate tried",
                 "probes": f"({broke}; out of probes)" if broke else "or more: out of probes",
                 }[self.bound]
         return f"{self.sustained:g} req/s {tail}"
+
+    @property
+    def _void_verb(self) -> str:
+        return ("lagged (it kept the rate; its lag could account for a fifth or more of the p99)"
+                if self.void_lagging else "saturated")
 
 
 def find_max(probe: Callable[[float], Probe], start: float, *, ceiling: float = 1e6,
@@ -68,7 +82,8 @@ def find_max(probe: Callable[[float], Probe], start: float, *, ceiling: float = 
         p = probe(rate)
         s.probes.append(p)
         if p.saturated:
-            s.void_at = rate if s.void_at is None else min(s.void_at, rate)
+            if s.void_at is None or rate < s.void_at:
+                s.void_at, s.void_lagging = rate, p.lagging
         elif p.held:
             s.sustained = rate
         else:

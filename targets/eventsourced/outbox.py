@@ -63,17 +63,27 @@ class OutboxRelay:
         self._connection: Any = None
         self._exchange: Any = None
         self.published = 0  # messages confirmed by the broker since start
-        self.backlog = 0
+        # Rows appended and not yet confirmed, counted without a read of the log. It may dip
+        # below 0 for a moment: the relay can read and publish a committed row before the
+        # command that committed it has called `appended` (a clamp at 0 lost that decrement,
+        # and left a backlog of 1 that never drained, once, on PostgreSQL).
+        self._count = 0
+
+    @property
+    def backlog(self) -> int:
+        return max(0, self._count)
+
+    def _counted(self, delta: int) -> None:
+        self._count += delta
+        GAUGES[BACKLOG_GAUGE] = self.backlog
 
     async def start(self) -> None:
-        self.backlog = await self._log.backlog()
-        GAUGES[BACKLOG_GAUGE] = self.backlog
+        self._counted(await self._log.backlog())
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     def appended(self, n: int) -> None:
         """`n` events (and their outbox rows) were just committed."""
-        self.backlog += n
-        GAUGES[BACKLOG_GAUGE] = self.backlog
+        self._counted(n)
         self._wake.set()
 
     async def stop(self) -> None:
@@ -138,8 +148,7 @@ class OutboxRelay:
         if confirmed:
             await self._log.mark_published(confirmed)
             self.published += len(confirmed)
-            self.backlog = max(0, self.backlog - len(confirmed))
-            GAUGES[BACKLOG_GAUGE] = self.backlog
+            self._counted(-len(confirmed))
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         if failed is not None:
             raise failed

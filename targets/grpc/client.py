@@ -6,7 +6,8 @@ edge's downstream failed) → Unavailable, anything else → TransportError."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import grpc
 
@@ -142,11 +143,12 @@ async def _await_connected(channel: grpc.aio.Channel, target: str, timeout: floa
             state = channel.get_state(try_to_connect=True)
 
 
-async def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> GrpcOrderClient:
-    """Accepts "grpc://host:port" or "host:port"; raises TransportError("refused" or
-    "timeout") when no server answers within `timeout`."""
+async def open_channel(url: str, timeout: float,
+                       options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+    """A connected channel to "grpc://host:port" or "host:port" (closed again on failure);
+    raises TransportError("refused" or "timeout") when no server answers within `timeout`."""
     target = parse_target(url)
-    channel = grpc.aio.insecure_channel(target)
+    channel = grpc.aio.insecure_channel(target, options=list(options) or None)
     try:
         await _await_connected(channel, target, timeout)
     except TimeoutError:
@@ -155,4 +157,10 @@ async def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> GrpcOrderC
     except BaseException:
         await channel.close()
         raise
-    return GrpcOrderClient(channel, timeout)
+    return channel
+
+
+async def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> GrpcOrderClient:
+    """Accepts "grpc://host:port" or "host:port"; raises TransportError("refused" or
+    "timeout") when no server answers within `timeout`."""
+    return GrpcOrderClient(await open_channel(url, timeout), timeout)
