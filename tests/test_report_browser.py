@@ -65,20 +65,41 @@ class Chromium:
     def __enter__(self) -> Chromium:
         assert CHROMIUM is not None, "needs Debian's chromium: make test installs it " \
                                      "(or apt-get install -y chromium)"
+        # A browser that dies while starting (seen once in CI, not reproduced in 110 starts
+        # here) is the browser's failure, not the report's: start it again, at most twice,
+        # and if it never comes up say how it ended and what it printed.
+        failures: list[str] = []
+        while len(failures) < 3 and not any("timed out" in f for f in failures):
+            failure = self._start()
+            if failure is None:
+                return self
+            self._stop()
+            failures.append(failure)
+        raise RuntimeError(f"chromium did not open its DevTools port in {len(failures)} "
+                           f"starts: {failures}")
+
+    def _start(self) -> str | None:
+        """Start chromium; None once it serves DevTools, else how the start failed."""
         self.profile = tempfile.mkdtemp(prefix="commbench-chromium-")
-        self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.log = Path(tempfile.mkstemp(prefix="commbench-chromium-", suffix=".log")[1])
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
+        started = time.monotonic()
         while not (port_file.exists() and port_file.read_text().strip()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("chromium did not open its DevTools port")
+            elapsed = time.monotonic() - started
+            if self.proc.poll() is not None or elapsed > 60:
+                ended = (f"exited {self.proc.returncode}" if self.proc.poll() is not None
+                         else "timed out")
+                tail = self.log.read_text(errors="replace").splitlines()[-5:]
+                return f"{ended} after {elapsed:.1f} s; its last lines: {tail}"
             time.sleep(0.05)  # polling a file chromium writes; not a stand-in for sync
         self.port = int(port_file.read_text().split()[0])
-        return self
+        return None
 
-    def __exit__(self, *exc: object) -> None:
+    def _stop(self) -> None:
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -86,6 +107,10 @@ class Chromium:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.profile, ignore_errors=True)
+        self.log.unlink(missing_ok=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
 
     def inspect(self, page: Path, screenshot: Path) -> dict[str, Any]:
         return asyncio.run(self._inspect(page, screenshot))
