@@ -42,18 +42,15 @@ from harness.locust.results import (
 )
 from harness.scenario import duration_option, load_scenario
 from reports.loader import load_run
+from tests.browser import CHROMIUM, FLAGS
 from tests.procs import still_running
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMBENCH = str(Path(sys.executable).parent / "commbench")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"
 MARK_ENV = "COMMBENCH_TEST_MARK"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-extensions",
-                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                  "--window-size=1280,900"]
+# The web UI may load nothing from outside loopback.
+CHROMIUM_FLAGS = [*FLAGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 SCENARIO = """
 name = "locust-tiny"
 description = "a small mix for locust tests"

@@ -11,10 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +19,10 @@ import pandas as pd
 import pytest
 
 from reports.html import write_report
+from tests.browser import Chromium
 from tests.report_runs import partial_copy, real_run
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--remote-debugging-port=0", "--window-size=1280,900"]
 
 # Never skipped: `make test` installs chromium (scripts/system-deps.sh); without it these
 # tests fail saying so.
@@ -59,69 +52,17 @@ _INSPECT = """(() => {
 })()"""
 
 
-class Chromium:
-    """A headless Chromium with its own profile, stopped (and its profile removed) on exit."""
+def inspect(chromium: Chromium, page: Path, screenshot: Path) -> dict[str, Any]:
+    return asyncio.run(_inspect(chromium.port, page, screenshot))
 
-    def __enter__(self) -> Chromium:
-        assert CHROMIUM is not None, "needs Debian's chromium: make test installs it " \
-                                     "(or apt-get install -y chromium)"
-        # A browser that dies while starting (seen once in CI, not reproduced in 110 starts
-        # here) is the browser's failure, not the report's: start it again, at most twice,
-        # and if it never comes up say how it ended and what it printed.
-        failures: list[str] = []
-        while len(failures) < 3 and not any("timed out" in f for f in failures):
-            failure = self._start()
-            if failure is None:
-                return self
-            self._stop()
-            failures.append(failure)
-        raise RuntimeError(f"chromium did not open its DevTools port in {len(failures)} "
-                           f"starts: {failures}")
 
-    def _start(self) -> str | None:
-        """Start chromium; None once it serves DevTools, else how the start failed."""
-        self.profile = tempfile.mkdtemp(prefix="commbench-chromium-")
-        self.log = Path(tempfile.mkstemp(prefix="commbench-chromium-", suffix=".log")[1])
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        started = time.monotonic()
-        while not (port_file.exists() and port_file.read_text().strip()):
-            elapsed = time.monotonic() - started
-            if self.proc.poll() is not None or elapsed > 60:
-                ended = (f"exited {self.proc.returncode}" if self.proc.poll() is not None
-                         else "timed out")
-                tail = self.log.read_text(errors="replace").splitlines()[-5:]
-                return f"{ended} after {elapsed:.1f} s; its last lines: {tail}"
-            time.sleep(0.05)  # polling a file chromium writes; not a stand-in for sync
-        self.port = int(port_file.read_text().split()[0])
-        return None
-
-    def _stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.profile, ignore_errors=True)
-        self.log.unlink(missing_ok=True)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop()
-
-    def inspect(self, page: Path, screenshot: Path) -> dict[str, Any]:
-        return asyncio.run(self._inspect(page, screenshot))
-
-    async def _inspect(self, page: Path, screenshot: Path) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{self.port}/json/list") as r:
-                targets = await r.json()
-            ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-            async with http.ws_connect(ws_url, max_msg_size=0) as ws:
-                return await _drive(ws, page, screenshot)
+async def _inspect(port: int, page: Path, screenshot: Path) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
+            targets = await r.json()
+        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        async with http.ws_connect(ws_url, max_msg_size=0) as ws:
+            return await _drive(ws, page, screenshot)
 
 
 async def _drive(ws: aiohttp.ClientWebSocketResponse, page: Path,
@@ -219,7 +160,7 @@ def _rendered_number(text: str) -> tuple[float, float]:
 def test_report_opens_clean_in_chromium(real_report: Path) -> None:
     shot = ARTIFACTS / "report-real-run.png"
     with Chromium() as chromium:
-        info = chromium.inspect(real_report, shot)
+        info = inspect(chromium, real_report, shot)
     _check(info, real_report, {"get", "list", "create", "all"})
     assert shot.stat().st_size > 10_000
     run_dir = real_report.parent
@@ -247,7 +188,7 @@ def test_report_opens_clean_in_chromium(real_report: Path) -> None:
 def test_report_of_partial_run_shows_its_warning(partial_report: Path) -> None:
     shot = ARTIFACTS / "report-partial-run.png"
     with Chromium() as chromium:
-        info = chromium.inspect(partial_report, shot)
+        info = inspect(chromium, partial_report, shot)
     assert any("partial run" in w for w in info["warnings"])
     assert info["console_errors"] == []
     assert info["imgs"], "the partial report has no images"
