@@ -25,7 +25,7 @@ class Chromium:
     def __enter__(self) -> Chromium:
         assert CHROMIUM is not None, "needs Debian's chromium: make test installs it " \
                                      "(or apt-get install -y chromium)"
-        # A browser that dies while starting (seen once in CI, not reproduced in 110 starts
+        # A browser that dies while starting (seen once in CI, not reproduced in over 100 starts
         # here) is the browser's failure, not the report's: start it again, at most twice,
         # and if it never comes up say how it ended and what it printed.
         failures: list[str] = []
