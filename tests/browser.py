@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.lifecycle import stop_group
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Quiet and offline: no first-run pages, no background fetches, a fixed window.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,12 +31,15 @@ class Chromium:
         # here) is the browser's failure, not the report's: start it again, at most twice,
         # and if it never comes up say how it ended and what it printed.
         failures: list[str] = []
-        while len(failures) < 3 and not any("timed out" in f for f in failures):
+        for _ in range(3):
             failure = self._start()
             if failure is None:
                 return self
+            hung = self.proc.poll() is None  # a hang is a finding to read, not to retry
             self._stop()
             failures.append(failure)
+            if hung:
+                break
         raise RuntimeError(f"chromium did not open its DevTools port in {len(failures)} "
                            f"starts: {failures}")
 
@@ -61,12 +66,7 @@ class Chromium:
         return None
 
     def _stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_group(self.proc, timeout=10)  # its renderers and zygote too
         shutil.rmtree(self.profile, ignore_errors=True)
         self.log.unlink(missing_ok=True)
 
