@@ -9,7 +9,8 @@ is the same: the stream is swapped for /dev/null, so no later print fails, and t
 is interrupted with SIGPIPE's exit code. SIGPIPE itself is not made an interrupt: Python
 ignores it so that a socket whose peer died raises an error where it is used, and a
 handler would turn a dying target's socket into a stopped run; the handler below only acts
-when stdout is the pipe that closed.
+when stdout is the pipe that closed. An Interrupt that Python swallows (raised in an
+at-fork hook while a target is spawned, say) is raised again (`_unraisable`).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def signals_ignored() -> Iterator[None]:
 # -- the CLI's one installation ---------------------------------------------------------
 
 _stdout_closed = threading.Event()
+_RESEND_S = 0.005  # long past any at-fork hook or finaliser, short beside any command
 
 
 def stop_on_signals() -> None:
@@ -129,6 +131,7 @@ def stop_on_signals() -> None:
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _raise_interrupt)
     signal.signal(signal.SIGPIPE, _on_sigpipe)
+    sys.unraisablehook = _unraisable
     sys.stdout = _Guarded(sys.stdout, closes_command=True)  # type: ignore[assignment]
     sys.stderr = _Guarded(sys.stderr, closes_command=False)  # type: ignore[assignment]
     threading.Thread(target=_watch_stdout, name="stdout-watch", daemon=True).start()
@@ -136,6 +139,23 @@ def stop_on_signals() -> None:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise Interrupt(signum)
+
+
+def _unraisable(unraisable: Any) -> None:
+    """A handler's Interrupt raised where Python cannot propagate it (an at-fork hook, a
+    __del__, a weakref callback) is reported here and would be lost: the command would go
+    on as if never stopped. Send the signal to the main thread again a moment later, from
+    another thread (sent now, it would be raised inside this hook); should that one land
+    in such a place too, it comes back here and is sent once more."""
+    exc = unraisable.exc_value
+    if not isinstance(exc, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+    resend = threading.Timer(_RESEND_S, signal.pthread_kill,
+                             (threading.main_thread().ident,
+                              getattr(exc, "signum", signal.SIGINT)))
+    resend.daemon = True
+    resend.start()
 
 
 def _on_sigpipe(signum: int, frame: object) -> None:
