@@ -61,10 +61,7 @@ class GcWatch:
             self._began = time.perf_counter_ns()
             return
         ms = (time.perf_counter_ns() - self._began) / 1e6
-        p = self.pauses
-        p.collections += 1
-        p.total_ms += ms
-        p.max_ms = max(p.max_ms, ms)
+        self.pauses.add(GcPauses(1, ms, ms))
 
     def start(self) -> None:
         gc.callbacks.append(self._callback)

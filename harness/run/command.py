@@ -36,8 +36,8 @@ def run_command(opts: RunOptions, *, report: Callable[[Path], Path] | None = Non
         exc.note = f"partial result in {exc.outcome.path}"
         raise
     if outcome.rows:
-        console.print(summary_table(outcome.rows, lagging={
-            (r.row, r.repetition) for r in runner.runs if r.lagging}))
+        console.print(summary_table(outcome.rows, flags={
+            (r.row, r.repetition): r.flag for r in runner.runs}))
     for r in runner.runs:
         if r.consistency is not None:
             console.print(f"consistency: {r.label}: {describe(r.consistency.record())}",

@@ -5,7 +5,7 @@ a terminal, and a summary table at the end."""
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,9 +123,13 @@ def _rate(v: object) -> str:
     return f"{v:.1f}" if isinstance(v, int | float) else "–"
 
 
+FLAG_CELLS = {"saturated": "[red]saturated[/red]", "lagging": "[yellow]lagging[/yellow]"}
+
+
 def summary_table(rows: Iterable[dict[str, Any]],
-                  lagging: Collection[tuple[str, int]] = ()) -> Table:
-    """`lagging`: (target, repetition) flagged for lag alone: the generator kept the rate."""
+                  flags: Mapping[tuple[str, int], str] | None = None) -> Table:
+    """`flags`: (target, repetition) → the saturation rule's call, shown on the `all` row."""
+    flags = flags or {}
     t = Table(title="summary (latency from intended start; percentiles of successful requests)")
     cols = ("target", "rep", "operation", "count", "errors", "req/s", "p50 ms", "p99 ms",
             "p99.9 ms", "max ms", "service p99 ms", "CPU µs/req", "generator")
@@ -143,8 +147,8 @@ def summary_table(rows: Iterable[dict[str, Any]],
             str(r["errors"]), _rate(r["throughput_rps"]), ms(r["latency_p50_ms"]),
             ms(r["latency_p99_ms"]), ms(r["latency_p999_ms"]), ms(r["latency_max_ms"]),
             ms(r["service_p99_ms"]), f"{cpu:.0f}" if isinstance(cpu, float) else "",
-            "" if not r.get("saturated") or r["operation"] != "all" else "[yellow]lagging[/yellow]"
-            if (r["target"], r["repetition"]) in lagging else "[red]saturated[/red]",
+            FLAG_CELLS.get(flags.get((r["target"], r["repetition"]), ""), "")
+            if r["operation"] == "all" else "",
             style="bold" if r["operation"] == "all" else None,
         )
     return t

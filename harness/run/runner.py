@@ -316,7 +316,6 @@ class Runner:
         # A failed run is not judged: its stop, not the generator, shaped its last seconds.
         judged = r.judged = w.saturation() if sc.load.model == "open" and r.status != "failed" else None
         if judged is not None and judged.saturated:
-            r.saturated = True
             self.warnings.append(w.saturation_warning(judged, r.label, sc.load.in_flight, waits)
                                  + self.spare_hint)
         if totals.clamped:

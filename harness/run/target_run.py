@@ -38,7 +38,6 @@ class TargetRun:
     scenario: Scenario
     status: str = "not_run"
     error: str | None = None
-    saturated: bool = False
     judged: Saturation | None = None  # the saturation rule's figures and call (open loop)
     probed: bool = True  # its processes' CPU and memory are measured (not: reached by URL)
     target: StagedTarget | None = None
@@ -191,14 +190,19 @@ class TargetRun:
         return None
 
     @property
-    def lagging(self) -> bool:
-        """Flagged for its lag alone: the generator kept the rate; its delay may be in the tail."""
-        return self.judged is not None and self.judged.saturated and not self.judged.behind
+    def flag(self) -> str:
+        """The saturation rule's call: 'saturated', 'lagging' or '' (see Saturation.flag)."""
+        return (self.judged.flag if self.judged is not None else None) or ""
+
+    @property
+    def saturated(self) -> bool:
+        """Flagged either way: its figures may be partly the generator's."""
+        return bool(self.flag)
 
     @property
     def flag_note(self) -> str:
         """After its end line: why its figures are not the target's alone ('' if they are)."""
-        return " (generator lagging)" if self.lagging else " (saturated)" if self.saturated else ""
+        return {"lagging": " (generator lagging)", "saturated": " (saturated)"}.get(self.flag, "")
 
     def record(self, namespace: str | None, reach: dict[str, Any]) -> dict[str, Any]:
         """This run's row of run.json `targets`; `reach` says how it was reached and probed."""

@@ -98,9 +98,14 @@ class Saturation:
     behind: bool = False  # saturated by the first two clauses, not by the lag share alone
     service_p99_ms: float | None = None  # the same requests' service time
 
+    @property
+    def flag(self) -> str | None:
+        """The call in one word: 'saturated' (fell behind), 'lagging' (kept the rate) or None."""
+        return ("saturated" if self.behind else "lagging") if self.saturated else None
+
     def record(self) -> dict[str, Any]:
         """run.json `schedule` of a target run: the figures the rule judged, and its call."""
-        return {"flag": ("saturated" if self.behind else "lagging") if self.saturated else None,
+        return {"flag": self.flag,
                 "achieved": round(self.achieved, 6), "lag_p99_ms": self.lag_p99_ms,
                 "latency_p99_ms": self.latency_p99_ms, "service_p99_ms": self.service_p99_ms,
                 "reasons": list(self.reasons)}
@@ -185,8 +190,7 @@ class Window:
         """The run's warning for a flagged generator: the figures, then the clause(s)."""
         within = "" if self.stop_ns is None else \
             f" over the {self.full_seconds:g} s measured before the stop"
-        kind = "saturated" if judged.behind else "lagging"
-        return (f"generator {kind} on {label}: achieved {judged.achieved:.0%} of the "
+        return (f"generator {judged.flag} on {label}: achieved {judged.achieved:.0%} of the "
                 f"intended rate{within}, schedule lag p99 {judged.lag_p99_ms or 0:.1f} ms "
                 f"(in-flight limit {in_flight} per process reached {waits} times); "
                 f"flagged because {'; '.join(judged.reasons)}")

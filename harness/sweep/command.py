@@ -101,7 +101,7 @@ class Sweep:
             if r.status != "ok":
                 r_broken.append(f"the target {r.status}")
             held = held and not r_broken
-            kind = ("lagging" if r.lagging else "saturated") if r.saturated else ""
+            kind = r.flag
             if _void(r.saturated, bool(r_broken), row):
                 kinds.add(kind)
             broken += r_broken
